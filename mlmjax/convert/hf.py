@@ -1,0 +1,185 @@
+"""Export to and import from a Hugging Face `BertForMaskedLM` folder (safetensors, no pickle).
+
+Our parameter paths are HF's module names (see `mlmjax/model/bert.py`), so the mapping is a
+renaming of leaves plus kernel transposes:
+
+    <module>/kernel [in, out]      <->  <module>.weight [out, in]
+    <module>/embedding             <->  <module>.weight
+    <LayerNorm>/scale              <->  <LayerNorm>.weight
+    .../bias                       <->  .../bias
+
+The vocabulary is padded to a multiple of 128 inside mlmjax; export slices it back, import pads.
+The decoder is tied to the word embeddings, so `cls.predictions.decoder.*` is not written
+(transformers re-ties it on load, as its own `save_pretrained` does).
+"""
+
+import json
+import os
+
+import numpy as np
+from flax import nnx
+from safetensors.numpy import load_file, save_file
+
+from mlmjax.model.bert import BertConfig
+
+# Our path's last component -> HF's parameter name, and whether the array is transposed.
+_LEAF_TO_HF = {"kernel": ("weight", True), "embedding": ("weight", False),
+               "scale": ("weight", False), "bias": ("bias", False)}
+_VOCAB_ROWS = ("bert.embeddings.word_embeddings.weight", "cls.predictions.bias")
+
+
+def flatten_params(params) -> dict[str, np.ndarray]:
+  """nnx.State -> {"bert/embeddings/...": float32 numpy array}."""
+  return {"/".join(str(k) for k in path): np.asarray(v[...], np.float32)
+          for path, v in nnx.to_flat_state(params)}
+
+
+def to_hf_tensors(flat: dict[str, np.ndarray], vocab_size: int) -> dict[str, np.ndarray]:
+  """Our flat params -> `BertForMaskedLM` state-dict tensors (vocab padding removed)."""
+  tensors = {}
+  for path, value in flat.items():
+    *modules, leaf = path.split("/")
+    name, transpose = _LEAF_TO_HF[leaf]
+    key = ".".join(modules + [name])
+    value = value.T if transpose else value
+    if key in _VOCAB_ROWS:
+      value = value[:vocab_size]
+    tensors[key] = np.ascontiguousarray(value)
+  return tensors
+
+
+def from_hf_tensors(tensors: dict[str, np.ndarray], template: dict[str, np.ndarray],
+                    ) -> dict[str, np.ndarray]:
+  """`BertForMaskedLM` tensors -> our flat params, shaped like `template` (padded vocab)."""
+  flat = {}
+  for path, like in template.items():
+    key = next(iter(to_hf_tensors({path: like}, like.shape[0])))
+    if key not in tensors:
+      raise ValueError(f"The Hugging Face checkpoint has no tensor {key!r}; only BERT "
+                       "(BertForMaskedLM or BertModel) checkpoints can be imported.")
+    value = tensors[key].T if path.endswith("/kernel") else tensors[key]
+    if key in _VOCAB_ROWS:
+      padded = np.zeros(like.shape, np.float32)
+      padded[: value.shape[0]] = value
+      value = padded
+    if value.shape != like.shape:
+      raise ValueError(f"{key}: shape {value.shape} does not match the model's {like.shape}")
+    flat[path] = value.astype(np.float32)
+  return flat
+
+
+def hf_config(cfg: BertConfig) -> dict:
+  """The `config.json` of a `BertForMaskedLM` with our hyperparameters."""
+  return {
+      "architectures": ["BertForMaskedLM"],
+      "model_type": "bert",
+      "vocab_size": cfg.vocab_size,
+      "hidden_size": cfg.hidden_size,
+      "num_hidden_layers": cfg.num_layers,
+      "num_attention_heads": cfg.num_heads,
+      "intermediate_size": cfg.intermediate_size,
+      "hidden_act": "gelu",
+      "hidden_dropout_prob": cfg.hidden_dropout,
+      "attention_probs_dropout_prob": cfg.attention_dropout,
+      "max_position_embeddings": cfg.max_position_embeddings,
+      "type_vocab_size": cfg.type_vocab_size,
+      "initializer_range": cfg.initializer_range,
+      "layer_norm_eps": 1e-12,
+      "pad_token_id": cfg.pad_token_id,
+      "tie_word_embeddings": True,
+      "torch_dtype": "float32",
+  }
+
+
+def write_tokenizer(tokenizer, out_dir: str, *, lowercase: bool, max_length: int) -> None:
+  """tokenizer.json, vocab.txt and the configs `AutoTokenizer` reads, for a WordPiece vocab."""
+  tokenizer.save(os.path.join(out_dir, "tokenizer.json"))
+  vocab = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
+  with open(os.path.join(out_dir, "vocab.txt"), "w", encoding="utf-8") as f:
+    f.writelines(token + "\n" for token, _ in vocab)
+  specials = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]",
+              "cls_token": "[CLS]", "mask_token": "[MASK]"}
+  with open(os.path.join(out_dir, "special_tokens_map.json"), "w", encoding="utf-8") as f:
+    json.dump(specials, f, indent=2)
+  with open(os.path.join(out_dir, "tokenizer_config.json"), "w", encoding="utf-8") as f:
+    json.dump({"tokenizer_class": "BertTokenizer", "do_lower_case": lowercase,
+               "model_max_length": max_length, **specials}, f, indent=2)
+
+
+def export(params, cfg: BertConfig, tokenizer, out_dir: str, *, lowercase: bool) -> str:
+  """Writes an HF `BertForMaskedLM` folder: config.json, model.safetensors, tokenizer files."""
+  os.makedirs(out_dir, exist_ok=True)
+  tensors = to_hf_tensors(flatten_params(params), cfg.vocab_size)
+  save_file(tensors, os.path.join(out_dir, "model.safetensors"), metadata={"format": "pt"})
+  with open(os.path.join(out_dir, "config.json"), "w", encoding="utf-8") as f:
+    json.dump(hf_config(cfg), f, indent=2)
+  write_tokenizer(tokenizer, out_dir, lowercase=lowercase, max_length=cfg.max_position_embeddings)
+  return out_dir
+
+
+def export_workdir(workdir: str, out_dir: str, step: int | None = None) -> str:
+  """Exports the checkpoint at `step` (latest when None) of a training workdir."""
+  from mlmjax import inference
+  model, tokenizer, meta = inference.load_trained(workdir, step)
+  return export(nnx.state(model, nnx.Param), model.cfg, tokenizer, out_dir,
+                lowercase=meta["config"]["data"]["lowercase"])
+
+
+def read_hf_tensors(hf_dir: str) -> dict[str, np.ndarray]:
+  """The safetensors weights of a local HF folder (a PyTorch .bin is refused: no pickle)."""
+  path = os.path.join(hf_dir, "model.safetensors")
+  if not os.path.exists(path):
+    if os.path.exists(os.path.join(hf_dir, "pytorch_model.bin")):
+      raise ValueError(f"{hf_dir} holds only pytorch_model.bin; mlmjax reads safetensors only "
+                       "(no pickle). Convert it: BertForMaskedLM.from_pretrained(dir)"
+                       ".save_pretrained(dir, safe_serialization=True).")
+    raise FileNotFoundError(f"No model.safetensors in {hf_dir}")
+  tensors = load_file(path)
+  # BertModel checkpoints have no "bert." prefix.
+  if not any(k.startswith("bert.") for k in tensors):
+    tensors = {f"bert.{k}": v for k, v in tensors.items()}
+  return tensors
+
+
+def config_from_hf(hf_dir: str, **overrides) -> BertConfig:
+  """Our `BertConfig` from a local HF `config.json` (BERT only)."""
+  path = os.path.join(hf_dir, "config.json")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"No config.json in {hf_dir}: pass a local Hugging Face model folder")
+  with open(path, encoding="utf-8") as f:
+    hf = json.load(f)
+  if hf.get("model_type") != "bert":
+    raise ValueError(f"{hf_dir} holds a {hf.get('model_type')!r} model; mlmjax imports BERT "
+                     "(model_type 'bert') only.")
+  if hf.get("hidden_act", "gelu") != "gelu" or hf.get("position_embedding_type",
+                                                      "absolute") != "absolute":
+    raise ValueError(f"{hf_dir}: only hidden_act='gelu' and absolute positions are supported")
+  values = dict(
+      vocab_size=hf["vocab_size"], hidden_size=hf["hidden_size"],
+      num_layers=hf["num_hidden_layers"], num_heads=hf["num_attention_heads"],
+      intermediate_size=hf["intermediate_size"],
+      max_position_embeddings=hf["max_position_embeddings"],
+      type_vocab_size=hf.get("type_vocab_size", 2),
+      hidden_dropout=hf.get("hidden_dropout_prob", 0.1),
+      attention_dropout=hf.get("attention_probs_dropout_prob", 0.0),
+      initializer_range=hf.get("initializer_range", 0.02),
+      pad_token_id=hf.get("pad_token_id") or 0)
+  values.update(overrides)
+  return BertConfig(**values)
+
+
+def import_params(tensors: dict[str, np.ndarray], cfg: BertConfig, graph_state=None):
+  """HF tensors -> (graphdef, nnx.State) for `cfg`. A `BertModel` gets a fresh MLM head."""
+  from mlmjax.model.bert import BertForMaskedLM
+  with nnx.use_eager_sharding(False):
+    fresh = BertForMaskedLM(cfg, rngs=nnx.Rngs(0))
+  graphdef, state = nnx.split(fresh)
+  flat_state = list(nnx.to_flat_state(state))
+  template = {"/".join(map(str, p)): np.asarray(v[...]) for p, v in flat_state}
+  if not any(k.startswith("cls.") for k in tensors):  # BertModel: keep the initialised head
+    tensors = {**to_hf_tensors({k: v for k, v in template.items() if k.startswith("cls/")},
+                               cfg.vocab_size), **tensors}
+  flat = from_hf_tensors(tensors, template)
+  new_state = nnx.from_flat_state(
+      [(p, v.replace(value=flat["/".join(map(str, p))])) for p, v in flat_state])
+  return graphdef, new_state

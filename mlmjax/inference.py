@@ -1,0 +1,84 @@
+"""Inference from a trained workdir: load the model and tokenizer, predict `[MASK]` tokens."""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from mlmjax import checkpoint, masking
+from mlmjax.data import tokenizer as tokenizer_lib
+from mlmjax.model.bert import BertConfig, BertForMaskedLM
+
+
+def load_trained(workdir: str, step: int | None = None):
+  """(model, tokenizer, meta) from the checkpoint at `step` (latest when None), on one device.
+
+  The checkpoint may come from any mesh: it is restored onto the shardings of a 1-device mesh.
+  """
+  from mlmjax.train import loop  # the train package builds the abstract state to restore into
+
+  manager = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"),
+                                  item_names=("state", "data", "meta"),
+                                  options=ocp.CheckpointManagerOptions(read_only=True))
+  step = manager.latest_step() if step is None else step
+  if step is None or step not in manager.all_steps():
+    raise FileNotFoundError(f"No checkpoint {'' if step is None else step} in {workdir}: train "
+                            f"first (mlmjax-train --workdir={workdir}); available steps: "
+                            f"{list(manager.all_steps())}")
+  meta = checkpoint.read_meta(manager, step)
+  config = ml_collections.ConfigDict(meta["config"])
+  config.mesh.shape = (1, 1, 1)
+  tokenizer = tokenizer_lib.get_tokenizer(config.data, workdir)
+  tables = masking.VocabTables.from_tokenizer(tokenizer)
+  c = loop.build(config, tables, tokenizer.get_vocab_size(), tokenizer.token_to_id("[PAD]"),
+                 devices=jax.devices()[:1])
+  state = manager.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(c.abstract_state)))["state"]
+  model = nnx.merge(c.graphdef, state.params)
+  return model, tokenizer, meta
+
+
+def fill_mask(model: BertForMaskedLM, tokenizer, texts: list[str], top_k: int = 5,
+              mask_token: str = "[MASK]") -> list[list[list[tuple[str, float]]]]:
+  """For each text, for each `[MASK]` in it: the top-k (token, probability) pairs."""
+  mask_id = tokenizer.token_to_id(mask_token)
+  pad_id = model.cfg.pad_token_id
+  encodings = [tokenizer.encode(t).ids for t in texts]
+  for text, ids in zip(texts, encodings):
+    if mask_id not in ids:
+      raise ValueError(f"No {mask_token} in {text!r}")
+    if len(ids) > model.cfg.max_position_embeddings:
+      raise ValueError(f"{text!r} is {len(ids)} tokens; the model takes at most "
+                       f"{model.cfg.max_position_embeddings}")
+  seq = max(len(ids) for ids in encodings)
+  slots = max(ids.count(mask_id) for ids in encodings)
+  input_ids = np.full((len(texts), seq), pad_id, np.int32)
+  positions = np.zeros((len(texts), slots), np.int32)
+  for row, ids in enumerate(encodings):
+    input_ids[row, : len(ids)] = ids
+    where = [i for i, t in enumerate(ids) if t == mask_id]
+    positions[row, : len(where)] = where
+  logits = model(jnp.asarray(input_ids), jnp.asarray(positions))[..., : model.cfg.vocab_size]
+  probs = np.asarray(jax.nn.softmax(logits, axis=-1))
+  results = []
+  for row, ids in enumerate(encodings):
+    per_mask = []
+    for slot in range(ids.count(mask_id)):
+      best = np.argsort(-probs[row, slot])[:top_k]
+      per_mask.append([(tokenizer.id_to_token(int(t)), float(probs[row, slot, t])) for t in best])
+    results.append(per_mask)
+  return results
+
+
+def format_predictions(texts: list[str], predictions) -> str:
+  lines = []
+  for text, per_mask in zip(texts, predictions):
+    lines.append(text)
+    for i, top in enumerate(per_mask):
+      shown = ", ".join(f"{tok} ({p:.2f})" for tok, p in top)
+      lines.append(f"  [MASK]{'' if len(per_mask) == 1 else ' #' + str(i + 1)}: {shown}")
+  return "\n".join(lines)

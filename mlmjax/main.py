@@ -1,0 +1,135 @@
+"""Command-line entry points (absl apps): train, prepare, export, fill-mask, quickstart.
+
+This file holds flags only; the work lives in libraries that tests and notebooks import.
+
+    mlmjax-train --config=configs/quickstart.py --workdir=DIR [--config.train.steps=200 ...]
+"""
+
+import os
+import sys
+
+import jax
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+QUICKSTART_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                 "configs", "quickstart.py")
+DEMO_SENTENCES = (
+    "The [MASK] function returns the number of items in a container.",
+    "If the key is not found, a [MASK] is raised.",
+    "This module provides functions for working with [MASK] and directories.",
+    "Return a new list containing all items from the [MASK] in ascending order.",
+)
+
+FLAGS = flags.FLAGS
+
+
+def _define_config_and_workdir() -> None:
+  config_flags.DEFINE_config_file(
+      "config", QUICKSTART_CONFIG, "Python config file returning a ConfigDict.",
+      lock_config=True)
+  flags.DEFINE_string("workdir", None, "Directory for data, checkpoints and logs.")
+  flags.mark_flag_as_required("workdir")
+
+
+def _maybe_initialize_distributed() -> None:
+  """Joins the multi-controller runtime when launched as several processes."""
+  if any(v in os.environ for v in ("JAX_COORDINATOR_ADDRESS", "SLURM_NTASKS",
+                                   "TPU_WORKER_HOSTNAMES")) and jax.process_count() == 1:
+    jax.distributed.initialize()
+
+
+def _train(_) -> None:
+  from mlmjax.train import loop
+  _maybe_initialize_distributed()
+  results = loop.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  print(_format_results(results))
+
+
+def _prepare(_) -> None:
+  from mlmjax.data import prepare
+  manifest = prepare.prepare(FLAGS.config.data, FLAGS.workdir)
+  for split, entry in manifest["splits"].items():
+    print(f"{split}: {entry['documents']} documents, {entry['tokens']:,} tokens, "
+          f"{entry['rows']} rows of {manifest['seq_len']}")
+
+
+def _export(_) -> None:
+  from mlmjax.convert import hf
+  out = hf.export_workdir(FLAGS.workdir, FLAGS.out, FLAGS.step)
+  print(f"Exported a Hugging Face BertForMaskedLM to {out}")
+
+
+def _fill_mask(argv) -> None:
+  from mlmjax import inference
+  texts = argv[1:] or list(DEMO_SENTENCES)
+  model, tokenizer, _ = inference.load_trained(FLAGS.workdir, FLAGS.step)
+  print(inference.format_predictions(texts, inference.fill_mask(model, tokenizer, texts,
+                                                                 FLAGS.top_k)))
+
+
+def _quickstart(_) -> None:
+  from mlmjax import inference
+  from mlmjax.convert import hf
+  from mlmjax.train import loop
+  results = loop.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  out = hf.export_workdir(FLAGS.workdir, os.path.join(FLAGS.workdir, "hf"))
+  model, tokenizer, _ = inference.load_trained(FLAGS.workdir)
+  texts = list(DEMO_SENTENCES)
+  print(_format_results(results))
+  print(f"\nHugging Face export: {out}  (AutoModelForMaskedLM.from_pretrained loads it)\n")
+  print(inference.format_predictions(texts, inference.fill_mask(model, tokenizer, texts)))
+
+
+def _format_results(r: dict) -> str:
+  ratio = r["eval_accuracy"] / max(r["eval_baseline_accuracy"], 1e-9)
+  return (f"step {r['step']}: held-out MLM loss {r['eval_loss']:.3f}, accuracy "
+          f"{r['eval_accuracy']:.1%} vs {r['eval_baseline_accuracy']:.1%} for always predicting "
+          f"{r['baseline_token']!r} ({ratio:.1f}x), on {int(r['eval_predictions'])} masked tokens")
+
+
+def _run(main, define) -> None:
+  define()
+  jax.config.config_with_absl()
+  try:  # parse once here so a bad flag or config key is one line, not a traceback
+    FLAGS(sys.argv)
+  except (flags.Error, AttributeError, KeyError, ValueError, TypeError) as e:
+    message = str(e).replace("\\n", " ").replace("\n", " ").strip("'\"")
+    overrides = [a for a in sys.argv[1:] if a.startswith("--config.")]
+    sys.exit(f"mlmjax: bad command line: {message}\n  config overrides given: {overrides}\n"
+             "  Run with --helpfull to list flags; config keys are those of the --config file.")
+  app.run(main)
+
+
+def run_train() -> None:
+  _run(_train, _define_config_and_workdir)
+
+
+def run_prepare() -> None:
+  _run(_prepare, _define_config_and_workdir)
+
+
+def run_quickstart() -> None:
+  _run(_quickstart, _define_config_and_workdir)
+
+
+def run_export() -> None:
+  def define():
+    flags.DEFINE_string("workdir", None, "Training workdir holding checkpoints.")
+    flags.DEFINE_string("out", None, "Output folder for the Hugging Face model.")
+    flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).")
+    flags.mark_flags_as_required(["workdir", "out"])
+  _run(_export, define)
+
+
+def run_fill_mask() -> None:
+  def define():
+    flags.DEFINE_string("workdir", None, "Training workdir holding checkpoints.")
+    flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).")
+    flags.DEFINE_integer("top_k", 5, "Predictions shown per [MASK].")
+    flags.mark_flag_as_required("workdir")
+  _run(_fill_mask, define)
+
+
+if __name__ == "__main__":
+  sys.exit(run_train())

@@ -1,0 +1,153 @@
+"""mlmjax.masking: pure, jittable MLM masking strategies, a registry, and `make_masker(config)`.
+
+    tables = masking.VocabTables.from_vocab(tokens)
+    masker = masking.make_masker(masking.default_config(), tables)
+    out = jax.jit(masker)(key, {"input_ids": ids}, step)   # a MaskedBatch
+
+See docs/MASKING.md for every strategy, option and the state hooks.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from mlmjax.masking import core
+from mlmjax.masking import schedules
+from mlmjax.masking import strategies
+from mlmjax.masking.config import default_config
+from mlmjax.masking.config import validate
+from mlmjax.masking.core import Context
+from mlmjax.masking.core import MaskedBatch
+from mlmjax.masking.core import Plan
+from mlmjax.masking.core import TokenBatch
+from mlmjax.masking.tables import VocabTables
+
+PlanFn = Callable[[jax.Array, TokenBatch, VocabTables, Context], Plan]
+Strategy = Callable[[jax.Array, TokenBatch, VocabTables, Context], MaskedBatch]
+
+# name -> plan function (units and weights); the strategies below add the shared core.
+PLANS: dict[str, PlanFn] = {
+    "random": strategies.random,
+    "dynamic": strategies.dynamic,
+}
+
+
+def _as_strategy(plan_fn: PlanFn) -> Strategy:
+  def strategy(keys, batch, tables, ctx):
+    return core.apply_plan(keys, batch, tables, ctx, plan_fn(keys, batch, tables, ctx))
+  strategy.__name__ = plan_fn.__name__
+  strategy.__doc__ = plan_fn.__doc__
+  return strategy
+
+
+# name -> strategy `fn(keys [B], batch, tables, ctx) -> MaskedBatch`.
+STRATEGIES: dict[str, Strategy] = {name: _as_strategy(fn) for name, fn in PLANS.items()}
+
+# Strategies that keep a running state in the train state (see init_state / update_state).
+STATEFUL = ("adaptive",)
+
+
+def _components(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """The strategy names a config uses (the mixture's components included)."""
+  if config.strategy == "mixture":
+    return tuple(config.mixture.strategies)
+  return (config.strategy,)
+
+
+def example_keys(config: ml_collections.ConfigDict, key: jax.Array, step: jax.Array,
+                 batch: TokenBatch) -> jax.Array:
+  """[B] per-row keys.
+
+  every_step: fold_in(fold_in(key, step), row). static (BERT dupe factor): fold_in(fold_in(key,
+  epoch % dupe_factor), example), where the example is `batch.example_ids` or, when absent, a
+  hash of the row's tokens; the same example then gets the same masks in epochs e and
+  e + dupe_factor whatever its row.
+  """
+  b, s = batch.input_ids.shape
+  if config.dynamic.mode != "static":
+    return core.row_keys(jax.random.fold_in(key, step), b)
+  epoch = step // config.dynamic.steps_per_epoch
+  base = jax.random.fold_in(key, epoch % config.dynamic.dupe_factor)
+  example = batch.example_ids
+  if example is None:
+    # Multiplicative hash of the tokens (wrapping uint32 arithmetic); odd multipliers.
+    mult = jnp.asarray(np.random.default_rng(0).integers(1, 2**31, s) * 2 + 1, jnp.uint32)
+    example = (batch.input_ids.astype(jnp.uint32) * mult).sum(axis=1, dtype=jnp.uint32)
+  return jax.vmap(jax.random.fold_in, (None, 0))(base, example)
+
+
+def make_masker(config: ml_collections.ConfigDict, tables: VocabTables) -> Callable[..., MaskedBatch]:
+  """A pure masker for `config` closing over `tables`.
+
+  Returns:
+    masker(key, batch, step, state=None, embeddings=None) -> MaskedBatch, jittable:
+      key: a PRNG key (typed or raw); the masker folds `step` in itself.
+      batch: a TokenBatch or a dict with "input_ids" [B, S] int32 (+ optional annotations).
+      step: [] int, traced; drives dynamic masks and the rate schedule.
+      state: the running state from init_state/update_state (adaptive masking), else None.
+      embeddings: [V', D] word-embedding table, needed by contextual masking only.
+  """
+  validate(config)
+  names = _components(config)
+  unknown = [n for n in names if n not in STRATEGIES]
+  if unknown:
+    raise ValueError(f"unknown masking strategy {unknown}; choose from {sorted(STRATEGIES)}")
+  strategy = STRATEGIES[config.strategy]
+
+  def masker(key: jax.Array, batch: TokenBatch | Mapping[str, Any], step: Any,
+             state: Any = None, embeddings: jax.Array | None = None) -> MaskedBatch:
+    batch = core.as_token_batch(batch)
+    step = jnp.asarray(step, jnp.int32)
+    ctx = Context(config=config, step=step, rate=schedules.mask_rate(config, step),
+                  state=state, embeddings=embeddings)
+    return strategy(example_keys(config, key, step, batch), batch, tables, ctx)
+
+  return masker
+
+
+def init_state(config: ml_collections.ConfigDict, tables: VocabTables) -> Any:
+  """The masking state the train state carries: None for stateless strategies.
+
+  Adaptive masking: {"token_loss": [V] f32}, the running MLM loss of each vocabulary id,
+  starting at `adaptive.init_loss` (default log V, a uniform model's loss).
+  """
+  if not any(n in STATEFUL for n in _components(config)):
+    return None
+  init = config.adaptive.init_loss or float(np.log(tables.vocab_size))
+  return {"token_loss": jnp.full((tables.vocab_size,), init, jnp.float32)}
+
+
+def update_state(config: ml_collections.ConfigDict, state: Any, labels: jax.Array,
+                 per_token_loss: jax.Array, weights: jax.Array) -> Any:
+  """The next masking state, from one step's predictions (pure; call inside the train step).
+
+  Args:
+    state: from init_state (None: returned unchanged).
+    labels: [B, P] int32 ids predicted (MaskedBatch.labels).
+    per_token_loss: [B, P] f32 loss at each slot (pass it through stop_gradient).
+    weights: [B, P] f32 (MaskedBatch.weights); slots with weight 0 are ignored.
+  Returns:
+    the state with token_loss[v] <- decay * token_loss[v] + (1 - decay) * (mean loss of v in
+    this batch), for the ids v seen in this batch; other ids keep their value.
+  """
+  if state is None:
+    return None
+  old = state["token_loss"]
+  labels, w = labels.reshape(-1), weights.reshape(-1).astype(jnp.float32)
+  loss = per_token_loss.reshape(-1).astype(jnp.float32)
+  sums = jnp.zeros_like(old).at[labels].add(loss * w, mode="drop")
+  counts = jnp.zeros_like(old).at[labels].add(w, mode="drop")
+  decay = config.adaptive.decay
+  mixed = decay * old + (1.0 - decay) * sums / jnp.maximum(counts, 1e-6)
+  return {"token_loss": jnp.where(counts > 0, mixed, old)}
+
+
+__all__ = [
+    "Context", "MaskedBatch", "Plan", "PLANS", "STRATEGIES", "TokenBatch", "VocabTables",
+    "default_config", "init_state", "make_masker", "update_state", "schedules",
+]

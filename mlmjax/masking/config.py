@@ -1,0 +1,101 @@
+"""The masking config: every option of every strategy, with its default, in one ConfigDict."""
+
+from __future__ import annotations
+
+import ml_collections
+
+COUNT_MODES = ("exact", "ceil", "prob_round", "bernoulli")
+RANDOM_SOURCES = ("non_special", "full_vocab", "unigram")
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """Defaults: dynamic random masking of 15% of eligible tokens, 80/10/10, 20 predictions."""
+  c = ml_collections.ConfigDict()
+  c.strategy = "dynamic"  # a name in masking.STRATEGIES
+  c.rate = 0.15  # share of eligible tokens to predict (the constant schedule's rate)
+  c.max_predictions = 20  # P: prediction slots per row; size it for the schedule's highest rate
+  c.count_mode = "exact"  # exact round(rate*n) | ceil | prob_round (fairseq) | bernoulli (HF)
+  c.count_specials = False  # n counts [CLS]/[SEP] too (BERT: 19 at length 128); PAD never counts
+  c.min_one = False  # at least one prediction per row that has an eligible token (BERT)
+  c.mask_prob = 0.8  # share of chosen tokens replaced by [MASK]
+  c.random_prob = 0.1  # share replaced by a random id; the rest (0.1) keep the original
+  c.replace_per = "token"  # decide mask/random/keep per "token" (BERT) or per "unit" (SpanBERT)
+  c.random_source = "non_special"  # non_special (uniform) | full_vocab (BERT/HF) | unigram (freq.)
+  c.units = "token"  # units of the weight-based strategies: "token" or "word"
+  c.fill = "skip"  # a unit over the budget: "skip" it (BERT) or "truncate" it (SpanBERT, exact)
+  c.segment_aware = True  # no unit crosses a document boundary (needs batch segment_ids)
+
+  c.dynamic = d = ml_collections.ConfigDict()
+  d.mode = "every_step"  # "every_step": new masks each step; "static": BERT dupe-factor masks
+  d.dupe_factor = 10  # static: distinct masks per example, reused every dupe_factor epochs
+  d.steps_per_epoch = 0  # static: steps in one epoch (must be > 0 in static mode)
+
+  c.schedule = s = ml_collections.ConfigDict()
+  s.kind = "constant"  # constant (uses rate) | linear | cosine (time-variant masking, MRD)
+  s.start = 0.32  # linear/cosine: rate at step 0 (MRD: 2 * 0.15 + 0.02)
+  s.end = 0.02  # linear/cosine: rate from `steps` on
+  s.steps = 100_000  # linear/cosine: steps from start to end
+
+  c.span = sp = ml_collections.ConfigDict()
+  sp.mode = "geometric"  # geometric (SpanBERT, spans of whole words) | t5 (exact T5 corruption)
+  sp.p = 0.2  # geometric: success probability of the span length in words
+  sp.max_words = 10  # geometric: lengths truncated (renormalised) at this many words
+  sp.mean_length = 3.0  # t5: mean noise-span length in tokens
+
+  c.frequency = f = ml_collections.ConfigDict()
+  f.alpha = 0.5  # weight = (count + 1) ** -alpha: alpha > 0 favours rare tokens, < 0 common ones
+
+  c.adaptive = a = ml_collections.ConfigDict()
+  a.decay = 0.99  # running loss per id: new = decay * old + (1 - decay) * batch mean
+  a.power = 1.0  # weight = running_loss ** power (0 = uniform)
+  a.init_loss = 0.0  # starting running loss; 0 means log(vocab_size), a uniform model's loss
+
+  c.syntax = sy = ml_collections.ConfigDict()
+  sy.class_weights = (1.0, 2.0, 0.5)  # weight per pos_class value (0 unknown, 1 content, 2 fn.)
+  sy.content_class = 1  # class of a content word when pos_class is absent (vocabulary fallback)
+  sy.function_class = 2  # class of a function word when pos_class is absent
+
+  c.contextual = cx = ml_collections.ConfigDict()
+  cx.sharpness = 5.0  # log weight = sharpness * cos(token, row mean); < 0 favours outliers
+
+  c.semantic = se = ml_collections.ConfigDict()
+  se.power = 1.0  # weight = idf ** power: salient (rare-in-documents) tokens first
+
+  c.entity = e = ml_collections.ConfigDict()
+  e.weight = float("inf")  # entity unit vs word: inf = entities first, words top up (ERNIE)
+
+  c.pmi = pm = ml_collections.ConfigDict()
+  pm.weight = 1.0  # n-gram unit vs word; 1 = uniform over units (PMI-Masking)
+
+  c.mixture = m = ml_collections.ConfigDict()
+  m.strategies = ("dynamic", "span", "whole_word")  # one is drawn per example
+  m.weights = (1.0, 1.0, 1.0)  # their relative weights at step 0
+  m.final_weights = ()  # optional weights at `steps`, linearly interpolated; () = fixed
+  m.steps = 100_000  # steps from weights to final_weights
+  return c
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Raises ValueError naming the fix for a config no masker can run."""
+  checks = [
+      (0.0 <= config.rate <= 1.0, f"rate={config.rate} must lie in [0, 1]"),
+      (config.max_predictions >= 1, "max_predictions must be at least 1"),
+      (config.count_mode in COUNT_MODES, f"count_mode must be one of {COUNT_MODES}"),
+      (config.mask_prob >= 0 and config.random_prob >= 0
+       and config.mask_prob + config.random_prob <= 1.0 + 1e-9,
+       "mask_prob and random_prob must be >= 0 and sum to at most 1 (the rest is kept)"),
+      (config.replace_per in ("token", "unit"), "replace_per must be 'token' or 'unit'"),
+      (config.random_source in RANDOM_SOURCES, f"random_source must be one of {RANDOM_SOURCES}"),
+      (config.units in ("token", "word"), "units must be 'token' or 'word'"),
+      (config.fill in ("skip", "truncate"), "fill must be 'skip' or 'truncate'"),
+      (config.dynamic.mode in ("every_step", "static"),
+       "dynamic.mode must be 'every_step' or 'static'"),
+      (config.dynamic.mode != "static" or config.dynamic.steps_per_epoch > 0,
+       "static masking needs dynamic.steps_per_epoch > 0"),
+      (config.dynamic.dupe_factor >= 1, "dynamic.dupe_factor must be at least 1"),
+      (config.schedule.kind in ("constant", "linear", "cosine"),
+       "schedule.kind must be constant, linear or cosine"),
+  ]
+  for ok, message in checks:
+    if not ok:
+      raise ValueError(f"masking config: {message}")

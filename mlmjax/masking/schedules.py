@@ -1,0 +1,55 @@
+"""Mask-rate and mixture-weight schedules: pure functions of the traced step (never recompile).
+
+The rate only changes traced values (the per-row budget), never a shape, so one compiled step
+serves every rate; `max_predictions` must be sized for the schedule's highest rate.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+
+def _progress(step: jax.Array, steps: int) -> jax.Array:
+  """[] f32 in [0, 1]: share of the schedule done at `step`."""
+  return jnp.clip(jnp.asarray(step, jnp.float32) / max(int(steps), 1), 0.0, 1.0)
+
+
+def mask_rate(config: ml_collections.ConfigDict, step: jax.Array) -> jax.Array:
+  """[] f32 mask rate at `step`.
+
+  constant: `config.rate`. linear: start -> end over `schedule.steps`, then end.
+  cosine: end + (start - end) * (1 + cos(pi t)) / 2, t = step / steps; with start = 2p + 0.02 and
+  end = 0.02 this is the masking-ratio decay p (1 + cos(pi t)) + 0.02 of Yang et al. (2023).
+  """
+  sched = config.schedule
+  if sched.kind == "constant":
+    return jnp.asarray(config.rate, jnp.float32)
+  t = _progress(step, sched.steps)
+  if sched.kind == "linear":
+    rate = sched.start + (sched.end - sched.start) * t
+  elif sched.kind == "cosine":
+    rate = sched.end + (sched.start - sched.end) * 0.5 * (1.0 + jnp.cos(jnp.pi * t))
+  else:
+    raise ValueError(f"unknown schedule.kind {sched.kind!r}; use constant, linear or cosine")
+  return jnp.clip(rate, 0.0, 1.0).astype(jnp.float32)
+
+
+def max_rate(config: ml_collections.ConfigDict) -> float:
+  """The highest rate the schedule reaches (to size max_predictions)."""
+  sched = config.schedule
+  if sched.kind == "constant":
+    return float(config.rate)
+  return float(min(1.0, max(sched.start, sched.end)))
+
+
+def mixture_weights(weights: Sequence[float], final_weights: Sequence[float], steps: int,
+                    step: jax.Array) -> jax.Array:
+  """[M] f32 mixture weights at `step`: linear from `weights` to `final_weights` (if given)."""
+  w0 = jnp.asarray(weights, jnp.float32)
+  if not final_weights:
+    return w0
+  return w0 + (jnp.asarray(final_weights, jnp.float32) - w0) * _progress(step, steps)

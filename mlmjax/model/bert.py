@@ -1,0 +1,283 @@
+"""BERT encoder with a masked-LM head in Flax NNX, parameter-compatible with HF `BertForMaskedLM`.
+
+Attribute names follow Hugging Face exactly (`bert.encoder.layer.0.attention.self.query`, ...), so
+`nnx.state(model)` flattens to the paths of the HF Flax layout and conversion to PyTorch is a
+renaming plus kernel transposes (see `mlmjax/convert/hf.py`).
+
+Post-LN BERT as HF defines it: exact (erf) GELU, LayerNorm epsilon 1e-12, learned absolute
+positions, token types. Parameters are float32; `dtype` sets the compute dtype (bfloat16 on
+accelerators). Dropout takes an explicit PRNG key (no hidden RNG state in the module), so the
+train step stays a pure function of (params, batch, key).
+
+The MLM head gathers the `positions` to predict first, so the vocabulary matmul runs on
+`P = max_predictions` tokens per row instead of all `S`.
+"""
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+LAYER_NORM_EPS = 1e-12
+VOCAB_MULTIPLE = 128  # pad the vocabulary for the matmul units; padded logits are masked out
+
+
+@dataclasses.dataclass(frozen=True)
+class BertConfig:
+  """Static model hyperparameters (HF `BertConfig` names where they exist)."""
+  vocab_size: int
+  hidden_size: int = 768
+  num_layers: int = 12
+  num_heads: int = 12
+  intermediate_size: int = 3072
+  max_position_embeddings: int = 512
+  type_vocab_size: int = 2
+  hidden_dropout: float = 0.1
+  attention_dropout: float = 0.0
+  initializer_range: float = 0.02
+  pad_token_id: int = 0
+  dtype: str = "float32"
+  attention: str = "xla"  # "xla" (boolean mask, any device) or "cudnn" (flash, sequence lengths)
+  remat: bool = False
+
+  @property
+  def padded_vocab_size(self) -> int:
+    return -(-self.vocab_size // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
+
+  @property
+  def compute_dtype(self) -> Any:
+    return jnp.dtype(self.dtype)
+
+  @classmethod
+  def from_config(cls, model_config, vocab_size: int, pad_token_id: int = 0) -> "BertConfig":
+    """Builds from the `config.model` ConfigDict plus the tokenizer's vocabulary size."""
+    fields = {f.name for f in dataclasses.fields(cls)}
+    values = {k: v for k, v in model_config.items() if k in fields}
+    unknown = set(model_config.keys()) - fields
+    if unknown:
+      raise ValueError(f"Unknown config.model keys {sorted(unknown)}; known: {sorted(fields)}")
+    return cls(**values, vocab_size=vocab_size, pad_token_id=pad_token_id)
+
+
+def _dense(cfg: BertConfig, d_in: int, d_out: int, axes: tuple, rngs: nnx.Rngs) -> nnx.Linear:
+  init = jax.nn.initializers.normal(cfg.initializer_range)
+  return nnx.Linear(
+      d_in, d_out, dtype=cfg.compute_dtype, rngs=rngs,
+      kernel_init=nnx.with_partitioning(init, axes),
+      bias_init=nnx.with_partitioning(jax.nn.initializers.zeros, axes[-1:]))
+
+
+def _layer_norm(cfg: BertConfig, rngs: nnx.Rngs) -> nnx.LayerNorm:
+  # Statistics in float32 whatever the compute dtype: post-LN is sensitive to them.
+  return nnx.LayerNorm(
+      cfg.hidden_size, epsilon=LAYER_NORM_EPS, dtype=jnp.float32, rngs=rngs,
+      scale_init=nnx.with_partitioning(jax.nn.initializers.ones, ("embed",)),
+      bias_init=nnx.with_partitioning(jax.nn.initializers.zeros, ("embed",)))
+
+
+def _embed(cfg: BertConfig, n: int, axes: tuple, rngs: nnx.Rngs) -> nnx.Embed:
+  init = jax.nn.initializers.normal(cfg.initializer_range)
+  return nnx.Embed(n, cfg.hidden_size, dtype=cfg.compute_dtype, rngs=rngs,
+                   embedding_init=nnx.with_partitioning(init, axes))
+
+
+def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
+  """Inverted dropout; identity when `key` is None (evaluation) or `rate` is 0."""
+  if key is None or rate == 0.0:
+    return x
+  keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+  return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)
+
+
+class Embeddings(nnx.Module):
+  """Word + position + token-type embeddings, then LayerNorm and dropout."""
+
+  def __init__(self, cfg: BertConfig, rngs: nnx.Rngs):
+    self.cfg = cfg
+    self.word_embeddings = _embed(cfg, cfg.padded_vocab_size, ("vocab", "embed"), rngs)
+    self.position_embeddings = _embed(cfg, cfg.max_position_embeddings, (None, "embed"), rngs)
+    self.token_type_embeddings = _embed(cfg, cfg.type_vocab_size, (None, "embed"), rngs)
+    self.LayerNorm = _layer_norm(cfg, rngs)
+
+  def __call__(self, input_ids, token_type_ids, key):
+    seq_len = input_ids.shape[1]
+    x = (self.word_embeddings(input_ids)
+         + self.position_embeddings.embedding[:seq_len][None].astype(self.cfg.compute_dtype)
+         + self.token_type_embeddings(token_type_ids))
+    x = self.LayerNorm(x).astype(self.cfg.compute_dtype)
+    return dropout(x, self.cfg.hidden_dropout, key)
+
+
+class SelfAttention(nnx.Module):
+  """Query/key/value projections and the attention kernel."""
+
+  def __init__(self, cfg: BertConfig, rngs: nnx.Rngs):
+    self.cfg = cfg
+    d = cfg.hidden_size
+    self.query = _dense(cfg, d, d, ("embed", "heads"), rngs)
+    self.key = _dense(cfg, d, d, ("embed", "heads"), rngs)
+    self.value = _dense(cfg, d, d, ("embed", "heads"), rngs)
+
+  def __call__(self, x, lengths):
+    b, s, d = x.shape
+    heads = self.cfg.num_heads
+    split = lambda t: t.reshape(b, s, heads, d // heads)  # [B, S, N, H]
+    q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))
+    if self.cfg.attention == "cudnn":
+      # cuDNN flash attention takes padding as sequence lengths (a broadcast mask is refused).
+      out = jax.nn.dot_product_attention(
+          q, k, v, query_seq_lengths=lengths, key_value_seq_lengths=lengths,
+          implementation="cudnn")
+    else:
+      mask = (jnp.arange(s)[None, :] < lengths[:, None])[:, None, None, :]  # [B, 1, 1, S]
+      out = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation="xla")
+    return out.reshape(b, s, d)
+
+
+class AttentionOutput(nnx.Module):
+  """Output projection, dropout, residual and LayerNorm (post-LN)."""
+
+  def __init__(self, cfg: BertConfig, d_in: int, axes: tuple, rngs: nnx.Rngs):
+    self.cfg = cfg
+    self.dense = _dense(cfg, d_in, cfg.hidden_size, axes, rngs)
+    self.LayerNorm = _layer_norm(cfg, rngs)
+
+  def __call__(self, h, residual, key):
+    h = dropout(self.dense(h), self.cfg.hidden_dropout, key)
+    return self.LayerNorm(h + residual).astype(self.cfg.compute_dtype)
+
+
+class Attention(nnx.Module):
+
+  def __init__(self, cfg: BertConfig, rngs: nnx.Rngs):
+    self.self = SelfAttention(cfg, rngs)
+    self.output = AttentionOutput(cfg, cfg.hidden_size, ("heads", "embed"), rngs)
+
+  def __call__(self, x, lengths, key):
+    return self.output(self.self(x, lengths), x, key)
+
+
+class Intermediate(nnx.Module):
+
+  def __init__(self, cfg: BertConfig, rngs: nnx.Rngs):
+    self.dense = _dense(cfg, cfg.hidden_size, cfg.intermediate_size, ("embed", "mlp"), rngs)
+
+  def __call__(self, x):
+    return jax.nn.gelu(self.dense(x), approximate=False)  # HF "gelu" is the exact erf form
+
+
+class Layer(nnx.Module):
+  """One post-LN transformer block."""
+
+  def __init__(self, cfg: BertConfig, rngs: nnx.Rngs):
+    self.attention = Attention(cfg, rngs)
+    self.intermediate = Intermediate(cfg, rngs)
+    self.output = AttentionOutput(cfg, cfg.intermediate_size, ("mlp", "embed"), rngs)
+
+  def __call__(self, x, lengths, key):
+    keys = (None, None) if key is None else tuple(jax.random.split(key))
+    x = self.attention(x, lengths, keys[0])
+    return self.output(self.intermediate(x), x, keys[1])
+
+
+class Encoder(nnx.Module):
+
+  def __init__(self, cfg: BertConfig, rngs: nnx.Rngs):
+    self.cfg = cfg
+    self.layer = nnx.List([Layer(cfg, rngs) for _ in range(cfg.num_layers)])
+
+  def __call__(self, x, lengths, key):
+    for i, layer in enumerate(self.layer):
+      layer_key = None if key is None else jax.random.fold_in(key, i)
+      if self.cfg.remat:
+        x = nnx.remat(lambda l, x, k: l(x, lengths, k))(layer, x, layer_key)
+      else:
+        x = layer(x, lengths, layer_key)
+    return x
+
+
+class BertModel(nnx.Module):
+  """The encoder body (HF `BertModel` without the pooler)."""
+
+  def __init__(self, cfg: BertConfig, rngs: nnx.Rngs):
+    self.embeddings = Embeddings(cfg, rngs)
+    self.encoder = Encoder(cfg, rngs)
+
+  def __call__(self, input_ids, token_type_ids, lengths, key):
+    keys = (None, None) if key is None else tuple(jax.random.split(key))
+    x = self.embeddings(input_ids, token_type_ids, keys[0])
+    return self.encoder(x, lengths, keys[1])
+
+
+class PredictionTransform(nnx.Module):
+
+  def __init__(self, cfg: BertConfig, rngs: nnx.Rngs):
+    self.dense = _dense(cfg, cfg.hidden_size, cfg.hidden_size, (None, "embed"), rngs)
+    self.LayerNorm = _layer_norm(cfg, rngs)
+
+  def __call__(self, x):
+    return self.LayerNorm(jax.nn.gelu(self.dense(x), approximate=False))
+
+
+class Predictions(nnx.Module):
+  """Transform, then the decoder tied to the word embeddings, plus a separate output bias."""
+
+  def __init__(self, cfg: BertConfig, rngs: nnx.Rngs):
+    self.transform = PredictionTransform(cfg, rngs)
+    self.bias = nnx.Param(jnp.zeros((cfg.padded_vocab_size,)), out_sharding=("vocab",))
+
+
+class MlmHead(nnx.Module):
+
+  def __init__(self, cfg: BertConfig, rngs: nnx.Rngs):
+    self.predictions = Predictions(cfg, rngs)
+
+
+class BertForMaskedLM(nnx.Module):
+  """HF `BertForMaskedLM`: `bert` body plus `cls` head, logits only at the requested positions."""
+
+  def __init__(self, cfg: BertConfig, *, rngs: nnx.Rngs):
+    self.cfg = cfg
+    self.bert = BertModel(cfg, rngs)
+    self.cls = MlmHead(cfg, rngs)
+
+  def __call__(self, input_ids: jax.Array, positions: jax.Array, *,
+               token_type_ids: jax.Array | None = None,
+               lengths: jax.Array | None = None,
+               dropout_key: jax.Array | None = None) -> jax.Array:
+    """MLM logits at `positions`.
+
+    Args:
+      input_ids: [B, S] int32, right-padded with `pad_token_id`.
+      positions: [B, P] int32 positions to predict.
+      token_type_ids: [B, S] int32, zeros when None.
+      lengths: [B] int32 real tokens per row (padding only at the end); computed from
+        `input_ids != pad_token_id` when None.
+      dropout_key: PRNG key enabling dropout (training); None is deterministic.
+
+    Returns:
+      [B, P, padded_vocab_size] float32 logits; columns past `vocab_size` are -1e9.
+    """
+    if token_type_ids is None:
+      token_type_ids = jnp.zeros_like(input_ids)
+    if lengths is None:
+      lengths = real_lengths(input_ids, self.cfg.pad_token_id)
+    hidden = self.bert(input_ids, token_type_ids, lengths, dropout_key)  # [B, S, D]
+    hidden = jnp.take_along_axis(hidden, positions[..., None], axis=1)  # [B, P, D]
+    return self.logits(hidden)
+
+  def logits(self, hidden: jax.Array) -> jax.Array:
+    """Head on gathered hidden states [B, P, D] -> [B, P, V_padded] float32."""
+    cfg, head = self.cfg, self.cls.predictions
+    h = head.transform(hidden).astype(cfg.compute_dtype)
+    logits = self.bert.embeddings.word_embeddings.attend(h).astype(jnp.float32)
+    logits = logits + head.bias[...]
+    real = jnp.arange(cfg.padded_vocab_size) < cfg.vocab_size
+    return jnp.where(real, logits, -1e9)
+
+
+def real_lengths(input_ids: jax.Array, pad_token_id: int) -> jax.Array:
+  """[B] number of tokens before the first padding (rows are right-padded)."""
+  return jnp.sum(input_ids != pad_token_id, axis=-1).astype(jnp.int32)

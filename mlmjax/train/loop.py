@@ -1,0 +1,240 @@
+"""The training loop: `train_and_evaluate(config, workdir)` reads top to bottom.
+
+Data preparation (cached), the model and train state created already sharded on the mesh, one
+jitted train step with masking inside, periodic metrics, evaluation with fixed masks against the
+most-frequent-token baseline, asynchronous Orbax checkpoints, and resume from the workdir.
+"""
+
+import dataclasses
+import functools
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tqdm
+from absl import logging
+from flax import nnx
+
+from mlmjax import checkpoint, masking
+from mlmjax.data import pipeline, prepare, tokenizer as tokenizer_lib
+from mlmjax.model.bert import BertConfig, BertForMaskedLM
+from mlmjax.train import metrics as metrics_lib
+from mlmjax.train import optim, partition
+from mlmjax.train.step import TrainState, eval_step, train_step
+
+EVAL_STREAM = 1_000_003  # eval masks use their own fixed key, never a training one
+
+
+@dataclasses.dataclass(frozen=True)
+class Components:
+  """Everything that is built from the config once, before the loop."""
+  model_cfg: BertConfig
+  graphdef: nnx.GraphDef
+  mesh: jax.sharding.Mesh
+  tables: masking.VocabTables
+  masker: object
+  tx: object
+  init_state: object  # jitted: key -> TrainState, already sharded
+  abstract_state: TrainState  # ShapeDtypeStructs with shardings (restore target)
+
+
+def build(config, vocab_tables: masking.VocabTables, vocab_size: int, pad_id: int,
+          devices=None) -> Components:
+  """Model config, mesh, masker, optimizer and the sharded state initialiser."""
+  model_cfg = BertConfig.from_config(config.model, vocab_size=vocab_size, pad_token_id=pad_id)
+  if config.data.seq_len > model_cfg.max_position_embeddings:
+    raise ValueError(f"config.data.seq_len={config.data.seq_len} exceeds "
+                     f"config.model.max_position_embeddings={model_cfg.max_position_embeddings}")
+  mesh = partition.make_mesh(config.mesh.shape, devices)
+  masker = masking.make_masker(config.masking, vocab_tables)
+  tx = optim.make_optimizer(config.train)
+  mask_state = masking.init_state(config.masking, vocab_tables)
+
+  def init(key):
+    model = BertForMaskedLM(model_cfg, rngs=nnx.Rngs(params=key))
+    params = nnx.state(model, nnx.Param)
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                      mask_state=mask_state, skipped=jnp.zeros((), jnp.int32))
+
+  with partition.mesh_context(mesh, config.mesh.axis_rules):
+    graphdef, _ = nnx.split(nnx.eval_shape(lambda: BertForMaskedLM(model_cfg, rngs=nnx.Rngs(0))))
+    init_state = jax.jit(init)
+    key = jax.random.key(config.seed)
+    # Compiling (not running) the initialiser tells the shardings the parameter annotations
+    # and rules produce; the state is then created directly in them, never on one device.
+    shardings = init_state.lower(key).compile().output_shardings
+    shapes = jax.eval_shape(init, key)
+  abstract_state = jax.tree.map(
+      lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings)
+  init_sharded = jax.jit(init, out_shardings=shardings)
+
+  def init_state(key):
+    with partition.mesh_context(mesh, config.mesh.axis_rules):
+      return init_sharded(key)
+
+  return Components(model_cfg, graphdef, mesh, vocab_tables, masker, tx, init_state,
+                    abstract_state)
+
+
+def jit_train_step(config, c: Components):
+  state_shardings = jax.tree.map(lambda s: s.sharding, c.abstract_state)
+  step = functools.partial(
+      train_step, graphdef=c.graphdef, masker=c.masker, tx=c.tx, mask_config=config.masking,
+      learning_rate=optim.learning_rate_schedule(config.train))
+  return jax.jit(step,
+                 in_shardings=(state_shardings, partition.batch_sharding(c.mesh),
+                               partition.replicated(c.mesh)),
+                 out_shardings=(state_shardings, partition.replicated(c.mesh)),
+                 donate_argnums=0)
+
+
+def jit_eval_step(c: Components, baseline_token: int):
+  params_shardings = jax.tree.map(lambda s: s.sharding, c.abstract_state.params)
+  mask_shardings = jax.tree.map(lambda s: s.sharding, c.abstract_state.mask_state)
+  step = functools.partial(eval_step, graphdef=c.graphdef, masker=c.masker,
+                           baseline_token=baseline_token)
+  return jax.jit(
+      lambda params, mask_state, batch, key: step(params, batch, key, mask_state=mask_state),
+      in_shardings=(params_shardings, mask_shardings, partition.batch_sharding(c.mesh),
+                    partition.replicated(c.mesh)),
+      out_shardings=partition.replicated(c.mesh))
+
+
+def most_frequent_token(train_ids: np.ndarray, tables: masking.VocabTables) -> int:
+  """The most frequent non-special token of the training rows (the trivial predictor)."""
+  counts = np.bincount(np.asarray(train_ids).ravel(), minlength=tables.vocab_size)
+  counts[np.asarray(tables.is_special)[: len(counts)]] = 0
+  return int(np.argmax(counts))
+
+
+def evaluate(eval_fn, state: TrainState, batches: list, seed: int, mesh) -> dict:
+  """Validation loss, accuracy and the baseline's accuracy, on the same fixed masks every time."""
+  eval_key = jax.random.fold_in(jax.random.key(seed), EVAL_STREAM)
+  totals = None
+  for i, batch in enumerate(batches):
+    out = eval_fn(state.params, state.mask_state, partition.global_batch(batch, mesh),
+                  jax.random.fold_in(eval_key, i))
+    totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
+  totals = jax.device_get(totals)
+  count = max(float(totals["count"]), 1.0)
+  return {
+      "eval_loss": float(totals["loss_sum"]) / count,
+      "eval_accuracy": float(totals["correct"]) / count,
+      "eval_baseline_accuracy": float(totals["baseline_correct"]) / count,
+      "eval_predictions": float(totals["count"]),
+  }
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+  """Trains per `config`, resuming from `workdir` if it holds checkpoints; returns final eval."""
+  workdir = os.path.abspath(workdir)
+  is_main = jax.process_index() == 0
+
+  # Data: prepared once into shards in the workdir, reused by later runs.
+  manifest = prepare.prepare(config.data, workdir)
+  tokenizer = tokenizer_lib.get_tokenizer(config.data, workdir)
+  tables = masking.VocabTables.from_tokenizer(tokenizer)
+  data_dir = os.path.join(workdir, "data")
+  pad_id = tokenizer.token_to_id("[PAD]")
+
+  # Model, optimizer and masking, sharded on the mesh.
+  c = build(config, tables, tokenizer.get_vocab_size(), pad_id)
+  with partition.mesh_context(c.mesh, config.mesh.axis_rules):
+    return _train(config, workdir, c, manifest, tokenizer, is_main)
+
+
+def _train(config, workdir, c, manifest, tokenizer, is_main) -> dict:
+  data_dir = os.path.join(workdir, "data")
+  train_fn = jit_train_step(config, c)
+  train_rows = np.load(os.path.join(data_dir, "train.npy"), mmap_mode="r")
+  baseline_token = most_frequent_token(train_rows, c.tables)
+  eval_fn = jit_eval_step(c, baseline_token)
+  eval_batches = pipeline.eval_batches(data_dir, "validation", config.train.batch_size,
+                                       config.train.eval_batches)
+  loader = pipeline.make_loader(data_dir, "train", config.train.batch_size, seed=config.seed)
+  data_iter = iter(loader)
+
+  # State: resume from the latest checkpoint, or initialise.
+  manager = checkpoint.make_manager(workdir, save_every=config.train.checkpoint_every,
+                                    keep=config.train.keep_checkpoints)
+  meta = {"config": json.loads(config.to_json_best_effort()),
+          "tokenizer_hash": manifest["tokenizer"]["sha256"],
+          "model": dataclasses.asdict(c.model_cfg)}
+  latest = manager.latest_step()
+  if latest is not None:
+    check_compatible(checkpoint.read_meta(manager, latest), meta)
+    state = checkpoint.restore(manager, latest, c.abstract_state, data_iter)
+  else:
+    state = c.init_state(jax.random.key(config.seed))
+  start = int(jax.device_get(state.step))
+
+  writer = metrics_lib.MetricWriter(os.path.join(workdir, "tensorboard"), enabled=is_main)
+  if is_main:
+    with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
+      f.write(config.to_json_best_effort(indent=2))
+  logging.info("Training from step %d to %d on mesh %s", start, config.train.steps,
+               dict(c.mesh.shape))
+
+  rows, seq_len = config.train.batch_size, config.data.seq_len
+  train_key = jax.random.key(config.seed)
+  bar = tqdm.tqdm(total=config.train.steps, initial=start, disable=not is_main,
+                  desc="train", dynamic_ncols=True)
+  window_start, window_steps = time.perf_counter(), 0
+  last = config.train.stop_after or config.train.steps
+  for step in range(start + 1, last + 1):
+    batch = partition.global_batch(next(data_iter), c.mesh)
+    state, step_metrics = train_fn(state, batch, train_key)
+    window_steps += 1
+    bar.update(1)
+
+    if step % config.train.log_every == 0 or step == last:
+      scalars = jax.device_get(step_metrics)  # the only host sync, once per log interval
+      elapsed = time.perf_counter() - window_start
+      scalars["tokens_per_second"] = window_steps * rows * seq_len / elapsed
+      window_start, window_steps = time.perf_counter(), 0
+      writer.write_scalars(step, scalars)
+      bar.set_postfix(loss=f"{scalars['loss']:.3f}", acc=f"{scalars['accuracy']:.3f}",
+                      tok_s=f"{scalars['tokens_per_second']:,.0f}")
+      check_skipped(scalars, config)
+
+    if config.train.eval_every and step % config.train.eval_every == 0 and step < last:
+      writer.write_scalars(step, evaluate(eval_fn, state, eval_batches, config.seed, c.mesh))
+      window_start = time.perf_counter()
+    checkpoint.save(manager, step, state, data_iter, meta)
+  bar.close()
+
+  results = evaluate(eval_fn, state, eval_batches, config.seed, c.mesh)
+  final_step = int(jax.device_get(state.step))
+  checkpoint.save(manager, final_step, state, data_iter, meta, force=final_step not in
+                  manager.all_steps())
+  manager.wait_until_finished()
+  writer.write_scalars(final_step, results)
+  writer.close()
+  results["step"] = final_step
+  results["baseline_token"] = tokenizer.id_to_token(baseline_token)
+  if is_main:
+    with open(os.path.join(workdir, "eval_results.json"), "w", encoding="utf-8") as f:
+      json.dump(results, f, indent=2)
+  return results
+
+
+def check_compatible(saved: dict, current: dict) -> None:
+  """Refuses to resume a workdir written with another model shape or tokenizer."""
+  if saved.get("model") != current["model"]:
+    raise ValueError(f"The checkpoint in this workdir has model {saved.get('model')}, but the "
+                     f"config asks for {current['model']}. Use a new --workdir, or restore the "
+                     "original config.model.")
+  if saved.get("tokenizer_hash") != current["tokenizer_hash"]:
+    raise ValueError("The checkpoint in this workdir was trained with another tokenizer than "
+                     "the prepared data now uses. Use a new --workdir.")
+
+
+def check_skipped(scalars: dict, config) -> None:
+  limit = config.train.get("max_skipped_updates", 0)
+  if limit and scalars["skipped_updates"] > limit:
+    raise RuntimeError(f"{int(scalars['skipped_updates'])} updates were skipped for non-finite "
+                       "loss or gradients; lower config.train.learning_rate or check the data. "
+                       "The last checkpoint is intact.")

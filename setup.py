@@ -1,0 +1,45 @@
+"""Packaging for mlmjax: masked-language-model pretraining in JAX."""
+
+import setuptools
+
+# torch is never a bare requirement: an unpinned `torch` pulls a multi-GB CUDA build. The test
+# extra pins the CPU wheel that installs quickly (see README, "Installing").
+TORCH_CPU = "torch==2.13.0"
+
+setuptools.setup(
+    name="mlmjax",
+    version="0.1.0",
+    description="Masked-language-model pretraining in JAX/Flax with on-device masking strategies",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=setuptools.find_packages(include=["mlmjax", "mlmjax.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "jax>=0.10",
+        "flax>=0.12.8",
+        "optax>=0.2.8",
+        "orbax-checkpoint>=0.12",
+        "ml_collections>=1.1",
+        "absl-py>=2.1",
+        "numpy>=1.26",
+        "tokenizers>=0.21",
+        "grain>=0.2.18",
+        "safetensors>=0.4",
+        "tensorboardX>=2.6",
+        "tqdm>=4.66",
+    ],
+    extras_require={
+        # transformers + torch (CPU) to check the Hugging Face export and run the fill-mask demo.
+        "hf": ["transformers>=4.50", TORCH_CPU],
+        "test": ["pytest>=8", "transformers>=4.50", TORCH_CPU],
+    },
+    entry_points={
+        "console_scripts": [
+            "mlmjax-train=mlmjax.main:run_train",
+            "mlmjax-prepare=mlmjax.main:run_prepare",
+            "mlmjax-export=mlmjax.main:run_export",
+            "mlmjax-fill-mask=mlmjax.main:run_fill_mask",
+            "mlmjax-quickstart=mlmjax.main:run_quickstart",
+        ],
+    },
+)

@@ -1,0 +1,116 @@
+"""Hugging Face round trip: our logits equal transformers' on both import and export (f32)."""
+
+import json
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+import transformers
+from flax import nnx
+
+from mlmjax.convert import hf
+
+ATOL = 1e-4  # float32 logits, CPU, different summation orders
+
+
+@pytest.fixture(scope="module")
+def torch_dir(tmp_path_factory):
+  """A randomly initialised small BertForMaskedLM saved by transformers."""
+  torch.manual_seed(0)
+  cfg = transformers.BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2,
+                                num_attention_heads=4, intermediate_size=64,
+                                max_position_embeddings=40, pad_token_id=0)
+  model = transformers.BertForMaskedLM(cfg).eval()
+  with torch.no_grad():  # non-trivial biases and norms so every mapping entry matters
+    for p in model.parameters():
+      p.add_(0.02 * torch.randn_like(p))
+  out = tmp_path_factory.mktemp("hf_random")
+  model.save_pretrained(out)
+  return out
+
+
+def inputs():
+  rng = np.random.default_rng(0)
+  ids = rng.integers(5, 99, size=(3, 12)).astype(np.int32)
+  ids[:, 0] = 2
+  lengths = [12, 9, 5]
+  for row, n in enumerate(lengths):
+    ids[row, n - 1] = 3
+    ids[row, n:] = 0
+  return ids, np.array(lengths)
+
+
+def torch_logits(hf_dir, ids, lengths):
+  model = transformers.BertForMaskedLM.from_pretrained(hf_dir).eval()
+  mask = (np.arange(ids.shape[1])[None] < lengths[:, None]).astype(np.int64)
+  with torch.no_grad():
+    return model(input_ids=torch.from_numpy(ids.astype(np.int64)),
+                 attention_mask=torch.from_numpy(mask)).logits.numpy()
+
+
+def our_logits(graphdef, state, ids):
+  model = nnx.merge(graphdef, state)
+  positions = np.broadcast_to(np.arange(ids.shape[1]), ids.shape).astype(np.int32)
+  return np.asarray(model(jnp.asarray(ids), jnp.asarray(positions)))[..., : model.cfg.vocab_size]
+
+
+def test_import_matches_transformers(torch_dir):
+  ids, lengths = inputs()
+  cfg = hf.config_from_hf(torch_dir)
+  graphdef, state = hf.import_params(hf.read_hf_tensors(torch_dir), cfg)
+  ours, theirs = our_logits(graphdef, state, ids), torch_logits(torch_dir, ids, lengths)
+  for row, n in enumerate(lengths):  # padding positions are not defined outputs
+    np.testing.assert_allclose(ours[row, :n], theirs[row, :n], atol=ATOL)
+
+
+def test_export_of_import_reproduces_tensors_exactly(torch_dir, tmp_path):
+  cfg = hf.config_from_hf(torch_dir)
+  original = hf.read_hf_tensors(torch_dir)
+  _, state = hf.import_params(original, cfg)
+  exported = hf.to_hf_tensors(hf.flatten_params(state), cfg.vocab_size)
+  for key, value in exported.items():
+    np.testing.assert_array_equal(value, original[key], err_msg=key)
+  assert not set(original) - set(exported) - {"cls.predictions.decoder.weight",
+                                              "cls.predictions.decoder.bias"}
+
+
+def test_export_loads_in_transformers_with_same_logits(tmp_path):
+  from mlmjax.model.bert import BertConfig, BertForMaskedLM
+  cfg = BertConfig(vocab_size=99, hidden_size=32, num_layers=2, num_heads=4,
+                   intermediate_size=64, max_position_embeddings=40)
+  with nnx.use_eager_sharding(False):
+    model = BertForMaskedLM(cfg, rngs=nnx.Rngs(3))
+  graphdef, state = nnx.split(model)
+  tokenizer = _tiny_tokenizer()
+  hf.export(state, cfg, tokenizer, str(tmp_path), lowercase=True)
+  ids, lengths = inputs()
+  ours, theirs = our_logits(graphdef, state, ids), torch_logits(tmp_path, ids, lengths)
+  for row, n in enumerate(lengths):
+    np.testing.assert_allclose(ours[row, :n], theirs[row, :n], atol=ATOL)
+  assert json.loads((tmp_path / "config.json").read_text())["architectures"] == ["BertForMaskedLM"]
+  auto = transformers.AutoTokenizer.from_pretrained(tmp_path)
+  assert auto.mask_token == "[MASK]" and auto("a b")["input_ids"][0] == auto.cls_token_id
+
+
+def test_unsupported_inputs_are_refused(tmp_path, torch_dir):
+  (tmp_path / "config.json").write_text(json.dumps({"model_type": "roberta"}))
+  with pytest.raises(ValueError, match="roberta"):
+    hf.config_from_hf(tmp_path)
+  with pytest.raises(FileNotFoundError, match="config.json"):
+    hf.config_from_hf(tmp_path / "missing")
+  (tmp_path / "pytorch_model.bin").write_bytes(b"not read")
+  with pytest.raises(ValueError, match="safetensors"):
+    hf.read_hf_tensors(tmp_path)
+
+
+def _tiny_tokenizer():
+  from tokenizers import Tokenizer, models, pre_tokenizers, processors, normalizers
+  vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [chr(ord("a") + i) for i in range(26)]
+  vocab += [f"w{i}" for i in range(99 - len(vocab))]
+  tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(vocab)}, unk_token="[UNK]"))
+  tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+  tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+  tok.post_processor = processors.TemplateProcessing(
+      single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+  return tok

@@ -1,0 +1,78 @@
+"""The Flax BERT: HF parameter layout, shapes, padded vocabulary, dropout keys, dtypes."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from mlmjax.model.bert import BertConfig, BertForMaskedLM
+
+CFG = BertConfig(vocab_size=100, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64,
+                 max_position_embeddings=32)
+
+
+def make_model(cfg=CFG, seed=0):
+  with nnx.use_eager_sharding(False):
+    return BertForMaskedLM(cfg, rngs=nnx.Rngs(seed))
+
+
+def test_parameter_paths_are_hf_names():
+  paths = {"/".join(map(str, p)) for p, _ in nnx.to_flat_state(nnx.state(make_model()))}
+  layer = "bert/encoder/layer/1/"
+  expected = {
+      "bert/embeddings/word_embeddings/embedding", "bert/embeddings/LayerNorm/scale",
+      layer + "attention/self/query/kernel", layer + "attention/output/dense/kernel",
+      layer + "attention/output/LayerNorm/scale", layer + "intermediate/dense/kernel",
+      layer + "output/dense/kernel", layer + "output/LayerNorm/bias",
+      "cls/predictions/transform/dense/kernel", "cls/predictions/bias"}
+  assert expected <= paths
+  assert len(paths) == 5 + 16 * CFG.num_layers + 5  # embeddings, layers, head (tied decoder)
+
+
+def test_logits_shape_and_padded_vocab_masked():
+  model = make_model()
+  ids = jnp.array([[2, 10, 11, 3, 0, 0], [2, 12, 13, 14, 15, 3]], jnp.int32)
+  logits = model(ids, jnp.array([[1, 2], [3, 4]], jnp.int32))
+  assert logits.shape == (2, 2, 128)  # vocabulary padded to a multiple of 128
+  assert logits.dtype == jnp.float32
+  assert bool(jnp.all(logits[..., CFG.vocab_size:] <= -1e8))
+  assert bool(jnp.all(jnp.isfinite(logits[..., :CFG.vocab_size])))
+
+
+def test_padding_does_not_change_real_positions():
+  model = make_model()
+  short = jnp.array([[2, 10, 11, 3]], jnp.int32)
+  padded = jnp.array([[2, 10, 11, 3, 0, 0, 0]], jnp.int32)
+  pos = jnp.array([[1, 2]], jnp.int32)
+  np.testing.assert_allclose(model(short, pos), model(padded, pos), atol=1e-5)
+
+
+def test_dropout_follows_the_key():
+  model = make_model()
+  ids = jnp.array([[2, 10, 11, 12, 13, 3]], jnp.int32)
+  pos = jnp.array([[1, 2, 3]], jnp.int32)
+  a = model(ids, pos, dropout_key=jax.random.key(1))
+  b = model(ids, pos, dropout_key=jax.random.key(1))
+  c = model(ids, pos, dropout_key=jax.random.key(2))
+  np.testing.assert_array_equal(a, b)
+  assert not np.allclose(a, c)
+  np.testing.assert_array_equal(model(ids, pos), model(ids, pos))  # no key: deterministic
+
+
+@pytest.mark.parametrize("remat", [False, True])
+def test_bfloat16_compute_keeps_float32_params(remat):
+  cfg = BertConfig(**{**CFG.__dict__, "dtype": "bfloat16", "remat": remat})
+  model = make_model(cfg)
+  assert all(v[...].dtype == jnp.float32 for _, v in nnx.to_flat_state(nnx.state(model)))
+  ids = jnp.array([[2, 10, 11, 3]], jnp.int32)
+  out32 = make_model()(ids, jnp.array([[1, 2]], jnp.int32))
+  out16 = model(ids, jnp.array([[1, 2]], jnp.int32))
+  assert out16.dtype == jnp.float32
+  np.testing.assert_allclose(out16[..., :100], out32[..., :100], atol=0.1)  # same init, bf16 noise
+
+
+def test_unknown_model_key_is_named():
+  import ml_collections
+  with pytest.raises(ValueError, match="hiden_size"):
+    BertConfig.from_config(ml_collections.ConfigDict({"hiden_size": 3}), vocab_size=10)
