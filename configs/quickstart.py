@@ -19,6 +19,7 @@ from mlmjax import masking
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0  # one seed for init, masking and data order
+  config.init_from_hf = ""  # local HF BERT folder to continue pretraining from ("" = scratch)
 
   config.data = data = ml_collections.ConfigDict()
   data.source = "embedded"  # "embedded" (Python's own docs) or "files"
@@ -61,7 +62,7 @@ def get_config() -> ml_collections.ConfigDict:
   train.clip_norm = 1.0
   train.log_every = 50  # steps between metric writes
   train.eval_every = 500  # steps between evaluations (0 = only at the end)
-  train.eval_batches = 8  # validation batches per evaluation (fixed masks)
+  train.eval_batches = 0  # validation batches per evaluation, fixed masks (0 = whole split)
   train.checkpoint_every = 500  # steps between checkpoints
   train.keep_checkpoints = 2
 

@@ -21,14 +21,16 @@ def load_trained(workdir: str, step: int | None = None):
   """
   from mlmjax.train import loop  # the train package builds the abstract state to restore into
 
-  manager = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"),
-                                  item_names=("state", "data", "meta"),
-                                  options=ocp.CheckpointManagerOptions(read_only=True))
-  step = manager.latest_step() if step is None else step
-  if step is None or step not in manager.all_steps():
+  directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+  manager = None
+  if os.path.isdir(directory):
+    manager = ocp.CheckpointManager(directory, item_names=("state", "data", "meta"),
+                                    options=ocp.CheckpointManagerOptions(create=False))
+    step = manager.latest_step() if step is None else step
+  if manager is None or step is None or step not in manager.all_steps():
     raise FileNotFoundError(f"No checkpoint {'' if step is None else step} in {workdir}: train "
                             f"first (mlmjax-train --workdir={workdir}); available steps: "
-                            f"{list(manager.all_steps())}")
+                            f"{list(manager.all_steps()) if manager else []}")
   meta = checkpoint.read_meta(manager, step)
   config = ml_collections.ConfigDict(meta["config"])
   config.mesh.shape = (1, 1, 1)

@@ -5,6 +5,7 @@ This file holds flags only; the work lives in libraries that tests and notebooks
     mlmjax-train --config=configs/quickstart.py --workdir=DIR [--config.train.steps=200 ...]
 """
 
+import logging as std_logging
 import os
 import sys
 
@@ -75,7 +76,8 @@ def _quickstart(_) -> None:
   results = loop.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   out = hf.export_workdir(FLAGS.workdir, os.path.join(FLAGS.workdir, "hf"))
   model, tokenizer, _ = inference.load_trained(FLAGS.workdir)
-  texts = list(DEMO_SENTENCES)
+  fits = lambda t: len(tokenizer.encode(t).ids) <= model.cfg.max_position_embeddings
+  texts = [t for t in DEMO_SENTENCES if fits(t)]
   print(_format_results(results))
   print(f"\nHugging Face export: {out}  (AutoModelForMaskedLM.from_pretrained loads it)\n")
   print(inference.format_predictions(texts, inference.fill_mask(model, tokenizer, texts)))
@@ -88,17 +90,48 @@ def _format_results(r: dict) -> str:
           f"{r['baseline_token']!r} ({ratio:.1f}x), on {int(r['eval_predictions'])} masked tokens")
 
 
-def _run(main, define) -> None:
-  define()
-  jax.config.config_with_absl()
-  try:  # parse once here so a bad flag or config key is one line, not a traceback
-    FLAGS(sys.argv)
+class _QuietLibraries(std_logging.Filter):
+  """Keeps mlmjax's own INFO lines but only warnings and errors of the checkpoint/data libraries."""
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    noisy = any(f"{os.sep}{lib}{os.sep}" in record.pathname for lib in ("orbax", "grain", "jax"))
+    return record.levelno >= std_logging.WARNING or not noisy
+
+
+def _exit_on_bad_flags(fn, *args):
+  """Runs flag definition/parsing; a bad flag or config key exits with one line, no traceback.
+
+  (ml_collections reads `--config.*` overrides while the config flag is defined and parsed.)
+  """
+  try:
+    return fn(*args)
   except (flags.Error, AttributeError, KeyError, ValueError, TypeError) as e:
-    message = str(e).replace("\\n", " ").replace("\n", " ").strip("'\"")
+    message = " ".join(str(e).replace("\\n", " ").replace("\\'", "'").split()).strip("'\"")
+    if "Did you mean" in message:  # ml_collections' wording for an unknown key
+      message = "unknown config key. " + message[message.index("Did you mean"):]
     overrides = [a for a in sys.argv[1:] if a.startswith("--config.")]
     sys.exit(f"mlmjax: bad command line: {message}\n  config overrides given: {overrides}\n"
              "  Run with --helpfull to list flags; config keys are those of the --config file.")
-  app.run(main)
+
+
+def _user_errors_as_messages(main):
+  """Errors a user can cause (bad corpus, config, workdir) end as one line naming the fix."""
+  def wrapped(argv):
+    try:
+      return main(argv)
+    except (ValueError, FileNotFoundError) as e:
+      if FLAGS.verbosity >= 1:
+        raise
+      sys.exit(f"mlmjax: error: {e}\n  (run with --verbosity=1 for the traceback)")
+  return wrapped
+
+
+def _run(main, define) -> None:
+  _exit_on_bad_flags(define)
+  logging.get_absl_handler().addFilter(_QuietLibraries())
+  jax.config.config_with_absl()
+  app.run(_user_errors_as_messages(main),
+          flags_parser=lambda argv: _exit_on_bad_flags(FLAGS, argv))
 
 
 def run_train() -> None:

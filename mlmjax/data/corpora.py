@@ -1,8 +1,17 @@
-"""Text sources: the embedded corpus (Python's own documentation) and local .txt/.jsonl files.
+"""Text sources: the embedded corpus, local .txt/.jsonl/.parquet files, TFDS, and HF datasets.
 
-A corpus is a `list[str]`, one string per document, in a deterministic order. Every input a user
-can get wrong raises `CorpusError` with a message that names the file (and line) and the fix;
-nothing is dropped silently.
+`data.source` picks one:
+  "embedded"  Python's own documentation (no download);
+  "files"     `data.paths`: comma-separated globs of .txt (documents separated by blank lines),
+              .jsonl (`data.text_field` of each row) or .parquet (column `data.text_field`);
+  "tfds"      a prepared TensorFlow Datasets dataset, `data.tfds_name` in `data.tfds_data_dir`,
+              read by random access (`tfds.data_source`, ArrayRecord): no TensorFlow needed;
+  "hf"        a Hugging Face `datasets` dataset on disk at `data.hf_path`.
+
+A corpus is a `Sequence[str]`, one string per document, in a deterministic order: a list for
+embedded and files, a lazy view (`IndexedCorpus`) for tfds and hf, which are read in chunks and
+never held in memory whole. Every input a user can get wrong raises `CorpusError` with a message
+that names the file (and line or row) and the fix; nothing is dropped silently.
 """
 
 import codecs
@@ -15,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from absl import logging
 import ml_collections
@@ -28,8 +37,6 @@ EMBEDDED_VERSION = 1
 MIN_EMBEDDED_CHARS = 64
 # Importing the standard library takes well under a second; this only catches a hung import.
 EMBEDDED_TIMEOUT_S = 120
-# Bytes read from the start of a file to recognise binary content.
-_SNIFF_BYTES = 8192
 
 
 class CorpusError(ValueError):
@@ -56,6 +63,9 @@ def _stdlib_docstrings() -> list[str]:
       raise CorpusError(
           f"Collecting the standard library's docstrings took over {EMBEDDED_TIMEOUT_S}s "
           "(an import hung). Use data.source='files' with your own text instead.") from e
+    except OSError as e:  # an embedded interpreter may have no usable sys.executable
+      raise CorpusError(f"Cannot start {sys.executable!r} to collect the standard library's "
+                        "docstrings; use data.source='files' instead.") from e
     if proc.returncode != 0 or not os.path.exists(out):
       stderr = proc.stderr.decode("utf-8", "replace")[-2000:]
       raise CorpusError(
@@ -94,9 +104,9 @@ def _read_text(path: str) -> str:
   with open(path, "rb") as f:
     raw = f.read()
   raw = raw.removeprefix(codecs.BOM_UTF8)  # editors on Windows start UTF-8 files with one
-  if b"\0" in raw[:_SNIFF_BYTES]:
+  if b"\0" in raw:  # no text file holds NUL; UTF-16 and binary files do
     raise CorpusError(f"{path} looks binary (it contains NUL bytes); data.paths must match "
-                      "only UTF-8 .txt or .jsonl text files.")
+                      "only UTF-8 .txt, .jsonl or .parquet files.")
   try:
     return raw.decode("utf-8")
   except UnicodeDecodeError as e:
@@ -159,64 +169,259 @@ def resolve_paths(paths: str) -> list[str]:
   return files
 
 
+def read_parquet(path: str, text_field: str) -> list[str]:
+  """Documents of a .parquet file: the string column `text_field`, one document per row."""
+  try:
+    import pyarrow.parquet as pq  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise CorpusError(f"{path}: reading .parquet files needs pyarrow; pip install "
+                      "'mlmjax[parquet]' (or pyarrow).") from e
+  try:
+    schema = pq.read_schema(path)
+  except Exception as e:  # pyarrow raises ArrowInvalid and OSError subclasses on a bad file
+    raise CorpusError(f"{path} is not a readable Parquet file: {e}") from e
+  if text_field not in schema.names:
+    raise CorpusError(f"{path}: no column {text_field!r} (columns: {schema.names}); set "
+                      "data.text_field to the column that holds the text.")
+  column = pq.read_table(path, columns=[text_field]).column(text_field)
+  if not (column.type == "string" or column.type == "large_string"):
+    raise CorpusError(f"{path}: column {text_field!r} is {column.type}, not a string.")
+  docs = []
+  for number, text in enumerate(column.to_pylist()):
+    if text is None:
+      raise CorpusError(f"{path}: row {number} has no {text_field!r} (null); fill or drop "
+                        "the row.")
+    if text := clean_text(text):  # as in .jsonl, an empty text holds no document
+      docs.append(text)
+  return docs
+
+
+_READERS = {".txt": lambda path, field: read_txt(path), ".jsonl": read_jsonl,
+            ".parquet": read_parquet}
+
+
 def read_file(path: str, text_field: str) -> list[str]:
-  """Documents of one .txt or .jsonl file; a file with no document is an error."""
-  if path.endswith(".txt"):
-    docs = read_txt(path)
-  elif path.endswith(".jsonl"):
-    docs = read_jsonl(path, text_field)
-  else:
+  """Documents of one .txt, .jsonl or .parquet file; a file with no document is an error."""
+  reader = _READERS.get(os.path.splitext(path)[1])
+  if reader is None:
     raise CorpusError(f"{path}: unsupported file type; data.paths must match only .txt "
-                      "(documents separated by blank lines) or .jsonl files.")
+                      "(documents separated by blank lines), .jsonl or .parquet files.")
+  docs = reader(path, text_field)
   if not docs:
     raise CorpusError(f"{path} holds no document (it is empty or blank); remove it from "
                       "data.paths or fill it.")
   return docs
 
 
-def load_documents(data_config: ml_collections.ConfigDict) -> list[str]:
-  """The documents named by `data_config.source` ("embedded" or "files"), in a fixed order."""
-  if data_config.source == "embedded":
+# ---------------------------------------------------------------------------- indexed sources
+
+
+class IndexedCorpus(Sequence):
+  """A lazy, random-access corpus: document i is `read([indices[i]])[0]`, read in chunks.
+
+  `read(rows) -> list[str]` returns the cleaned texts of the source's rows `rows` (int64 [n]);
+  `take` makes a view on a subset (a split) without reading anything.
+  """
+
+  def __init__(self, name: str, read: Callable[[np.ndarray], list[str]],
+               indices: np.ndarray):
+    self.name = name
+    self._read = read
+    self.indices = np.asarray(indices, np.int64)
+
+  def __len__(self) -> int:
+    return len(self.indices)
+
+  def __getitem__(self, item):
+    if isinstance(item, slice):
+      return self._read(self.indices[item])
+    return self._read(self.indices[[item]])[0]
+
+  def __iter__(self) -> Iterator[str]:
+    for chunk in iter_chunks(self, 1024):
+      yield from chunk
+
+  def take(self, positions: np.ndarray) -> "IndexedCorpus":
+    """The documents at `positions` of this corpus, as a view."""
+    return IndexedCorpus(self.name, self._read, self.indices[np.asarray(positions, np.int64)])
+
+
+def iter_chunks(docs: Sequence[str], size: int) -> Iterator[list[str]]:
+  """The documents in order, `size` at a time (lazy corpora read one chunk per step)."""
+  for start in range(0, len(docs), size):
+    yield list(docs[start:start + size])
+
+
+def _decode(value, where: str) -> str:
+  if isinstance(value, bytes):
+    try:
+      value = value.decode("utf-8")
+    except UnicodeDecodeError as e:
+      raise CorpusError(f"{where}: invalid UTF-8 at byte {e.start}.") from e
+  if not isinstance(value, str):
+    raise CorpusError(f"{where}: the text is {type(value).__name__}, not a string; set "
+                      "data.text_field to a text feature.")
+  return clean_text(value)
+
+
+def _tfds_source(data_config: ml_collections.ConfigDict, split: str):
+  try:
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise CorpusError("data.source='tfds' needs tensorflow-datasets (TensorFlow is not "
+                      "needed): pip install 'mlmjax[tfds]'.") from e
+  name, data_dir = data_config.get("tfds_name", ""), data_config.get("tfds_data_dir", "")
+  if not name:
+    raise CorpusError("data.source='tfds' needs data.tfds_name, e.g. 'wikipedia/20230601.en'.")
+  try:
+    source = tfds.data_source(name, split=split, data_dir=data_dir or None, download=False)
+  except Exception as e:  # DatasetNotFoundError, unknown split (ValueError), unreadable files
+    first_line = str(e).strip().split("\n")[0]
+    raise CorpusError(
+        f"Cannot open TFDS {name!r} split {split!r} in data.tfds_data_dir={data_dir!r}: "
+        f"{first_line} Prepare it first (tfds build, with file_format=array_record) and point "
+        "data.tfds_data_dir at the folder that holds it.") from e
+  features = list(source.dataset_info.features.keys())
+  if data_config.text_field not in features:
+    raise CorpusError(f"TFDS {name!r} has no feature {data_config.text_field!r} (features: "
+                      f"{features}); set data.text_field.")
+  return source
+
+
+def tfds_corpus(data_config: ml_collections.ConfigDict, split: str) -> IndexedCorpus:
+  """A TFDS split as a lazy corpus (random access over ArrayRecord, no TensorFlow)."""
+  source = _tfds_source(data_config, split)
+  field, label = data_config.text_field, f"TFDS {data_config.tfds_name}[{split}]"
+
+  def read(rows: np.ndarray) -> list[str]:
+    examples = source.__getitems__([int(r) for r in rows])
+    return [_decode(ex[field], f"{label} row {r}") for r, ex in zip(rows, examples)]
+
+  return IndexedCorpus(label, read, np.arange(len(source)))
+
+
+def _hf_dataset(data_config: ml_collections.ConfigDict):
+  try:
+    import datasets  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise CorpusError("data.source='hf' needs the Hugging Face datasets library: pip install "
+                      "'mlmjax[datasets]'.") from e
+  path, split = data_config.get("hf_path", ""), data_config.get("hf_split", "train")
+  if not path or not os.path.exists(path):
+    raise CorpusError(f"data.hf_path={path!r} does not exist; give a folder written by "
+                      "Dataset.save_to_disk, or a folder of data files.")
+  try:
+    saved = any(os.path.exists(os.path.join(path, f))
+                for f in ("dataset_dict.json", "state.json"))
+    dataset = (datasets.load_from_disk(path) if saved
+               else datasets.load_dataset(path, split=split))
+  except Exception as e:  # datasets raises many types for an unreadable folder
+    raise CorpusError(f"Cannot load a Hugging Face dataset from {path}: {e}") from e
+  if isinstance(dataset, datasets.DatasetDict):
+    if split not in dataset:
+      raise CorpusError(f"{path} has no split {split!r} (splits: {list(dataset)}); set "
+                        "data.hf_split.")
+    dataset = dataset[split]
+  if data_config.text_field not in dataset.column_names:
+    raise CorpusError(f"{path} has no column {data_config.text_field!r} (columns: "
+                      f"{dataset.column_names}); set data.text_field.")
+  return dataset.select_columns([data_config.text_field])
+
+
+def hf_corpus(data_config: ml_collections.ConfigDict) -> IndexedCorpus:
+  """A Hugging Face dataset on disk as a lazy corpus."""
+  dataset = _hf_dataset(data_config)
+  field, label = data_config.text_field, f"{data_config.hf_path}"
+
+  def read(rows: np.ndarray) -> list[str]:
+    texts = dataset[[int(r) for r in rows]][field]
+    return [_decode(t, f"{label} row {r}") for r, t in zip(rows, texts)]
+
+  return IndexedCorpus(label, read, np.arange(len(dataset)))
+
+
+# ------------------------------------------------------------------------------ the corpus
+
+
+SOURCES = ("embedded", "files", "tfds", "hf")
+
+
+def _unknown_source(source: str) -> CorpusError:
+  return CorpusError(f"Unknown data.source {source!r}; use 'embedded' (Python's own "
+                     "documentation), 'files' (with data.paths), 'tfds' (with data.tfds_name) "
+                     "or 'hf' (with data.hf_path).")
+
+
+def load_documents(data_config: ml_collections.ConfigDict) -> Sequence[str]:
+  """The documents named by `data_config.source`, in a fixed order (see the module docstring)."""
+  source = data_config.source
+  if source == "embedded":
     docs = embedded_documents()
-  elif data_config.source == "files":
+  elif source == "files":
     docs = []
     for path in resolve_paths(data_config.paths):
       docs += read_file(path, data_config.text_field)
+  elif source == "tfds":
+    docs = tfds_corpus(data_config, data_config.get("tfds_split", "train"))
+  elif source == "hf":
+    docs = hf_corpus(data_config)
   else:
-    raise CorpusError(f"Unknown data.source {data_config.source!r}; use 'embedded' (Python's "
-                      "own documentation) or 'files' (with data.paths).")
-  if not docs:
-    raise CorpusError("The corpus is empty; point data.paths at files with text.")
+    raise _unknown_source(source)
+  if not len(docs):  # pylint: disable=g-explicit-length-test
+    raise CorpusError(f"The corpus ({source}) is empty; point the data config at text.")
   return docs
+
+
+def _tree_stats(path: str) -> list[list]:
+  """[path, size, mtime] of every file under `path` (or of `path`), sorted."""
+  if os.path.isfile(path):
+    files = [path]
+  else:
+    files = sorted(os.path.join(root, f) for root, _, names in os.walk(path) for f in names)
+  return [[os.path.abspath(f), os.stat(f).st_size, os.stat(f).st_mtime_ns] for f in files]
 
 
 def source_fingerprint(data_config: ml_collections.ConfigDict) -> dict:
   """A cheap description of the corpus' inputs: it changes when they do (no text is read)."""
-  if data_config.source == "embedded":
+  source = data_config.source
+  if source == "embedded":
     return {"source": "embedded", "version": EMBEDDED_VERSION, "python": sys.version}
-  if data_config.source == "files":
-    stats = [(os.path.abspath(p), os.stat(p).st_size, os.stat(p).st_mtime_ns)
-             for p in resolve_paths(data_config.paths)]
-    return {"source": "files", "files": [list(s) for s in stats]}
-  raise CorpusError(f"Unknown data.source {data_config.source!r}; use 'embedded' or 'files'.")
+  if source == "files":
+    return {"source": "files", "files": sum((_tree_stats(p)
+                                             for p in resolve_paths(data_config.paths)), [])}
+  if source == "tfds":
+    split = data_config.get("tfds_split", "train")
+    info = _tfds_source(data_config, split).dataset_info
+    return {"source": "tfds", "name": info.full_name, "files": _tree_stats(str(info.data_dir))}
+  if source == "hf":
+    _hf_dataset(data_config)  # fails early, with the message, on a bad path
+    return {"source": "hf", "files": _tree_stats(data_config.hf_path)}
+  raise _unknown_source(source)
 
 
 def documents_hash(docs: Sequence[str]) -> str:
-  """sha256 over the documents and their boundaries."""
+  """sha256 over the documents and their boundaries (lazy corpora are read in chunks)."""
   digest = hashlib.sha256()
-  for doc in docs:
-    data = doc.encode("utf-8")
-    digest.update(len(data).to_bytes(8, "little"))
-    digest.update(data)
+  for chunk in iter_chunks(docs, 4096):
+    for doc in chunk:
+      data = doc.encode("utf-8")
+      digest.update(len(data).to_bytes(8, "little"))
+      digest.update(data)
   return digest.hexdigest()
 
 
+def _take(docs: Sequence[str], positions: np.ndarray) -> Sequence[str]:
+  if isinstance(docs, IndexedCorpus):
+    return docs.take(positions)
+  return [docs[i] for i in positions]
+
+
 def split_documents(docs: Sequence[str], validation_fraction: float,
-                    seed: int) -> tuple[list[str], list[str]]:
+                    seed: int) -> tuple[Sequence[str], Sequence[str]]:
   """Holds out `round(fraction * n)` documents (at least one) chosen by `seed`.
 
   Both splits keep the corpus order. Splitting whole documents keeps text of one document out
-  of the other split.
+  of the other split. Lists give lists; a lazy corpus gives lazy views (nothing is read).
   """
   if len(docs) < 2:
     raise CorpusError(f"The corpus has {len(docs)} document(s); at least 2 are needed to hold "
@@ -227,6 +432,21 @@ def split_documents(docs: Sequence[str], validation_fraction: float,
   order = np.random.default_rng(seed).permutation(len(docs))
   held_out = np.zeros(len(docs), bool)
   held_out[order[:num_validation]] = True
-  train = [d for d, h in zip(docs, held_out) if not h]
-  validation = [d for d, h in zip(docs, held_out) if h]
-  return train, validation
+  return _take(docs, np.flatnonzero(~held_out)), _take(docs, np.flatnonzero(held_out))
+
+
+def load_splits(data_config: ml_collections.ConfigDict
+                ) -> tuple[Sequence[str], Sequence[str]]:
+  """The configured corpus split into (train, validation) documents.
+
+  A TFDS dataset with its own held-out split (`data.tfds_validation_split`, e.g. C4's
+  "validation") uses it; every other source holds out `data.validation_fraction`.
+  """
+  if data_config.source == "tfds" and data_config.get("tfds_validation_split", ""):
+    validation = tfds_corpus(data_config, data_config.tfds_validation_split)
+    if not len(validation):  # pylint: disable=g-explicit-length-test
+      raise CorpusError(f"TFDS split {data_config.tfds_validation_split!r} is empty.")
+    return load_documents(data_config), validation
+  # data.split_seed is optional: the split stays the same across runs that change config.seed.
+  return split_documents(load_documents(data_config), data_config.validation_fraction,
+                         data_config.get("split_seed", 0))

@@ -13,7 +13,7 @@ from 1; [CLS] belongs to the first and each [SEP] to the document it ends; paddi
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from absl import logging
 import ml_collections
@@ -46,14 +46,22 @@ def tokenize(tok: tokenizers.Tokenizer, docs: Sequence[str]) -> list[np.ndarray]
   return ids
 
 
-def pack(doc_ids: Sequence[np.ndarray], seq_len: int, cls_id: int, sep_id: int,
-         pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+def _in_memory(key: str, shape: tuple[int, int]) -> np.ndarray:
+  del key
+  return np.empty(shape, np.int32)
+
+
+def pack(doc_ids: Sequence[np.ndarray], seq_len: int, cls_id: int, sep_id: int, pad_id: int,
+         allocate: Callable[[str, tuple[int, int]], np.ndarray] = _in_memory
+         ) -> tuple[np.ndarray, np.ndarray]:
   """Packs documents into rows (see the module docstring).
 
   Args:
     doc_ids: token ids of each document, without special tokens; none may be empty.
     seq_len: S, tokens per row including [CLS].
     cls_id, sep_id, pad_id: the special tokens' ids.
+    allocate: `allocate(key, shape)` returns the int32 output array for "input_ids" or
+      "segment_ids", e.g. a memmap to fill on disk.
   Returns:
     input_ids int32 [N, S] and segment_ids int32 [N, S], N = ceil(stream length / (S - 1)).
   """
@@ -70,29 +78,15 @@ def pack(doc_ids: Sequence[np.ndarray], seq_len: int, cls_id: int, sep_id: int,
   doc_index[:ends[-1]] = np.repeat(np.arange(len(doc_ids), dtype=np.int32), lengths)
   doc_index = doc_index.reshape(num_rows, width)
 
-  input_ids = np.empty((num_rows, seq_len), np.int32)
+  input_ids = allocate("input_ids", (num_rows, seq_len))
   input_ids[:, 0] = cls_id
   input_ids[:, 1:] = stream.reshape(num_rows, width)
-  segment_ids = np.empty((num_rows, seq_len), np.int32)
+  segment_ids = allocate("segment_ids", (num_rows, seq_len))
   segment_ids[:, 0] = 1
   # Documents in the stream are consecutive integers, so the k-th document of a row is its
   # index minus the index of the row's first one, plus 1.
   segment_ids[:, 1:] = np.where(doc_index >= 0, doc_index - doc_index[:, :1] + 1, 0)
   return input_ids, segment_ids
-
-
-def _write_npy(path: str, array: np.ndarray) -> None:
-  # np.lib.format.open_memmap writes a plain .npy (self-describing shape and dtype, readable by
-  # np.load anywhere) whose pages the OS flushes as they fill. The loader opens it the same way,
-  # read-only: random rows are read without loading the split into RAM, and the processes of a
-  # host share one copy in the page cache. Written to a temporary name, then renamed, so a
-  # crash never leaves a truncated array under the real name.
-  tmp = path + ".tmp"
-  out = np.lib.format.open_memmap(tmp, mode="w+", dtype=array.dtype, shape=array.shape)
-  out[:] = array
-  out.flush()
-  del out
-  os.replace(tmp, path)
 
 
 def _prepare_split(tok, docs, data_config, out_dir, split) -> dict:
@@ -106,22 +100,37 @@ def _prepare_split(tok, docs, data_config, out_dir, split) -> dict:
   if not doc_ids:
     raise corpora.CorpusError(f"The {split} split tokenizes to no token at all; check the "
                               "corpus and the tokenizer.")
-  input_ids, segment_ids = pack(doc_ids, data_config.seq_len, specials[tokenizer_lib.CLS],
-                                specials[tokenizer_lib.SEP], specials[tokenizer_lib.PAD])
   files = array_files(split)
-  _write_npy(os.path.join(out_dir, files["input_ids"]), input_ids)
-  _write_npy(os.path.join(out_dir, files["segment_ids"]), segment_ids)
-  tokens = int(sum(len(d) for d in doc_ids))
-  return {
+  paths = {key: os.path.join(out_dir, name) for key, name in files.items()}
+
+  # The rows are packed straight into .npy memmaps (np.lib.format.open_memmap): the [N, S]
+  # arrays never need to fit in RAM, since the OS writes pages back as they fill. The files are
+  # plain .npy (shape and dtype in the header), which the loader maps read-only: it reads
+  # random rows without loading a split, and the processes of a host share one copy in the
+  # page cache. Temporary names, renamed when complete, so a crash leaves no truncated array.
+  def allocate(key, shape):
+    return np.lib.format.open_memmap(paths[key] + ".tmp", mode="w+", dtype=np.int32,
+                                     shape=shape)
+
+  input_ids, segment_ids = pack(doc_ids, data_config.seq_len, specials[tokenizer_lib.CLS],
+                                specials[tokenizer_lib.SEP], specials[tokenizer_lib.PAD],
+                                allocate)
+  entry = {
       "documents": len(doc_ids),
       "documents_without_tokens": int(empty),
-      "tokens": tokens,  # document tokens, [CLS]/[SEP]/[PAD] not counted
+      "tokens": int(sum(len(d) for d in doc_ids)),  # [CLS]/[SEP]/[PAD] not counted
       "rows": int(input_ids.shape[0]),
       "padding": int((segment_ids == 0).sum()),
       "shape": list(input_ids.shape),
       "dtype": {"input_ids": str(input_ids.dtype), "segment_ids": str(segment_ids.dtype)},
       "files": files,
   }
+  for array in (input_ids, segment_ids):
+    array.flush()
+  del input_ids, segment_ids
+  for path in paths.values():
+    os.replace(path + ".tmp", path)
+  return entry
 
 
 def _config_record(data_config: ml_collections.ConfigDict) -> dict:
@@ -146,7 +155,8 @@ def _stale_reasons(manifest, data_config, workdir) -> list[str]:
     return [f"format version {manifest.get('format_version')} != {FORMAT_VERSION}"]
   reasons = []
   old, new = manifest["data_config"], _config_record(data_config)
-  reasons += [f"data.{k} changed" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+  reasons += [f"data.{k} changed" for k in sorted(set(old) | set(new))
+              if old.get(k) != new.get(k)]
   if manifest["source_fingerprint"] != corpora.source_fingerprint(data_config):
     reasons.append("the corpus files changed")
   tok = tokenizer_lib.existing_tokenizer(data_config, workdir)
@@ -164,9 +174,9 @@ def prepare(data_config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Makes workdir/data/{train,validation}{,_segment_ids}.npy and manifest.json; returns it.
 
   A no-op (returns the manifest) when the data there was prepared from the same data config,
-  the same corpus files and the same tokenizer; otherwise prepares again and logs why. Run it
-  from one process: tokenizer training is not bit-reproducible (huggingface/tokenizers#1794),
-  so other processes must read the tokenizer and data this one wrote.
+  the same corpus files and the same tokenizer; otherwise prepares again and logs why. With a
+  shared workdir, run it from one process (e.g. `mlmjax-prepare`, or process 0 followed by a
+  barrier): concurrent writers would race on the same files.
   """
   if data_config.seq_len < 3:
     raise ValueError(f"data.seq_len={data_config.seq_len} must be at least 3 ([CLS] x [SEP]).")
@@ -179,10 +189,8 @@ def prepare(data_config: ml_collections.ConfigDict, workdir: str) -> dict:
   logging.info("Preparing data in %s: %s.", data_dir, "; ".join(reasons))
 
   start = time.perf_counter()
-  docs = corpora.load_documents(data_config)
   fingerprint = corpora.source_fingerprint(data_config)
-  train, validation = corpora.split_documents(
-      docs, data_config.validation_fraction, data_config.get("split_seed", 0))
+  train, validation = corpora.load_splits(data_config)
   tok = tokenizer_lib.get_tokenizer(data_config, workdir, documents=train)
   os.makedirs(data_dir, exist_ok=True)
   manifest_path = os.path.join(data_dir, MANIFEST)

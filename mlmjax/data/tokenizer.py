@@ -1,8 +1,16 @@
-"""WordPiece tokenizers: train a BERT one on the corpus, or load a tokenizer.json / vocab.txt.
+"""Tokenizers: train a BERT WordPiece one on the corpus, or load WordPiece, SentencePiece or BPE.
 
-Every tokenizer this module returns has the BERT special tokens [PAD] [UNK] [CLS] [SEP] [MASK],
-no truncation and no padding (packing decides lengths), and a `[CLS] $A [SEP]` template so
-that `encode(text)` matches what Hugging Face's BERT tokenizers produce.
+`data.tokenizer_path` names the file to load, by kind:
+  tokenizer.json            any Hugging Face `tokenizers` file (WordPiece, BPE, Unigram), as saved;
+  vocab.txt                 a WordPiece vocabulary, wrapped in the BERT pipeline;
+  *.model                   a SentencePiece (unigram) model, converted to a `tokenizers` pipeline
+                            that encodes exactly as the `sentencepiece` library does;
+  vocab.json (+ merges.txt) a byte-level BPE (GPT-2 / RoBERTa) vocabulary with its merges beside.
+Empty, a WordPiece tokenizer is trained on the training split and cached in workdir/tokenizer.
+
+Every tokenizer returned has no truncation and no padding (packing decides lengths) and the five
+special roles packing and masking need: pad, unk, cls, sep, mask ([PAD] [UNK] [CLS] [SEP] [MASK]
+for BERT; <pad> <unk> <s> </s> <mask> for RoBERTa and SentencePiece models).
 """
 
 import hashlib
@@ -21,26 +29,45 @@ PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 # Training puts them first, in this order, so [PAD] is id 0 as in BERT's vocabularies.
 SPECIAL_TOKENS = (PAD, UNK, CLS, SEP, MASK)
 CACHE_DIR = "tokenizer"  # under the workdir
+# Each special role and the tokens that play it, BERT's first: the first one in the vocabulary
+# wins. ALBERT's SentencePiece models mix the two ([CLS] [SEP] [MASK] with <pad> <unk>).
+ROLES = {"pad": (PAD, "<pad>"), "unk": (UNK, "<unk>"), "cls": (CLS, "<s>"),
+         "sep": (SEP, "</s>"), "mask": (MASK, "<mask>")}
 
 
 class TokenizerError(ValueError):
   """A tokenizer cannot be loaded or used as configured; the message names the fix."""
 
 
-def special_ids(tok: tokenizers.Tokenizer) -> dict[str, int]:
-  """{"[PAD]": id, ...} for the five BERT special tokens; raises if one is missing."""
-  ids = {t: tok.token_to_id(t) for t in SPECIAL_TOKENS}
-  missing = [t for t, i in ids.items() if i is None]
+def special_tokens(tok: tokenizers.Tokenizer) -> dict[str, str]:
+  """{role: token} for the roles pad, unk, cls, sep, mask; raises if a role has no token."""
+  found = {role: next((t for t in candidates if tok.token_to_id(t) is not None), None)
+           for role, candidates in ROLES.items()}
+  missing = [" or ".join(ROLES[role]) for role, t in found.items() if t is None]
   if missing:
     raise TokenizerError(f"The tokenizer lacks the special tokens {missing}; mlmjax needs a "
-                         f"BERT-style vocabulary with {list(SPECIAL_TOKENS)}.")
-  return ids
+                         "vocabulary with pad, unk, cls, sep and mask tokens (BERT: "
+                         f"{list(SPECIAL_TOKENS)}).")
+  return found
+
+
+def special_roles(tok: tokenizers.Tokenizer) -> dict[str, int]:
+  """{role: id} for the roles pad, unk, cls, sep, mask."""
+  return {role: tok.token_to_id(t) for role, t in special_tokens(tok).items()}
+
+
+def special_ids(tok: tokenizers.Tokenizer) -> dict[str, int]:
+  """{token: id} of the five special tokens, e.g. {"[PAD]": 0, ...}; raises if one is missing."""
+  return {t: tok.token_to_id(t) for t in special_tokens(tok).values()}
 
 
 def bert_tokenizer(vocab: dict[str, int], lowercase: bool) -> tokenizers.Tokenizer:
   """The BERT WordPiece pipeline around `vocab` ({token: id}, ids 0..V-1)."""
-  tok = tokenizers.Tokenizer(models.WordPiece(vocab, unk_token=UNK))
-  return _with_bert_pipeline(tok, lowercase)
+  tok = _with_bert_pipeline(tokenizers.Tokenizer(models.WordPiece(vocab, unk_token=UNK)),
+                            lowercase)
+  # As added tokens, "[MASK]" typed in a text is the mask token (fill-mask), as in HF's BERT.
+  tok.add_special_tokens([t for t in SPECIAL_TOKENS if t in vocab])
+  return tok
 
 
 def _with_bert_pipeline(tok: tokenizers.Tokenizer, lowercase: bool) -> tokenizers.Tokenizer:
@@ -56,16 +83,30 @@ def _with_bert_pipeline(tok: tokenizers.Tokenizer, lowercase: bool) -> tokenizer
   return tok
 
 
-def train_tokenizer(documents: Sequence[str], vocab_size: int,
-                    lowercase: bool) -> tokenizers.Tokenizer:
-  """Trains a BERT WordPiece tokenizer with `vocab_size` entries (specials included)."""
+def _train_wordpiece(documents: Sequence[str], vocab_size: int, lowercase: bool,
+                     fixed_tokens: Sequence[str]) -> dict[str, int]:
   tok = _with_bert_pipeline(tokenizers.Tokenizer(models.WordPiece(unk_token=UNK)), lowercase)
   trainer = trainers.WordPieceTrainer(
-      vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS), show_progress=False,
+      vocab_size=vocab_size, special_tokens=list(fixed_tokens), show_progress=False,
       continuing_subword_prefix="##")
   tok.train_from_iterator(documents, trainer=trainer, length=len(documents))
-  # The template needs the ids of [CLS]/[SEP], known only after training.
-  tok = _with_bert_pipeline(tok, lowercase)
+  return tok.get_vocab()
+
+
+def train_tokenizer(documents: Sequence[str], vocab_size: int,
+                    lowercase: bool) -> tokenizers.Tokenizer:
+  """Trains a BERT WordPiece tokenizer with `vocab_size` entries (specials included).
+
+  Deterministic: the same documents give the same tokenizer. The trainer alone is not
+  (huggingface/tokenizers#1794): it numbers the "##x" continuation characters in hash-map
+  order, and merges break count ties by number. So a first pass without merges finds those
+  characters, and the real pass receives them up front, sorted, with fixed numbers.
+  """
+  alphabet = _train_wordpiece(documents, 0, lowercase, SPECIAL_TOKENS)
+  continuations = sorted(t for t in alphabet if t.startswith("##") and len(t) == 3)
+  vocab = _train_wordpiece(documents, vocab_size, lowercase, [*SPECIAL_TOKENS, *continuations])
+  # Rebuilt from the vocabulary so that only the five BERT tokens are special.
+  tok = bert_tokenizer(vocab, lowercase)
   if tok.get_vocab_size() != vocab_size:
     # The trainer keeps the whole alphabet even past vocab_size, and stops early on a corpus
     # too small to fill it; the model must use the real size (manifest "vocab_size").
@@ -98,29 +139,101 @@ def _check_lowercase(tok: tokenizers.Tokenizer, path: str, lowercase: bool | Non
                     normalizer.get("lowercase"), lowercase)
 
 
+def _sentencepiece(path: str) -> tokenizers.Tokenizer:
+  """A SentencePiece unigram `.model` as a `tokenizers` pipeline with the same ids and pieces.
+
+  The model's own normalisation table (precompiled_charsmap) and whitespace rules are kept, so
+  `encode(text).ids` equals `SentencePieceProcessor.encode(text)`.
+  """
+  try:
+    from sentencepiece import sentencepiece_model_pb2  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise TokenizerError(f"Reading {path} needs the sentencepiece package: pip install "
+                         "'mlmjax[sentencepiece]'.") from e
+  proto = sentencepiece_model_pb2.ModelProto()
+  with open(path, "rb") as f:
+    try:
+      proto.ParseFromString(f.read())
+    except Exception as e:  # protobuf's DecodeError
+      raise TokenizerError(f"{path} is not a SentencePiece model: {e}") from e
+  trainer, normalizer = proto.trainer_spec, proto.normalizer_spec
+  if trainer.model_type != sentencepiece_model_pb2.TrainerSpec.UNIGRAM or not proto.pieces:
+    raise TokenizerError(f"{path}: only unigram SentencePiece models are read directly; save "
+                         "this one as a tokenizer.json (e.g. with transformers' "
+                         "AutoTokenizer.save_pretrained) and point data.tokenizer_path at it.")
+  tok = tokenizers.Tokenizer(models.Unigram([(p.piece, p.score) for p in proto.pieces],
+                                            trainer.unk_id, trainer.byte_fallback))
+  steps = []
+  if normalizer.precompiled_charsmap:
+    steps.append(normalizers.Precompiled(normalizer.precompiled_charsmap))
+  if normalizer.remove_extra_whitespaces:
+    steps += [normalizers.Strip(left=True, right=True),
+              normalizers.Replace(tokenizers.Regex(" {2,}"), " ")]
+  tok.normalizer = normalizers.Sequence(steps)
+  scheme = "always" if normalizer.add_dummy_prefix else "never"
+  tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme=scheme)
+  tok.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme=scheme)
+  # CONTROL (<s>, </s>, <pad>) and USER_DEFINED ([MASK] added at training) pieces are atomic.
+  kinds = (sentencepiece_model_pb2.ModelProto.SentencePiece.CONTROL,
+           sentencepiece_model_pb2.ModelProto.SentencePiece.USER_DEFINED)
+  tok.add_special_tokens([p.piece for p in proto.pieces if p.type in kinds])
+  return tok
+
+
+def _byte_level_bpe(vocab_path: str) -> tokenizers.Tokenizer:
+  """GPT-2 / RoBERTa byte-level BPE from vocab.json and the merges.txt beside it."""
+  merges = os.path.join(os.path.dirname(vocab_path), "merges.txt")
+  if not os.path.exists(merges):
+    raise TokenizerError(f"{vocab_path} is a BPE vocabulary, but {merges} is missing; a "
+                         "byte-level BPE tokenizer needs both files in one folder.")
+  tok = tokenizers.Tokenizer(models.BPE.from_file(vocab_path, merges))
+  tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+  tok.decoder = decoders.ByteLevel()
+  vocab = tok.get_vocab()
+  tok.add_special_tokens([t for ts in ROLES.values() for t in ts if t in vocab])
+  return tok
+
+
+def _load_json(path: str, lowercase: bool | None) -> tokenizers.Tokenizer:
+  with open(path, encoding="utf-8") as f:
+    content = json.load(f)
+  if isinstance(content, dict) and "model" in content:
+    tok = tokenizers.Tokenizer.from_file(path)
+    _check_lowercase(tok, path, lowercase)
+    return tok
+  if isinstance(content, dict) and content and all(isinstance(v, int)
+                                                   for v in content.values()):
+    return _byte_level_bpe(path)
+  raise TokenizerError(f"{path} is neither a tokenizer.json (with a 'model') nor a BPE "
+                       "vocab.json ({token: id}).")
+
+
 def load_tokenizer(path: str, lowercase: bool | None = None) -> tokenizers.Tokenizer:
-  """Loads a tokenizer.json (used as saved) or a WordPiece vocab.txt (BERT pipeline).
+  """Loads a tokenizer.json, a WordPiece vocab.txt, a SentencePiece .model or a BPE vocab.json.
 
   Args:
-    path: a `*.json` tokenizer or a `*.txt` vocabulary.
+    path: the file (see the module docstring).
     lowercase: for a vocab.txt, whether the pipeline lowercases (None: True, BERT-uncased). A
       tokenizer.json keeps its own normalizer; a `lowercase` that contradicts it is logged.
+      SentencePiece and BPE files keep their own normalisation.
   """
   if os.path.isdir(path):
     raise TokenizerError(f"data.tokenizer_path={path!r} is a directory; name the "
-                         "tokenizer.json or vocab.txt file in it.")
+                         "tokenizer.json, vocab.txt, .model or vocab.json file in it.")
   if not os.path.exists(path):
-    raise TokenizerError(f"data.tokenizer_path={path!r} does not exist; give a tokenizer.json "
-                         "or vocab.txt, or set it to '' to train a WordPiece tokenizer.")
+    raise TokenizerError(f"data.tokenizer_path={path!r} does not exist; give a tokenizer.json, "
+                         "vocab.txt, SentencePiece .model or BPE vocab.json, or set it to '' "
+                         "to train a WordPiece tokenizer.")
   try:
     if path.endswith(".json"):
-      tok = tokenizers.Tokenizer.from_file(path)
-      _check_lowercase(tok, path, lowercase)
+      tok = _load_json(path, lowercase)
     elif path.endswith(".txt"):
       tok = bert_tokenizer(read_vocab(path), True if lowercase is None else lowercase)
+    elif path.endswith(".model"):
+      tok = _sentencepiece(path)
     else:
-      raise TokenizerError(f"data.tokenizer_path={path!r}: expected a tokenizer.json or a "
-                           "WordPiece vocab.txt.")
+      raise TokenizerError(f"data.tokenizer_path={path!r}: expected a tokenizer.json, a "
+                           "WordPiece vocab.txt, a SentencePiece .model or a BPE vocab.json.")
   except UnicodeDecodeError as e:
     raise TokenizerError(f"{path} is not UTF-8 text.") from e
   except TokenizerError:
@@ -129,7 +242,7 @@ def load_tokenizer(path: str, lowercase: bool | None = None) -> tokenizers.Token
     raise TokenizerError(f"{path} is not a valid tokenizer file: {e}") from e
   tok.no_truncation()
   tok.no_padding()
-  special_ids(tok)  # fail here, not in the middle of packing
+  special_tokens(tok)  # fail here, not in the middle of packing
   return tok
 
 
@@ -149,11 +262,6 @@ def tokenizer_hash(tok: tokenizers.Tokenizer) -> str:
   return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def _training_spec(data_config: ml_collections.ConfigDict, documents: Sequence[str]) -> dict:
-  return {"vocab_size": data_config.vocab_size, "lowercase": data_config.lowercase,
-          "documents_sha256": corpora.documents_hash(documents)}
-
-
 def existing_tokenizer(data_config: ml_collections.ConfigDict,
                        workdir: str) -> tokenizers.Tokenizer | None:
   """The configured tokenizer file, else the workdir's trained one if any; never trains."""
@@ -170,32 +278,35 @@ def get_tokenizer(data_config: ml_collections.ConfigDict, workdir: str,
   Args:
     data_config: the `config.data` block.
     workdir: the run's directory; the trained tokenizer goes to `workdir/tokenizer/`.
-    documents: the training documents to train on; by default the training split of the
-      configured corpus.
+    documents: the documents to train on. Given (as `prepare` does), a cached tokenizer is
+      reused only if it was trained on exactly these. None (after `prepare`, at inference)
+      reuses a cached tokenizer of the same vocab_size and lowercase without reading the
+      corpus, and otherwise trains on the configured corpus' training split.
   Returns:
-    The tokenizer. A cached one is reused only if it was trained with the same vocab_size,
-    lowercase and documents; otherwise it is retrained (and logged).
+    The tokenizer; when the cache does not fit, it is retrained and the reason logged.
   """
   if data_config.tokenizer_path:
     return load_tokenizer(data_config.tokenizer_path, data_config.lowercase)
-  if documents is None:
-    documents, _ = corpora.split_documents(
-        corpora.load_documents(data_config), data_config.validation_fraction,
-        data_config.get("split_seed", 0))
   directory = os.path.join(workdir, CACHE_DIR)
   spec_path = os.path.join(directory, "spec.json")
-  spec = _training_spec(data_config, documents)
+  wanted = {"vocab_size": data_config.vocab_size, "lowercase": data_config.lowercase}
+  if documents is not None:
+    wanted["documents_sha256"] = corpora.documents_hash(documents)
+  cached = None
   if os.path.exists(spec_path):
     with open(spec_path, encoding="utf-8") as f:
       cached = json.load(f)
-    if cached == spec:
+  if cached is not None:
+    changed = sorted(k for k, v in wanted.items() if cached.get(k) != v)
+    if not changed:
       return load_tokenizer(os.path.join(directory, "tokenizer.json"))
-    changed = sorted(k for k in spec if cached.get(k) != spec[k])
     logging.info("Retraining the tokenizer in %s: %s changed.", directory, ", ".join(changed))
-  if os.path.exists(spec_path):
     os.remove(spec_path)  # an interrupted retraining must not look like a valid cache
+  if documents is None:
+    documents, _ = corpora.load_splits(data_config)
   tok = train_tokenizer(documents, data_config.vocab_size, data_config.lowercase)
   save_tokenizer(tok, directory)
+  spec = {**wanted, "documents_sha256": corpora.documents_hash(documents)}
   with open(spec_path, "w", encoding="utf-8") as f:  # last: marks the cache complete
     json.dump(spec, f, indent=2)
   logging.info("Trained a WordPiece tokenizer of %d tokens into %s.", tok.get_vocab_size(),

@@ -31,10 +31,7 @@ PlanFn = Callable[[jax.Array, TokenBatch, VocabTables, Context], Plan]
 Strategy = Callable[[jax.Array, TokenBatch, VocabTables, Context], MaskedBatch]
 
 # name -> plan function (units and weights); the strategies below add the shared core.
-PLANS: dict[str, PlanFn] = {
-    "random": strategies.random,
-    "dynamic": strategies.dynamic,
-}
+PLANS: dict[str, PlanFn] = strategies.PLANS
 
 
 def _as_strategy(plan_fn: PlanFn) -> Strategy:
@@ -94,20 +91,37 @@ def make_masker(config: ml_collections.ConfigDict, tables: VocabTables) -> Calla
   """
   validate(config)
   names = _components(config)
-  unknown = [n for n in names if n not in STRATEGIES]
-  if unknown:
-    raise ValueError(f"unknown masking strategy {unknown}; choose from {sorted(STRATEGIES)}")
+  unknown = [n for n in names if n not in STRATEGIES or (n == "mixture" and len(names) > 1)]
+  if unknown or not names:
+    raise ValueError(f"unknown masking strategy {unknown or names}; choose from "
+                     f"{sorted(STRATEGIES)} (a mixture cannot contain a mixture)")
+  _check_tables(names, config, tables)
   strategy = STRATEGIES[config.strategy]
+  replacement = core.replacement_table(tables, config.random_source)
 
   def masker(key: jax.Array, batch: TokenBatch | Mapping[str, Any], step: Any,
              state: Any = None, embeddings: jax.Array | None = None) -> MaskedBatch:
     batch = core.as_token_batch(batch)
     step = jnp.asarray(step, jnp.int32)
     ctx = Context(config=config, step=step, rate=schedules.mask_rate(config, step),
-                  state=state, embeddings=embeddings)
+                  state=state, embeddings=embeddings, replacement=replacement)
     return strategy(example_keys(config, key, step, batch), batch, tables, ctx)
 
   return masker
+
+
+def _check_tables(names: tuple[str, ...], config: ml_collections.ConfigDict,
+                 tables: VocabTables) -> None:
+  """Refuses a strategy whose vocabulary statistics were never given (nothing silently uniform)."""
+  needs = [("frequency" in names, "frequency", "frequency masking"),
+           ("semantic" in names, "idf", "semantic masking"),
+           (config.random_source == "unigram", "frequency", "random_source='unigram'")]
+  for needed, field, what in needs:
+    if needed and not np.any(np.asarray(getattr(tables, field))):
+      raise ValueError(f"{what} needs vocabulary {field}: build the tables with "
+                       f"VocabTables.from_vocab(..., {field}=...) (see data/annotate.py)")
+  if config.strategy == "mixture" and len(config.mixture.weights) != len(names):
+    raise ValueError("mixture.weights needs one weight per mixture.strategies entry")
 
 
 def init_state(config: ml_collections.ConfigDict, tables: VocabTables) -> Any:

@@ -19,10 +19,12 @@ def default_config() -> ml_collections.ConfigDict:
   c.min_one = False  # at least one prediction per row that has an eligible token (BERT)
   c.mask_prob = 0.8  # share of chosen tokens replaced by [MASK]
   c.random_prob = 0.1  # share replaced by a random id; the rest (0.1) keep the original
-  c.replace_per = "token"  # decide mask/random/keep per "token" (BERT) or per "unit" (SpanBERT)
+  c.replace_per = "auto"  # mask/random/keep per "token" (BERT), "unit" (SpanBERT); auto: per
+  #   unit for span and pmi (as SpanBERT and PMI-Masking), per token otherwise (as BERT)
   c.random_source = "non_special"  # non_special (uniform) | full_vocab (BERT/HF) | unigram (freq.)
   c.units = "token"  # units of the weight-based strategies: "token" or "word"
-  c.fill = "skip"  # a unit over the budget: "skip" it (BERT) or "truncate" it (SpanBERT, exact)
+  c.fill = "auto"  # a unit over the budget: "skip" it, go on (BERT) or "truncate" it (SpanBERT,
+  #   exact budget); auto: truncate for span (as SpanBERT), skip otherwise
   c.segment_aware = True  # no unit crosses a document boundary (needs batch segment_ids)
 
   c.dynamic = d = ml_collections.ConfigDict()
@@ -84,10 +86,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
       (config.mask_prob >= 0 and config.random_prob >= 0
        and config.mask_prob + config.random_prob <= 1.0 + 1e-9,
        "mask_prob and random_prob must be >= 0 and sum to at most 1 (the rest is kept)"),
-      (config.replace_per in ("token", "unit"), "replace_per must be 'token' or 'unit'"),
+      (config.replace_per in ("auto", "token", "unit"), "replace_per must be auto, token or unit"),
       (config.random_source in RANDOM_SOURCES, f"random_source must be one of {RANDOM_SOURCES}"),
       (config.units in ("token", "word"), "units must be 'token' or 'word'"),
-      (config.fill in ("skip", "truncate"), "fill must be 'skip' or 'truncate'"),
+      (config.fill in ("auto", "skip", "truncate"), "fill must be auto, skip or truncate"),
       (config.dynamic.mode in ("every_step", "static"),
        "dynamic.mode must be 'every_step' or 'static'"),
       (config.dynamic.mode != "static" or config.dynamic.steps_per_epoch > 0,

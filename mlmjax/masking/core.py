@@ -11,6 +11,12 @@ Every strategy reduces to a `Plan` (which tokens move together, and how likely e
 
 All randomness comes from per-row keys [B] (`row_keys`), so a row's masks depend on the batch key,
 the step and the row's index, never on how the batch is sharded across devices.
+
+How the draw runs without sorting (sorts and top-k are slow on CPU, and the selection must be
+exact): each unit gets a random 32-bit key whose order is a weighted random order (Gumbel keys
+for weights, raw bits when uniform); a 32-step bisection finds the key threshold above which the
+units just fit the budget; BERT's rule then continues down the order, skipping units too long for
+what is left (or, SpanBERT's, cuts the next unit to fit). Cost: O(B * S * 32), no [B, S, S].
 """
 
 from __future__ import annotations
@@ -21,17 +27,22 @@ from typing import Any, Mapping
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from mlmjax.masking.tables import VocabTables
 
 Array = jax.Array
 
-# A unit log-weight at or above this is clipped to it: such units rank above every ordinary unit
-# (Gumbel noise is far smaller), which gives "these first, then top up" (entity masking).
-PRIORITY = 1e4
+# Unit log-weights at or above PRIORITY rank above every ordinary unit ("these first, then top
+# up": entity masking). Ordinary log-weights are clipped to +-MAX_LOG_WEIGHT: with Gumbel noise
+# from f32 uniforms bounded in [-2.8, 16.7], a priority unit always outranks the rest.
+PRIORITY = 100.0
+MAX_LOG_WEIGHT = 60.0
 
-# fold_in constants, one per independent use of a row's key.
-_SELECT, _COUNT, _DECIDE, _RANDOM_ID, _UNIT = 1, 2, 3, 4, 5
+# fold_in constants: independent streams of a row's key. The core draws all its bits in one
+# call (CORE), which keeps compile times low (each PRNG call compiles its own hash rounds);
+# strategies use the others.
+CORE, COUNT, SPANS, MIXTURE = 1, 2, 3, 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,9 +93,15 @@ class Plan:
       boundary), so a plan never has to.
     log_weight: [B, S] f32 log-weight of the unit starting at each position (read at the unit's
       first token), or None: uniform. -inf: never select; >= PRIORITY: select first.
+    truncate: [B] bool (or a bool): cut the unit that overflows the budget (SpanBERT) instead of
+      skipping it (BERT); None: `config.fill == "truncate"`.
+    unit_replace: [B] bool (or a bool): decide [MASK]/random/keep once per unit; None:
+      `config.replace_per == "unit"`.
   """
   unit_start: Array | None = None
   log_weight: Array | None = None
+  truncate: Array | bool | None = None
+  unit_replace: Array | bool | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,12 +114,15 @@ class Context:
     rate: [] f32 mask rate at this step (from the schedule).
     state: running state from `init_state` / `update_state`, or None.
     embeddings: [V', D] word-embedding table (contextual masking), or None.
+    replacement: where random replacement ids come from (built once by make_masker); None:
+      built from the (concrete) tables at trace time.
   """
   config: ml_collections.ConfigDict
   step: Array
   rate: Array
   state: Any = None
   embeddings: Array | None = None
+  replacement: ReplacementTable | None = None
 
 
 for _cls in (TokenBatch, MaskedBatch, Plan):
@@ -111,7 +131,7 @@ for _cls in (TokenBatch, MaskedBatch, Plan):
 
 
 def as_token_batch(batch: TokenBatch | Mapping[str, Any]) -> TokenBatch:
-  """A TokenBatch from a TokenBatch or a dict with "input_ids" (other known keys optional)."""
+  """A TokenBatch of arrays from a TokenBatch or a dict with "input_ids" (+ known keys)."""
   if not isinstance(batch, TokenBatch):
     if "input_ids" not in batch:
       raise KeyError("the batch has no 'input_ids'")
@@ -120,7 +140,7 @@ def as_token_batch(batch: TokenBatch | Mapping[str, Any]) -> TokenBatch:
   return jax.tree.map(jnp.asarray, batch)
 
 
-# ----------------------------------------------------------------------------- randomness
+# ----------------------------------------------------------------------------- small tools
 
 
 def row_keys(key: Array, batch_size: int) -> Array:
@@ -128,9 +148,49 @@ def row_keys(key: Array, batch_size: int) -> Array:
   return jax.vmap(jax.random.fold_in, (None, 0))(key, jnp.arange(batch_size))
 
 
+def row_bits(keys: Array, purpose: int, shape: tuple[int, ...]) -> Array:
+  """[B, *shape] uint32 random bits, one independent stream per row and purpose."""
+  return jax.vmap(lambda k: jax.random.bits(jax.random.fold_in(k, purpose), shape))(keys)
+
+
 def row_uniform(keys: Array, purpose: int, shape: tuple[int, ...]) -> Array:
-  """[B, *shape] f32 uniforms in [0, 1), one independent stream per row and purpose."""
-  return jax.vmap(lambda k: jax.random.uniform(jax.random.fold_in(k, purpose), shape))(keys)
+  """[B, *shape] f32 uniforms in (0, 1), one independent stream per row and purpose."""
+  return bits_to_uniform(row_bits(keys, purpose, shape))
+
+
+def bits_to_uniform(bits: Array) -> Array:
+  """f32 in (0, 1) from uint32 bits: 24 random bits, never exactly 0 or 1."""
+  return ((bits >> 8).astype(jnp.float32) + 0.5) * (1.0 / (1 << 24))
+
+
+def halves(words: Array, n: int) -> Array:
+  """[B, n] 16-bit values (as uint32) from [B, ceil(n / 2)] random words: half the hashing."""
+  return jnp.concatenate([words >> 16, words & 0xFFFF], axis=1)[:, :n]
+
+
+def half_to_uniform(half: Array) -> Array:
+  """f32 in (0, 1) from 16-bit values."""
+  return (half.astype(jnp.float32) + 0.5) * (1.0 / (1 << 16))
+
+
+def cumulative(op: Any, x: Array, fill: Any, reverse: bool = False) -> Array:
+  """Inclusive scan of `op` along axis 1, `fill` its identity.
+
+  log2(S) shifted combines (Hillis-Steele): on CPU several times faster than lax.cummax, and
+  cheaper to compile than lax.associative_scan.
+  """
+  if reverse:
+    return cumulative(op, x[:, ::-1], fill)[:, ::-1]
+  shift = 1
+  while shift < x.shape[1]:
+    x = op(x, jnp.pad(x[:, :-shift], ((0, 0), (shift, 0)), constant_values=fill))
+    shift *= 2
+  return x
+
+
+def shift_right(x: Array, fill: Any) -> Array:
+  """[B, S] x[:, s - 1] at s, `fill` at s = 0."""
+  return jnp.pad(x[:, :-1], ((0, 0), (1, 0)), constant_values=fill)
 
 
 # ----------------------------------------------------------------------------- units
@@ -147,44 +207,36 @@ def forced_starts(ids: Array, tables: VocabTables, segment_ids: Array | None) ->
   The first token, a token after a special token (so '##x' after [CLS] is its own unit, and a
   byte-level word is never fused with <s>), and the first token of each document.
   """
-  prev_special = jnp.pad(tables.is_special[ids][:, :-1], ((0, 0), (1, 0)), constant_values=True)
-  if segment_ids is None:
-    return prev_special
-  changed = jnp.pad(segment_ids[:, 1:] != segment_ids[:, :-1], ((0, 0), (1, 0)),
-                    constant_values=True)
-  return prev_special | changed
+  starts = shift_right(tables.is_special[ids], True)
+  if segment_ids is not None:
+    starts = starts | (segment_ids != shift_right(segment_ids, -1))
+  return starts
 
 
-def word_starts(ids: Array, tables: VocabTables, segment_ids: Array | None = None) -> Array:
-  """[B, S] bool: the token begins a word (vocabulary table plus forced starts)."""
-  return tables.is_word_start[ids] | forced_starts(ids, tables, segment_ids)
+def unit_lengths(start: Array, eligible: Array) -> Array:
+  """[B, S] int32 tokens in the unit starting at each position (meaningful where `start`).
 
-
-def unit_heads(start: Array, eligible: Array) -> tuple[Array, Array]:
-  """Position of each token's unit start, and each unit's length.
-
-  Args:
-    start: [B, S] bool unit starts (forced starts included).
-    eligible: [B, S] bool; a unit never contains an ineligible token.
-  Returns:
-    head: [B, S] int32 position of the unit's first token (-1 or stale where ineligible).
-    length: [B, S] int32 tokens in the unit that starts here (meaningful where `start`).
+  A unit runs from its start to the next start or ineligible token.
   """
   s = start.shape[1]
   pos = jnp.arange(s, dtype=jnp.int32)
-  start = start & eligible
-  head = jax.lax.cummax(jnp.where(start, pos, -1), axis=1)
-  # A unit ends before the next start or the next ineligible token.
-  ends_after = jnp.pad(start[:, 1:] | ~eligible[:, 1:], ((0, 0), (0, 1)), constant_values=True)
-  end = jax.lax.cummin(jnp.where(ends_after, pos, s), axis=1, reverse=True)
-  return head, end - pos + 1
+  last = jnp.pad(start[:, 1:] | ~eligible[:, 1:], ((0, 0), (0, 1)), constant_values=True)
+  end = cumulative(jnp.minimum, jnp.where(last, pos, s), s, reverse=True)
+  return end - pos + 1
+
+
+def unit_heads(start: Array) -> Array:
+  """[B, S] int32 position of the latest unit start at or before each position."""
+  pos = jnp.arange(start.shape[1], dtype=jnp.int32)
+  return cumulative(jnp.maximum, jnp.where(start, pos, 0), 0)
 
 
 # ----------------------------------------------------------------------------- budget
 
 
-def token_budget(keys: Array, config: ml_collections.ConfigDict, rate: Array, ids: Array,
-                 eligible: Array, tables: VocabTables, max_predictions: int) -> tuple[Array, Array]:
+def token_budget(keys: Array, coin: Array, config: ml_collections.ConfigDict, rate: Array,
+                 ids: Array, eligible: Array, tables: VocabTables,
+                 max_predictions: int) -> tuple[Array, Array]:
   """Tokens to select per row, and how many the cap at max_predictions removed.
 
   n is the number of eligible tokens, or of all non-PAD tokens when `count_specials` (BERT
@@ -192,6 +244,8 @@ def token_budget(keys: Array, config: ml_collections.ConfigDict, rate: Array, id
   round), "ceil" ceil(rate*n), "prob_round" floor(rate*n + U) (fairseq; mean exactly rate*n),
   "bernoulli" Binomial(n, rate) (Hugging Face). `min_one` gives at least one when possible.
 
+  Args:
+    keys: [B] row keys (bernoulli mode); coin: [B] f32 uniforms (prob_round mode).
   Returns:
     budget: [B] int32, at most min(eligible, max_predictions).
     num_clipped: [B] int32 tokens over max_predictions.
@@ -209,9 +263,9 @@ def token_budget(keys: Array, config: ml_collections.ConfigDict, rate: Array, id
   elif mode == "ceil":
     k = jnp.ceil(snapped)
   elif mode == "prob_round":
-    k = jnp.floor(x + row_uniform(keys, _COUNT, ()))
+    k = jnp.floor(x + coin)
   elif mode == "bernoulli":
-    k = jax.vmap(lambda key, m: jax.random.binomial(jax.random.fold_in(key, _COUNT), m, rate))(
+    k = jax.vmap(lambda key, m: jax.random.binomial(jax.random.fold_in(key, COUNT), m, rate))(
         keys, n.astype(jnp.float32))
   else:
     raise ValueError(f"unknown count_mode {mode!r}; use exact, ceil, prob_round or bernoulli")
@@ -225,122 +279,217 @@ def token_budget(keys: Array, config: ml_collections.ConfigDict, rate: Array, id
 # ----------------------------------------------------------------------------- selection
 
 
-def _scores(keys: Array, eligible_starts: Array, log_weight: Array | None) -> Array:
-  """[B, S] f32 random scores: top-k of them is a weighted draw without replacement."""
-  u = row_uniform(keys, _SELECT, eligible_starts.shape[1:])
-  if log_weight is None:
-    score = u  # uniform weights: plain uniforms rank the same as Gumbel keys, for less work
-  else:
-    gumbel = -jnp.log(-jnp.log(jnp.maximum(u, 1e-20)))
-    lw = jnp.minimum(log_weight.astype(jnp.float32), PRIORITY)
-    score = jnp.where(lw == -jnp.inf, -jnp.inf, lw + gumbel)
-  return jnp.where(eligible_starts, score, -jnp.inf)
+def order_keys(half: Array, start: Array, log_weight: Array | None) -> tuple[Array, int]:
+  """[B, S] uint32 distinct keys of the units (0: not a selectable unit start), and their width.
 
-
-def _select_tokens(score: Array, budget: Array, num_slots: int) -> Array:
-  """[B, P'] ascending positions of the `budget` best single-token units; S where unused."""
-  s = score.shape[1]
-  best, where = jax.lax.top_k(score, num_slots)
-  used = (jnp.arange(num_slots) < budget[:, None]) & (best > -jnp.inf)
-  return jnp.sort(jnp.where(used, where, s), axis=1)
-
-
-def _take_lengths(cand_len: Array, budget: Array, fill: str) -> Array:
-  """[B, K] tokens taken from each candidate unit, candidates in score order.
-
-  "skip" (BERT whole-word): a unit that would overflow the budget is skipped and later, smaller
-  units may still fit; never splits a unit, may fall short. "truncate" (SpanBERT): units are
-  taken in order and the first one that overflows is cut to meet the budget exactly.
+  Args:
+    half: [B, S] 16-bit random values.
+    start: [B, S] bool selectable unit starts.
+    log_weight: [B, S] unit log-weights at the starts, or None (uniform).
+  Returns:
+    keys: larger first, in an order that is a draw without replacement in proportion to
+      exp(log_weight): the random value when uniform, else the Gumbel key lw - log(-log u)
+      mapped monotonically to uint32. The low bits hold the position, so keys are distinct: a
+      tie of the random parts (probability 2^-16 for a pair) is broken by position.
+    width: keys are < 2^width (16 + log2 S when uniform, else 32).
   """
-  if fill == "truncate":
-    before = jnp.cumsum(cand_len, axis=1) - cand_len
-    return jnp.clip(budget[:, None] - before, 0, cand_len)
-  if fill != "skip":
-    raise ValueError(f"unknown fill {fill!r}; use skip or truncate")
+  s = start.shape[1]
+  low = max(1, (s - 1).bit_length())
+  pos = jnp.arange(s, dtype=jnp.uint32)
+  if log_weight is None:
+    v, width, never = (half << low) | pos, 16 + low, ~start
+  else:
+    gumbel = -jnp.log(-jnp.log(half_to_uniform(half)))
+    lw = log_weight.astype(jnp.float32)
+    never = ~start | (lw == -jnp.inf)
+    lw = jnp.where(lw >= PRIORITY, PRIORITY, jnp.clip(lw, -MAX_LOG_WEIGHT, MAX_LOG_WEIGHT))
+    f = jax.lax.bitcast_convert_type(lw + gumbel, jnp.uint32)
+    f = jnp.where(f >> 31 == 1, ~f, f | jnp.uint32(1 << 31))  # float order -> uint32 order
+    v, width = ((f >> low) << low) | pos, 32
+  return jnp.where(never, 0, jnp.maximum(v, 1)), width
 
-  def take(count, length):
-    fits = count + length <= budget
-    taken = jnp.where(fits, length, 0)
-    return count + taken, taken
 
-  _, taken = jax.lax.scan(take, jnp.zeros_like(budget), cand_len.T, unroll=True)
-  return taken.T
+def fit_threshold(v: Array, length: Array, budget: Array, width: int = 32) -> Array:
+  """[B] uint32 smallest t with sum(length[v > t]) <= budget: the units that fit, in order.
+
+  A bisection over the keys' `width` bits: one [B, S] masked sum per bit.
+  """
+  def body(_, bounds):
+    lo, hi = bounds
+    mid = lo + (hi - lo) // 2
+    fits = jnp.where(v > mid[:, None], length, 0).sum(axis=1) <= budget
+    return jnp.where(fits, lo, mid + 1), jnp.where(fits, mid, hi)
+  b = v.shape[0]
+  lo = jnp.zeros((b,), jnp.uint32)
+  hi = jnp.full((b,), (1 << width) - 1, jnp.uint32)
+  return jax.lax.fori_loop(0, width, body, (lo, hi))[1]
 
 
-def _select_units(score: Array, head: Array, length: Array, eligible: Array, budget: Array,
-                  num_slots: int, fill: str) -> Array:
-  """[B, P'] ascending positions of the tokens of the chosen units; S where unused."""
-  b, s = score.shape
-  # Each taken unit holds at least one token, so the best K units suffice; 2P leaves room for
-  # skipped ones.
-  k = min(s, 2 * num_slots)
-  best, cand = jax.lax.top_k(score, k)
-  cand_len = jnp.where(best > -jnp.inf, jnp.take_along_axis(length, cand, axis=1), 0)
-  taken = _take_lengths(cand_len, budget, fill)
-  taken_at = jnp.zeros((b, s), jnp.int32).at[jnp.arange(b)[:, None], cand].set(taken)
-  pos = jnp.arange(s, dtype=jnp.int32)
-  safe_head = jnp.maximum(head, 0)
-  chosen = eligible & (pos - safe_head < jnp.take_along_axis(taken_at, safe_head, axis=1))
-  # Ascending positions of the chosen tokens: top-k of (S - position) over chosen tokens.
-  rank, _ = jax.lax.top_k(jnp.where(chosen, s - pos, 0), num_slots)
-  return jnp.where(rank > 0, s - rank, s)
+def _skip_fill(v: Array, length: Array, taken: Array, left: Array) -> Array:
+  """BERT's rule after the prefix: walk down the order, take each unit that still fits.
+
+  Equivalent: repeatedly take the best remaining unit no longer than what is left. Each round
+  takes one unit per row; it ends when no row has a unit that fits (rarely more than 2 rounds).
+  """
+  def candidates(taken, left):
+    return (v > 0) & ~taken & (length <= left[:, None])
+
+  def body(carry):
+    taken, left, _ = carry
+    cand = candidates(taken, left)
+    best = jnp.max(jnp.where(cand, v, 0), axis=1, keepdims=True)
+    pick = cand & (v == best)
+    left = left - jnp.where(pick, length, 0).sum(axis=1)
+    taken = taken | pick
+    return taken, left, candidates(taken, left).any()
+
+  init = (taken, left, candidates(taken, left).any())
+  return jax.lax.while_loop(lambda c: c[2], body, init)[0]
+
+
+def select_units(v: Array, width: int, length: Array, eligible: Array, budget: Array,
+                 truncate: Array | bool) -> Array:
+  """[B, S] bool chosen tokens: whole units in key order within the budget.
+
+  Args:
+    v: [B, S] uint32 order keys from `order_keys` (0 off unit starts), < 2^width.
+    length: [B, S] int32 unit lengths at unit starts.
+    eligible: [B, S] bool.
+    budget: [B] int32 tokens.
+    truncate: [B] bool or bool: cut the first unit that overflows (exact budget) instead of
+      skipping it and going on (BERT; may fall short).
+  """
+  t = fit_threshold(v, length, budget, width)[:, None]
+  taken = v > t
+  left = budget - jnp.where(taken, length, 0).sum(axis=1)
+  take = jnp.where(taken, length, 0)
+  if truncate is not False:  # the next unit in the order overflowed: cut it to what is left
+    cut = jnp.where((v == t) & (t > 0), jnp.minimum(length, left[:, None]), 0)
+    take = jnp.where(jnp.asarray(truncate)[..., None], take + cut, take)
+  if truncate is not True:
+    skipped = jnp.where(_skip_fill(v, length, taken, left), length, 0)
+    take = jnp.where(jnp.asarray(truncate)[..., None], take, skipped)
+  # A unit's tokens are [start, start + take). Ends never decrease from one unit to the next,
+  # so a running max carries each unit's end over its tokens.
+  pos = jnp.arange(v.shape[1], dtype=jnp.int32)
+  end = cumulative(jnp.maximum, jnp.where(v > 0, pos + take, 0), 0)
+  return eligible & (pos < end)
+
+
+def compact(chosen: Array, num_slots: int) -> Array:
+  """[B, P] ascending positions of the chosen tokens; S in unused slots. Needs <= P chosen."""
+  b, s = chosen.shape
+  slot = jnp.where(chosen, jnp.cumsum(chosen, axis=1, dtype=jnp.int32) - 1, num_slots)
+  pos = jnp.broadcast_to(jnp.arange(s, dtype=jnp.int32), (b, s))
+  empty = jnp.full((b, num_slots), s, jnp.int32)
+  return empty.at[jnp.arange(b)[:, None], slot].set(pos, mode="drop")
 
 
 # ----------------------------------------------------------------------------- corruption
 
 
-def random_token_ids(keys: Array, shape: tuple[int, ...], tables: VocabTables,
-                     source: str) -> Array:
-  """[B, *shape] int32 replacement ids.
+@dataclasses.dataclass(frozen=True)
+class ReplacementTable:
+  """Walker alias table over the ids random replacements come from (built once, on the host).
+
+  Attributes:
+    ids: [N] int32 candidate ids.
+    prob: [N] f32 probability of keeping bucket i (else its alias).
+    alias: [N] int32 alternative bucket of bucket i.
+  """
+  ids: Array
+  prob: Array
+  alias: Array
+
+
+jax.tree_util.register_dataclass(ReplacementTable, data_fields=["ids", "prob", "alias"],
+                                 meta_fields=[])
+
+
+def replacement_table(tables: VocabTables, source: str) -> ReplacementTable:
+  """The distribution of random replacement ids (numpy, from concrete tables).
 
   "non_special": uniform over ids that are not special (default); "full_vocab": uniform over
   [0, vocab_size) as BERT and Hugging Face do; "unigram": proportional to `tables.frequency`
-  over non-special ids (SpanBERT). Sampling inverts a [V] CDF: no [B, S, V] intermediate.
+  over non-special ids (SpanBERT samples its corpus).
   """
-  u = row_uniform(keys, _RANDOM_ID, shape)
+  special = np.asarray(tables.is_special)[:tables.vocab_size]
   if source == "full_vocab":
-    return jnp.minimum((u * tables.vocab_size).astype(jnp.int32), tables.vocab_size - 1)
-  if source == "non_special":
-    weight = (~tables.is_special).astype(jnp.float32)
+    weight = np.ones(tables.vocab_size)
+  elif source == "non_special":
+    weight = (~special).astype(np.float64)
   elif source == "unigram":
-    weight = jnp.where(tables.is_special, 0.0, tables.frequency)
+    weight = np.where(special, 0.0, np.asarray(tables.frequency, np.float64)[:tables.vocab_size])
   else:
     raise ValueError(f"unknown random_source {source!r}; use non_special, full_vocab or unigram")
-  cdf = jnp.cumsum(weight)
-  ids = jnp.searchsorted(cdf, u * cdf[-1], side="right").astype(jnp.int32)
-  return jnp.minimum(ids, tables.vocab_size - 1)
+  ids = np.flatnonzero(weight > 0)
+  if not len(ids):
+    raise ValueError(f"random_source={source!r} has no id to draw from: "
+                     + ("pass frequency= to VocabTables" if source == "unigram"
+                        else "every id is special"))
+  prob, alias = _alias(weight[ids] / weight[ids].sum())
+  return ReplacementTable(ids=jnp.asarray(ids, jnp.int32), prob=jnp.asarray(prob, jnp.float32),
+                          alias=jnp.asarray(alias, jnp.int32))
 
 
-def _decision_uniforms(keys: Array, positions: Array, heads: Array, per: str) -> Array:
-  """[B, P] uniforms deciding mask / random / keep, per token or shared by a unit's tokens."""
-  if per == "token":
-    return row_uniform(keys, _DECIDE, positions.shape[1:])
-  if per != "unit":
-    raise ValueError(f"unknown replace_per {per!r}; use token or unit")
-  # A unit's uniform is keyed by its start position, so all its tokens draw the same value.
-  def one_row(key, h):
-    key = jax.random.fold_in(key, _UNIT)
-    return jax.vmap(lambda i: jax.random.uniform(jax.random.fold_in(key, i)))(h)
-  return jax.vmap(one_row)(keys, heads)
+def _alias(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Walker/Vose alias table for probabilities p [N]: O(1) sampling with two uniforms."""
+  n = len(p)
+  scaled = p * n
+  prob, alias = np.ones(n), np.arange(n)
+  if np.allclose(scaled, 1.0):  # uniform: every bucket keeps itself
+    return prob, alias
+  small = [i for i in range(n) if scaled[i] < 1.0]
+  large = [i for i in range(n) if scaled[i] >= 1.0]
+  while small and large:
+    s, l = small.pop(), large.pop()
+    prob[s], alias[s] = scaled[s], l
+    scaled[l] -= 1.0 - scaled[s]
+    (small if scaled[l] < 1.0 else large).append(l)
+  return prob, alias
 
 
-def corrupt(keys: Array, ids: Array, positions: Array, used: Array, heads: Array,
-            tables: VocabTables, config: ml_collections.ConfigDict) -> Array:
-  """[B, S] inputs with the chosen positions replaced: [MASK], a random id, or kept.
+def random_token_ids(bits: Array, coin: Array, table: ReplacementTable) -> Array:
+  """int32 ids from the table: bucket bits % N (uint32; bias below N / 2^32), then the alias
+  coin (16-bit values). No [B, S, V] intermediate."""
+  n = table.ids.shape[0]
+  bucket = (bits % jnp.uint32(n)).astype(jnp.int32)
+  keep = half_to_uniform(coin) < table.prob[bucket]
+  return table.ids[jnp.where(keep, bucket, table.alias[bucket])]
+
+
+def corrupt(ids: Array, positions: Array, used: Array, decide: Array, random_bits: Array,
+            random_coin: Array, mask_id: int, table: ReplacementTable,
+            config: ml_collections.ConfigDict) -> Array:
+  """[B, S] inputs with the chosen positions replaced by [MASK], a random id, or kept.
 
   Args:
     positions: [B, P] chosen positions; `used` [B, P] marks real slots.
-    heads: [B, P] start position of each chosen token's unit (per-unit decisions).
+    decide: [B, P] uniforms: < mask_prob -> [MASK], < mask_prob + random_prob -> random id.
+    random_bits: [B, P] uint32, random_coin: [B, P] 16-bit: for the random ids.
   """
   b, s = ids.shape
   original = jnp.take_along_axis(ids, positions, axis=1)
-  u = _decision_uniforms(keys, positions, heads, config.replace_per)
-  random_ids = random_token_ids(keys, positions.shape[1:], tables, config.random_source)
-  new = jnp.where(u < config.mask_prob, tables.mask_id,
-                  jnp.where(u < config.mask_prob + config.random_prob, random_ids, original))
+  random_ids = random_token_ids(random_bits, random_coin, table)
+  new = jnp.where(decide < config.mask_prob, mask_id,
+                  jnp.where(decide < config.mask_prob + config.random_prob, random_ids, original))
   # Unused slots scatter out of bounds and are dropped, so they never touch position 0.
   target = jnp.where(used, positions, s)
   return ids.at[jnp.arange(b)[:, None], target].set(new.astype(ids.dtype), mode="drop")
+
+
+def _decisions(per_token: Array, per_start: Array | None, positions: Array, start: Array,
+               unit_replace: Array | bool) -> Array:
+  """[B, P] uniforms deciding each slot's replacement: per token, or shared within a unit.
+
+  per_token: [B, P] uniforms; per_start: [B, S] uniforms, one per unit start (per-unit mode).
+  """
+  if unit_replace is False:
+    return per_token
+  # One uniform per unit start, read through each chosen token's unit head.
+  head = jnp.take_along_axis(unit_heads(start), positions, axis=1)
+  per_unit = jnp.take_along_axis(per_start, head, axis=1)
+  return jnp.where(jnp.asarray(unit_replace)[..., None], per_unit, per_token)
 
 
 # ----------------------------------------------------------------------------- the core
@@ -363,27 +512,43 @@ def apply_plan(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context
   b, s = ids.shape
   p = int(config.max_predictions)
   slots = min(p, s)
+  truncate = config.fill == "truncate" if plan.truncate is None else plan.truncate
+  unit_replace = config.replace_per == "unit" if plan.unit_replace is None else plan.unit_replace
+  # All the core's random bits in one draw per row (in 32-bit words; 16 bits suffice for all
+  # but the random-id buckets): order keys [S], replacement decisions [P], random-id buckets
+  # [P] and alias coins [P], the count coin, and per-unit decisions [S] when needed.
+  half_s, half_p = -(-s // 2), -(-slots // 2)
+  sizes = [half_s, half_p, slots, half_p, 1] + ([half_s] if unit_replace is not False else [])
+  words = jnp.split(row_bits(keys, CORE, (sum(sizes),)), np.cumsum(sizes)[:-1], axis=1)
+  order_half, decide, buckets, alias_coin = (halves(words[0], s), halves(words[1], slots),
+                                             words[2], halves(words[3], slots))
+  per_start = half_to_uniform(halves(words[5], s)) if len(words) > 5 else None
+
   eligible = eligible_tokens(ids, tables)
-  budget, num_clipped = token_budget(keys, config, ctx.rate, ids, eligible, tables, slots)
-  if plan.unit_start is None:
-    score = _scores(keys, eligible, plan.log_weight)
-    positions = _select_tokens(score, budget, slots)
-    heads = positions
+  budget, num_clipped = token_budget(keys, bits_to_uniform(words[4][:, 0]), config, ctx.rate,
+                                     ids, eligible, tables, slots)
+  if plan.unit_start is None:  # single tokens: the bisection alone is exact
+    start, length = eligible, jnp.ones_like(ids, jnp.int32)
+    v, width = order_keys(order_half, start, plan.log_weight)
+    chosen = v > fit_threshold(v, length, budget, width)[:, None]
   else:
     segments = batch.segment_ids if config.segment_aware else None
     start = eligible & (plan.unit_start | forced_starts(ids, tables, segments))
-    head, length = unit_heads(start, eligible)
-    score = _scores(keys, start, plan.log_weight)
-    positions = _select_units(score, head, length, eligible, budget, slots, config.fill)
-    heads = jnp.take_along_axis(head, jnp.minimum(positions, s - 1), axis=1)
+    length = unit_lengths(start, eligible)
+    v, width = order_keys(order_half, start, plan.log_weight)
+    chosen = select_units(v, width, length, eligible, budget, truncate)
+  positions = compact(chosen, slots)
   used = positions < s
   positions = jnp.where(used, positions, 0)
   labels = jnp.where(used, jnp.take_along_axis(ids, positions, axis=1), 0)
-  inputs = corrupt(keys, ids, positions, used, heads, tables, config)
+  decide = _decisions(half_to_uniform(decide), per_start, positions, start, unit_replace)
+  table = ctx.replacement or replacement_table(tables, config.random_source)
+  inputs = corrupt(ids, positions, used, decide, buckets, alias_coin, tables.mask_id, table,
+                   config)
   pad = ((0, 0), (0, p - slots))
   return MaskedBatch(
       input_ids=inputs,
-      positions=jnp.pad(positions, pad).astype(jnp.int32),
-      labels=jnp.pad(labels, pad).astype(jnp.int32),
+      positions=jnp.pad(positions, pad),
+      labels=jnp.pad(labels, pad),
       weights=jnp.pad(used.astype(jnp.float32), pad),
-      num_clipped=num_clipped.astype(jnp.int32))
+      num_clipped=num_clipped)

@@ -2,33 +2,225 @@
 
 A plan function has the strategy signature `(keys [B], batch, tables, ctx) -> Plan`; the
 registry in `__init__` wraps each with `core.apply_plan` to give `(...) -> MaskedBatch`.
+Weight-based strategies (frequency, adaptive, syntax, contextual, semantic) mask tokens or whole
+words (`config.units`); a unit's weight is that of its first token.
 """
 
 from __future__ import annotations
+
+import math
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 
 from mlmjax.masking import core
+from mlmjax.masking import schedules
+from mlmjax.masking import units
 from mlmjax.masking.core import Context, Plan, TokenBatch
 from mlmjax.masking.tables import VocabTables
 
 Array = jax.Array
+PlanFn = Callable[[Array, TokenBatch, VocabTables, Context], Plan]
+
+
+def _option(value: str, auto: bool, when_true: str) -> bool:
+  """A per-strategy default for an "auto" option (fill, replace_per)."""
+  return auto if value == "auto" else value == when_true
+
+
+def _require(field: Array | None, name: str, strategy: str) -> Array:
+  if field is None:
+    raise ValueError(f"{strategy} masking needs batch['{name}'] (see data/annotate.py); "
+                     "produce it in the data pipeline or pick another strategy")
+  return field
 
 
 def _weighted(log_weight: Array, batch: TokenBatch, tables: VocabTables, ctx: Context) -> Plan:
-  """Plan for the weight-based strategies: tokens or whole words (`config.units`)."""
+  """Plan for the weight-based strategies: tokens, or whole words (`config.units`)."""
   if ctx.config.units == "word":
-    return Plan(unit_start=core.word_starts(batch.input_ids, tables), log_weight=log_weight)
+    return Plan(unit_start=units.word_starts(batch.input_ids, tables), log_weight=log_weight)
   return Plan(log_weight=log_weight)
 
 
+# ----------------------------------------------------------------------------- unit strategies
+
+
 def random(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context) -> Plan:
-  """BERT: single tokens, uniform. New masks every step (or static, per `dynamic.mode`)."""
+  """BERT: single tokens, uniform."""
   del keys, batch, tables, ctx
   return Plan()
 
 
-# "dynamic" is random masking named for when its masks change (every step, RoBERTa); the key
-# policy itself (every step or static dupe-factor masks) is `config.dynamic` and applies to all.
+# "dynamic" is random masking named for when its masks change: every step (RoBERTa). That key
+# policy, and its static alternative (BERT's dupe factor), is `config.dynamic` and applies to
+# every strategy.
 dynamic = random
+
+
+def whole_word(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context) -> Plan:
+  """Whole words (WordPiece '##', SentencePiece '▁' or byte-level 'Ġ' conventions)."""
+  del keys, ctx
+  return Plan(unit_start=units.word_starts(batch.input_ids, tables))
+
+
+def span(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context) -> Plan:
+  """SpanBERT: spans of whole words, lengths ~ Geo(p) truncated at max_words; or T5 spans.
+
+  Geometric mode (default): the budget is met exactly by cutting the last span (fill "auto"),
+  and [MASK]/random/keep is decided per span (replace_per "auto"), as SpanBERT does.
+  T5 mode: exactly round(rate * n) noise tokens in round(noise / mean_length) spans.
+  """
+  config = ctx.config
+  ids = batch.input_ids
+  eligible = core.eligible_tokens(ids, tables)
+  per_span = _option(config.replace_per, True, "unit")
+  if config.span.mode == "t5":
+    bits = core.row_bits(keys, core.SPANS, (2, ids.shape[1]))
+    num_noise = jnp.round(ctx.rate * eligible.sum(axis=1)).astype(jnp.int32)
+    noise, noise_start = units.t5_noise(bits, eligible, num_noise, config.span.mean_length)
+    return Plan(unit_start=noise_start | ~noise,
+                log_weight=jnp.where(noise, core.PRIORITY, -jnp.inf),
+                truncate=_option(config.fill, True, "truncate"), unit_replace=per_span)
+  if config.span.mode != "geometric":
+    raise ValueError(f"unknown span.mode {config.span.mode!r}; use geometric or t5")
+  segments = batch.segment_ids if config.segment_aware else None
+  words = eligible & (units.word_starts(ids, tables)
+                      | core.forced_starts(ids, tables, segments))
+  u = core.row_uniform(keys, core.SPANS, ids.shape[1:])
+  return Plan(unit_start=units.geometric_spans(u, words, config.span.p, config.span.max_words),
+              truncate=_option(config.fill, True, "truncate"), unit_replace=per_span)
+
+
+def entity(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context) -> Plan:
+  """ERNIE: entity spans (`entity_ids`) first, topped up with random whole words."""
+  del keys
+  spans = _require(batch.entity_ids, "entity_ids", "entity")
+  unit_start, in_span = units.annotated_spans(spans, units.word_starts(batch.input_ids, tables))
+  return Plan(unit_start=unit_start,
+              log_weight=jnp.where(in_span, math.log(ctx.config.entity.weight), 0.0))
+
+
+def pmi(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context) -> Plan:
+  """PMI-Masking: high-PMI n-grams (`ngram_ids`) and whole words as units, drawn uniformly."""
+  del keys
+  spans = _require(batch.ngram_ids, "ngram_ids", "pmi")
+  unit_start, in_span = units.annotated_spans(spans, units.word_starts(batch.input_ids, tables))
+  weight = ctx.config.pmi.weight
+  return Plan(unit_start=unit_start,
+              log_weight=None if weight == 1 else jnp.where(in_span, math.log(weight), 0.0),
+              unit_replace=_option(ctx.config.replace_per, True, "unit"))
+
+
+# ----------------------------------------------------------------------------- weight strategies
+
+
+def frequency(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context) -> Plan:
+  """Weights (count + 1)^-alpha: alpha > 0 favours rare tokens, alpha < 0 common ones."""
+  del keys
+  counts = tables.frequency[batch.input_ids]
+  return _weighted(-ctx.config.frequency.alpha * jnp.log1p(counts), batch, tables, ctx)
+
+
+def adaptive(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context) -> Plan:
+  """Weights running_loss^power: tokens the model still gets wrong are masked more."""
+  del keys
+  if ctx.state is None:
+    raise ValueError("adaptive masking needs its running state: masker(key, batch, step, "
+                     "state) with state = masking.init_state(config, tables), updated by "
+                     "masking.update_state in the train step")
+  loss = ctx.state["token_loss"][batch.input_ids]
+  log_weight = ctx.config.adaptive.power * jnp.log(jnp.maximum(loss, 1e-6))
+  return _weighted(log_weight, batch, tables, ctx)
+
+
+def syntax(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context) -> Plan:
+  """Weights per part-of-speech class (`pos_class`); without it, content vs function words."""
+  del keys
+  config = ctx.config.syntax
+  ids = batch.input_ids
+  if batch.pos_class is None:
+    pos = jnp.where(tables.function_word[ids], config.function_class, config.content_class)
+  else:
+    pos = batch.pos_class.astype(jnp.int32)
+  class_weights = jnp.asarray(config.class_weights, jnp.float32)
+  n = class_weights.shape[0]
+  weight = jnp.where(pos < n, class_weights[jnp.clip(pos, 0, n - 1)], 1.0)  # unlisted: 1
+  return _weighted(jnp.log(weight), batch, tables, ctx)
+
+
+def contextual(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context) -> Plan:
+  """Weights exp(sharpness * cos(e_token, mean of the row's e)): central tokens first.
+
+  Needs the current word-embedding table: masker(..., embeddings=params' [V', D] table).
+  """
+  del keys
+  if ctx.embeddings is None:
+    raise ValueError("contextual masking needs the word-embedding table: call "
+                     "masker(key, batch, step, state, embeddings=word_embeddings [V, D])")
+  ids = batch.input_ids
+  emb = jax.lax.stop_gradient(ctx.embeddings)[ids].astype(jnp.float32)  # [B, S, D]
+  eligible = core.eligible_tokens(ids, tables)[..., None]
+  mean = jnp.sum(emb * eligible, axis=1, keepdims=True)  # direction only: no need to divide
+  cos = jnp.sum(emb * mean, axis=-1) / (
+      jnp.linalg.norm(emb, axis=-1) * jnp.linalg.norm(mean, axis=-1) + 1e-6)
+  return _weighted(ctx.config.contextual.sharpness * cos, batch, tables, ctx)
+
+
+def semantic(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context) -> Plan:
+  """Weights idf^power: salient (rare-in-documents) tokens first."""
+  del keys
+  idf = tables.idf[batch.input_ids]
+  return _weighted(ctx.config.semantic.power * jnp.log(jnp.maximum(idf, 1e-6)), batch, tables,
+                   ctx)
+
+
+# ----------------------------------------------------------------------------- mixture
+
+
+def mixture(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context) -> Plan:
+  """Per example, one of `mixture.strategies`, drawn with the (scheduled) mixture weights.
+
+  Every component's plan is computed for the whole batch; each row then takes its own.
+  """
+  config = ctx.config
+  plans = [PLANS[name](keys, batch, tables, ctx) for name in config.mixture.strategies]
+  weights = schedules.mixture_weights(config.mixture.weights, config.mixture.final_weights,
+                                      config.mixture.steps, ctx.step)
+  cdf = jnp.cumsum(weights) / jnp.sum(weights)
+  u = core.row_uniform(keys, core.MIXTURE, ())
+  choice = jnp.sum(u[:, None] >= cdf[None, :-1], axis=1)  # [B] component of each row
+  b, s = batch.input_ids.shape
+  rows = jnp.arange(b)
+
+  def pick(values, default):
+    if all(v is None for v in values):
+      return None
+    stacked = jnp.stack([jnp.broadcast_to(default if v is None else v, default.shape)
+                         for v in values])
+    return stacked[choice, rows]
+
+  truncate = config.fill == "truncate"
+  unit_replace = config.replace_per == "unit"
+  return Plan(
+      unit_start=pick([p.unit_start for p in plans], jnp.ones((b, s), bool)),
+      log_weight=pick([p.log_weight for p in plans], jnp.zeros((b, s), jnp.float32)),
+      truncate=pick([p.truncate for p in plans], jnp.full((b,), truncate)),
+      unit_replace=pick([p.unit_replace for p in plans], jnp.full((b,), unit_replace)))
+
+
+# name -> plan function.
+PLANS: dict[str, PlanFn] = {
+    "random": random,
+    "dynamic": dynamic,
+    "span": span,
+    "whole_word": whole_word,
+    "entity": entity,
+    "mixture": mixture,
+    "frequency": frequency,
+    "adaptive": adaptive,
+    "syntax": syntax,
+    "contextual": contextual,
+    "semantic": semantic,
+    "pmi": pmi,
+}

@@ -128,10 +128,52 @@ def evaluate(eval_fn, state: TrainState, batches: list, seed: int, mesh) -> dict
   }
 
 
+def with_hf_architecture(config):
+  """A copy of `config` whose model shape and tokenizer are those of `config.init_from_hf`."""
+  from mlmjax.convert import hf
+  hf_dir = config.init_from_hf
+  hf_cfg = hf.config_from_hf(hf_dir)
+  config = config.copy_and_resolve_references()
+  config.model.update(
+      hidden_size=hf_cfg.hidden_size, num_layers=hf_cfg.num_layers, num_heads=hf_cfg.num_heads,
+      intermediate_size=hf_cfg.intermediate_size,
+      max_position_embeddings=hf_cfg.max_position_embeddings,
+      type_vocab_size=hf_cfg.type_vocab_size)
+  if not config.data.tokenizer_path:
+    for name in ("tokenizer.json", "vocab.txt"):
+      if os.path.exists(os.path.join(hf_dir, name)):
+        config.data.tokenizer_path = os.path.join(hf_dir, name)
+        break
+    else:
+      raise FileNotFoundError(f"{hf_dir} has neither tokenizer.json nor vocab.txt; set "
+                              "config.data.tokenizer_path to the model's tokenizer")
+  return config
+
+
+def hf_params(config, c: Components):
+  """The parameters of `config.init_from_hf`, placed on the mesh like a fresh model's."""
+  from mlmjax.convert import hf
+  hf_cfg = hf.config_from_hf(config.init_from_hf)
+  if hf_cfg.vocab_size != c.model_cfg.vocab_size:
+    raise ValueError(f"{config.init_from_hf} has a vocabulary of {hf_cfg.vocab_size} but its "
+                     f"tokenizer ({config.data.tokenizer_path}) has {c.model_cfg.vocab_size} "
+                     "tokens; point config.data.tokenizer_path at the model's own tokenizer.")
+  _, imported = hf.import_params(hf.read_hf_tensors(config.init_from_hf), c.model_cfg)
+  flat = hf.flatten_params(imported)
+
+  def place(path, like):  # the value at this parameter path, on this parameter's sharding
+    name = "/".join(str(k.key) for k in path if isinstance(k, jax.tree_util.DictKey))
+    return jax.device_put(flat[name], like.sharding)
+
+  return jax.tree_util.tree_map_with_path(place, c.abstract_state.params)
+
+
 def train_and_evaluate(config, workdir: str) -> dict:
   """Trains per `config`, resuming from `workdir` if it holds checkpoints; returns final eval."""
   workdir = os.path.abspath(workdir)
   is_main = jax.process_index() == 0
+  if config.get("init_from_hf"):
+    config = with_hf_architecture(config)
 
   # Data: prepared once into shards in the workdir, reused by later runs.
   manifest = prepare.prepare(config.data, workdir)
@@ -153,7 +195,7 @@ def _train(config, workdir, c, manifest, tokenizer, is_main) -> dict:
   baseline_token = most_frequent_token(train_rows, c.tables)
   eval_fn = jit_eval_step(c, baseline_token)
   eval_batches = pipeline.eval_batches(data_dir, "validation", config.train.batch_size,
-                                       config.train.eval_batches)
+                                       config.train.eval_batches or None)
   loader = pipeline.make_loader(data_dir, "train", config.train.batch_size, seed=config.seed)
   data_iter = iter(loader)
 
@@ -169,6 +211,8 @@ def _train(config, workdir, c, manifest, tokenizer, is_main) -> dict:
     state = checkpoint.restore(manager, latest, c.abstract_state, data_iter)
   else:
     state = c.init_state(jax.random.key(config.seed))
+    if config.get("init_from_hf"):  # continued pretraining: HF weights, fresh optimizer
+      state = state.replace(params=hf_params(config, c))
   start = int(jax.device_get(state.step))
 
   writer = metrics_lib.MetricWriter(os.path.join(workdir, "tensorboard"), enabled=is_main)

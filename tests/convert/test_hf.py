@@ -114,3 +114,50 @@ def _tiny_tokenizer():
   tok.post_processor = processors.TemplateProcessing(
       single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
   return tok
+
+
+def test_continued_pretraining_starts_from_the_hf_weights(tmp_path):
+  """init_from_hf: model shape and tokenizer from the folder; with lr 0 at step 1 the trained
+  checkpoint still holds exactly the imported weights."""
+  from conftest import tiny_config
+  from mlmjax import inference
+  from mlmjax.data import corpora, tokenizer as tokenizer_lib
+  from mlmjax.train import loop
+
+  config = tiny_config(tmp_path)
+  docs = corpora.load_documents(config.data)
+  tok = tokenizer_lib.train_tokenizer(docs, 200, True)
+  hf_dir = tmp_path / "hf_start"
+  torch.manual_seed(1)
+  start = transformers.BertForMaskedLM(transformers.BertConfig(
+      vocab_size=tok.get_vocab_size(), hidden_size=48, num_hidden_layers=1,
+      num_attention_heads=3, intermediate_size=96, max_position_embeddings=32, pad_token_id=0))
+  start.save_pretrained(hf_dir)
+  tok.save(str(hf_dir / "tokenizer.json"))
+
+  config.init_from_hf = str(hf_dir)
+  config.train.update(steps=1, warmup_steps=1, eval_every=0)  # the only update has lr 0
+  loop.train_and_evaluate(config, str(tmp_path / "run"))
+  model, _, meta = inference.load_trained(str(tmp_path / "run"))
+  assert meta["model"]["hidden_size"] == 48 and meta["model"]["num_layers"] == 1
+  ours = hf.to_hf_tensors(hf.flatten_params(nnx.state(model, nnx.Param)), model.cfg.vocab_size)
+  original = hf.read_hf_tensors(hf_dir)
+  for key, value in ours.items():
+    np.testing.assert_array_equal(value, original[key], err_msg=key)
+
+
+def test_continued_pretraining_refuses_bad_folders(tmp_path, torch_dir):
+  import shutil
+  from conftest import tiny_config
+  from mlmjax.data import corpora, tokenizer as tokenizer_lib
+  from mlmjax.train import loop
+  config = tiny_config(tmp_path)
+  folder = tmp_path / "hf"
+  shutil.copytree(torch_dir, folder)
+  config.init_from_hf = str(folder)
+  with pytest.raises(FileNotFoundError, match="tokenizer"):  # weights without a tokenizer
+    loop.train_and_evaluate(config, str(tmp_path / "run1"))
+  tok = tokenizer_lib.train_tokenizer(corpora.load_documents(config.data), 200, True)
+  tok.save(str(folder / "tokenizer.json"))  # a tokenizer whose size is not the model's 99
+  with pytest.raises(ValueError, match="vocabulary of 99"):
+    loop.train_and_evaluate(config, str(tmp_path / "run2"))

@@ -47,7 +47,7 @@ def test_txt_and_jsonl_files(tmp_path, data_config):
   jsonl = tmp_path / "rows.jsonl"
   jsonl.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n\n",
                    encoding="utf-8")
-  # A UTF-8 byte-order mark is not text. Two globs match notes.txt; it is read once. Files come sorted within each glob.
+  # A UTF-8 byte-order mark is not text. Two globs match notes.txt; it is read once.
   config = data_config(source="files",
                        paths=f"{tmp_path}/**/*.txt, {jsonl}, {tmp_path}/sub/notes.txt")
   docs = corpora.load_documents(config)

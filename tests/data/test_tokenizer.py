@@ -12,6 +12,7 @@ _SAMPLES = [
     "Héllo wörld, naïve café! 中文字 ok?",
     "json.dumps(obj, indent=2) -> str; x[0] += 1",
     "zzqx unseenword ☃",
+    "Fill the [MASK] in, then [SEP] it.",
 ]
 
 
@@ -31,6 +32,20 @@ def test_train_bert_wordpiece(trained):
   assert trained.decode(encoding.ids) == "the model predicts"
 
 
+def test_training_is_deterministic(trained, make_documents):
+  # The trainer alone numbers tokens in hash-map order (huggingface/tokenizers#1794); a second
+  # training in the same process would catch that.
+  again = tokenizer_lib.train_tokenizer(make_documents(50), vocab_size=150, lowercase=True)
+  assert tokenizer_lib.tokenizer_hash(again) == tokenizer_lib.tokenizer_hash(trained)
+
+
+def test_special_tokens_in_text(trained):
+  ids = trained.encode("a [MASK] b", add_special_tokens=False).ids
+  assert tokenizer_lib.special_ids(trained)["[MASK]"] in ids
+  assert json.loads(trained.to_str())["added_tokens"][4]["content"] == "[MASK]"
+  assert len(json.loads(trained.to_str())["added_tokens"]) == 5
+
+
 def test_get_tokenizer_trains_once_then_loads_cache(tmp_path, data_config, make_documents,
                                                     monkeypatch):
   config = data_config(vocab_size=120)
@@ -46,6 +61,17 @@ def test_get_tokenizer_trains_once_then_loads_cache(tmp_path, data_config, make_
     m.setattr(tokenizer_lib, "train_tokenizer", no_training)
     second = tokenizer_lib.get_tokenizer(config, str(tmp_path), documents=docs)
   assert tokenizer_lib.tokenizer_hash(second) == tokenizer_lib.tokenizer_hash(first)
+  # Without documents (after prepare, at inference) the cache is used without the corpus.
+  with monkeypatch.context() as m:
+    m.setattr(tokenizer_lib, "train_tokenizer", no_training)
+    m.setattr(tokenizer_lib.corpora, "load_documents", no_training)
+    third = tokenizer_lib.get_tokenizer(config, str(tmp_path))
+  assert tokenizer_lib.tokenizer_hash(third) == tokenizer_lib.tokenizer_hash(first)
+  # Other documents retrain.
+  retrained = tokenizer_lib.get_tokenizer(config, str(tmp_path), documents=make_documents(40, 9))
+  assert json.loads((cache / "spec.json").read_text())["documents_sha256"] == (
+      tokenizer_lib.corpora.documents_hash(make_documents(40, 9)))
+  assert retrained.get_vocab_size() == 120
   # Other training inputs invalidate the cache.
   bigger = tokenizer_lib.get_tokenizer(data_config(vocab_size=160), str(tmp_path), documents=docs)
   assert bigger.get_vocab_size() == 160
@@ -107,13 +133,19 @@ def test_load_errors(tmp_path):
   (tmp_path / "dup.txt").write_text("[PAD]\nhello\nhello\n")
   (tmp_path / "broken.json").write_text(json.dumps({"model": 3}))
   (tmp_path / "vocab.model").write_text("x")
+  (tmp_path / "vocab.bin").write_text("x")
+  (tmp_path / "vocab.json").write_text(json.dumps({"[PAD]": 0, "a": 1}))
+  (tmp_path / "list.json").write_text("[1, 2]")
   cases = [
       (tmp_path / "missing.txt", "does not exist"),
       (tmp_path, "is a directory"),
-      (tmp_path / "nospecial.txt", r"lacks the special tokens \['\[PAD\]'"),
+      (tmp_path / "nospecial.txt", r"lacks the special tokens \[.\[PAD\] or <pad>"),
       (tmp_path / "dup.txt", r"dup.txt:3: duplicate token"),
       (tmp_path / "broken.json", "not a valid tokenizer file"),
-      (tmp_path / "vocab.model", "expected a tokenizer.json or a WordPiece vocab.txt"),
+      (tmp_path / "vocab.model", "not a SentencePiece model"),
+      (tmp_path / "vocab.bin", "expected a tokenizer.json, a WordPiece vocab.txt"),
+      (tmp_path / "vocab.json", "merges.txt is missing"),
+      (tmp_path / "list.json", "neither a tokenizer.json"),
   ]
   for path, message in cases:
     with pytest.raises(tokenizer_lib.TokenizerError, match=message):

@@ -1,0 +1,68 @@
+"""The command line: mistakes a user can make end in one clear line, not a traceback."""
+
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def run_cli(entry: str, *args: str, cwd=None) -> subprocess.CompletedProcess:
+  code = f"import sys; sys.argv[0] = {entry!r}; from mlmjax import main; main.run_{entry[7:]}()"
+  return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                        cwd=cwd or ROOT, timeout=300, check=False)
+
+
+def test_unknown_config_key_names_the_nearest_key(tmp_path):
+  out = run_cli("mlmjax-train", f"--workdir={tmp_path}", "--config.train.stepz=3")
+  assert out.returncode != 0
+  assert 'unknown config key. Did you mean "steps"' in out.stderr
+  assert "Traceback" not in out.stderr
+
+
+def test_missing_corpus_path_is_one_line(tmp_path):
+  out = run_cli("mlmjax-train", f"--workdir={tmp_path}", "--config.data.source=files",
+                f"--config.data.paths={tmp_path}/nothing/*.txt")
+  assert out.returncode != 0
+  assert "mlmjax: error:" in out.stderr and "nothing" in out.stderr
+  assert "Traceback" not in out.stderr
+
+
+def test_empty_corpus_is_one_line(tmp_path):
+  (tmp_path / "empty.txt").write_text("\n\n", encoding="utf-8")
+  out = run_cli("mlmjax-prepare", f"--workdir={tmp_path / 'w'}", "--config.data.source=files",
+                f"--config.data.paths={tmp_path}/empty.txt")
+  assert out.returncode != 0
+  assert "mlmjax: error:" in out.stderr and "empty" in out.stderr.lower()
+  assert "Traceback" not in out.stderr
+
+
+TINY_OVERRIDES = (
+    "--config.data.source=files", "--config.data.vocab_size=200", "--config.data.seq_len=32",
+    "--config.data.validation_fraction=0.1", "--config.masking.max_predictions=6",
+    "--config.model.hidden_size=32", "--config.model.num_layers=2", "--config.model.num_heads=2",
+    "--config.model.intermediate_size=64", "--config.model.max_position_embeddings=32",
+    "--config.train.batch_size=8", "--config.train.steps=4", "--config.train.warmup_steps=1",
+    "--config.train.log_every=2", "--config.train.eval_every=0", "--config.train.eval_batches=1",
+    "--config.train.checkpoint_every=2")
+
+
+def test_quickstart_trains_exports_and_demos(tmp_path):
+  from conftest import write_corpus
+  corpus = write_corpus(tmp_path / "corpus.txt")
+  workdir = tmp_path / "run"
+  out = run_cli("mlmjax-quickstart", f"--workdir={workdir}", f"--config.data.paths={corpus}",
+                *TINY_OVERRIDES)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "held-out MLM loss" in out.stdout and "[MASK]:" in out.stdout
+  assert (workdir / "hf" / "model.safetensors").exists()
+
+  # The export predicts, in the transformers fill-mask pipeline, what mlmjax-fill-mask prints.
+  import transformers
+  from mlmjax import inference
+  text = "the parser [MASK] a new string."
+  ours = inference.fill_mask(*inference.load_trained(str(workdir))[:2], [text])[0][0]
+  fill = transformers.pipeline("fill-mask", model=str(workdir / "hf"), device="cpu")
+  theirs = fill(text, top_k=5)
+  assert [t["token_str"] for t in theirs] == [tok for tok, _ in ours]
+  for t, (_, p) in zip(theirs, ours):
+    assert abs(t["score"] - p) < 1e-4
