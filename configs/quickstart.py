@@ -25,20 +25,21 @@ def get_config() -> ml_collections.ConfigDict:
   data.source = "embedded"  # "embedded" (Python's own docs) or "files"
   data.paths = ""  # comma-separated globs of .txt / .jsonl files when source == "files"
   data.text_field = "text"  # the field holding the text in .jsonl rows
-  data.validation_fraction = 0.02  # share of documents held out (at least one document)
+  data.validation_fraction = 0.05  # share of documents held out (at least one document)
   data.seq_len = 128  # tokens per packed row, [CLS] and [SEP] included
   data.tokenizer_path = ""  # vocab.txt or tokenizer.json to load; "" trains WordPiece
-  data.vocab_size = 8192  # WordPiece vocabulary size when training one
+  data.vocab_size = 4096  # WordPiece vocabulary size when training one
   data.lowercase = True  # uncased tokenizer (BERT-uncased style)
 
   config.masking = masking.default_config()
   config.masking.max_predictions = 20  # prediction slots per row: ~0.15 x seq_len
 
   config.model = model = ml_collections.ConfigDict()
-  model.hidden_size = 256
-  model.num_layers = 4
-  model.num_heads = 4
-  model.intermediate_size = 1024
+  # BERT-Tiny's shape (2 layers, hidden 128): what 2 CPU cores train usefully in minutes.
+  model.hidden_size = 128
+  model.num_layers = 2
+  model.num_heads = 2
+  model.intermediate_size = 512
   model.max_position_embeddings = 128
   model.type_vocab_size = 2
   model.hidden_dropout = 0.1
@@ -49,21 +50,22 @@ def get_config() -> ml_collections.ConfigDict:
   model.remat = False  # rematerialise each layer in the backward pass (saves memory)
 
   config.train = train = ml_collections.ConfigDict()
-  train.batch_size = 64  # global batch, rows
-  train.steps = 2000  # length of the run (and of the learning-rate schedule)
+  train.batch_size = 32  # global batch, rows
+  train.steps = 1200  # length of the run (and of the learning-rate schedule)
   train.stop_after = 0  # stop early at this step, checkpointed (0 = run to train.steps)
-  train.learning_rate = 1e-3
-  train.warmup_steps = 200
-  train.end_learning_rate_fraction = 0.0  # linear decay to this fraction of the peak
+  train.learning_rate = 2e-3
+  train.warmup_steps = 100
+  train.schedule = "linear"  # decay after warmup: "linear" (BERT) or "cosine"
+  train.end_learning_rate_fraction = 0.0  # decay to this fraction of the peak
   train.weight_decay = 0.01
   train.adam_b1 = 0.9
   train.adam_b2 = 0.98
   train.adam_eps = 1e-6
   train.clip_norm = 1.0
   train.log_every = 50  # steps between metric writes
-  train.eval_every = 500  # steps between evaluations (0 = only at the end)
+  train.eval_every = 400  # steps between evaluations (0 = only at the end)
   train.eval_batches = 0  # validation batches per evaluation, fixed masks (0 = whole split)
-  train.checkpoint_every = 500  # steps between checkpoints
+  train.checkpoint_every = 400  # steps between checkpoints
   train.keep_checkpoints = 2
 
   config.mesh = mesh = ml_collections.ConfigDict()

@@ -15,11 +15,11 @@ from ml_collections import config_flags
 
 QUICKSTART_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                  "configs", "quickstart.py")
-DEMO_SENTENCES = (
-    "The [MASK] function returns the number of items in a container.",
-    "If the key is not found, a [MASK] is raised.",
-    "This module provides functions for working with [MASK] and directories.",
-    "Return a new list containing all items from the [MASK] in ascending order.",
+DEMO_SENTENCES = (  # docstring-like sentences, since the embedded corpus is Python's docs
+    "Return true if the object is [MASK], false otherwise.",
+    "If the argument is omitted, the default value is [MASK].",
+    "Raise a [MASK] if the key is not found.",
+    "This module provides functions for working with files and [MASK].",
 )
 
 FLAGS = flags.FLAGS

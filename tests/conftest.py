@@ -9,54 +9,12 @@ import jax  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
 
-import importlib.util  # noqa: E402
-import pathlib  # noqa: E402
-
-import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-def load_config(name: str = "quickstart"):
-  """`get_config()` of `configs/<name>.py`, as the command line would load it."""
-  spec = importlib.util.spec_from_file_location(f"configs.{name}", ROOT / "configs" / f"{name}.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
-
-
-def write_corpus(path: pathlib.Path, num_docs: int = 120, seed: int = 0) -> pathlib.Path:
-  """A small synthetic .txt corpus (documents separated by blank lines) with real structure."""
-  rng = np.random.default_rng(seed)
-  subjects = ["the parser", "a function", "this module", "the list", "each object", "the server"]
-  verbs = ["returns", "raises", "reads", "writes", "sorts", "creates"]
-  objects = ["a new string", "the first item", "an error", "the file name", "a copy of the data"]
-  docs = []
-  for _ in range(num_docs):
-    sentences = [f"{rng.choice(subjects).capitalize()} {rng.choice(verbs)} {rng.choice(objects)}."
-                 for _ in range(rng.integers(2, 8))]
-    docs.append(" ".join(sentences))
-  path.write_text("\n\n".join(docs) + "\n", encoding="utf-8")
-  return path
-
-
-def tiny_config(tmp_path: pathlib.Path):
-  """The quickstart config shrunk to run in seconds on a synthetic corpus."""
-  config = load_config("quickstart")
-  config.data.source = "files"
-  config.data.paths = str(write_corpus(tmp_path / "corpus.txt"))
-  config.data.vocab_size = 200
-  config.data.seq_len = 32
-  config.data.validation_fraction = 0.1
-  config.masking.max_predictions = 6
-  config.model.update(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
-                      max_position_embeddings=32)
-  config.train.update(batch_size=8, steps=6, warmup_steps=2, log_every=2, eval_every=3,
-                      eval_batches=2, checkpoint_every=3, keep_checkpoints=3)
-  return config
+from helpers import tiny_config  # noqa: E402
 
 
 @pytest.fixture
 def tiny(tmp_path):
+  """The quickstart config shrunk to run in seconds on a synthetic corpus in `tmp_path`."""
   return tiny_config(tmp_path)

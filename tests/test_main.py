@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-from conftest import ROOT
+from helpers import ROOT
 
 
 def run_cli(entry: str, *args: str, cwd=None) -> subprocess.CompletedProcess:
@@ -47,7 +47,7 @@ TINY_OVERRIDES = (
 
 
 def test_quickstart_trains_exports_and_demos(tmp_path):
-  from conftest import write_corpus
+  from helpers import write_corpus
   corpus = write_corpus(tmp_path / "corpus.txt")
   workdir = tmp_path / "run"
   out = run_cli("mlmjax-quickstart", f"--workdir={workdir}", f"--config.data.paths={corpus}",

@@ -1,141 +1,284 @@
-"""Tokenize and pack a corpus into fixed-length rows on disk: workdir/data/*.npy + manifest.json.
+"""Tokenize, annotate and pack a corpus into fixed-length rows on disk, with a manifest.
 
-Packing (concatenate, then split; RoBERTa's FULL-SENTENCES without sentence boundaries): each
-split's documents, in order, become one token stream `doc1 [SEP] doc2 [SEP] ...`, cut into
-pieces of `seq_len - 1` tokens; each row is `[CLS]` followed by one piece. So a row holds
-several documents, a document longer than the room left continues at the start of the next
-row, and only the split's last row is padded ([PAD] at the end). Nothing is truncated.
+    mlmjax-prepare --config=configs/quickstart.py --workdir=DIR
 
-`segment_ids[r, t]` is k when position t holds (a piece of) the k-th document of row r, counted
-from 1; [CLS] belongs to the first and each [SEP] to the document it ends; padding is 0.
+writes DIR/data/:
+  manifest.json                  what is there and how it was made (read it first)
+  {split}.npy                    input_ids   int32 [N, S]   split: train, validation
+  {split}_segment_ids.npy        segment_ids int32 [N, S]   document of each position in a row
+  {split}_{annotation}.npy       per `data.annotations`: entity_ids int32, pos_class int8,
+                                 ngram_ids int32, all [N, S], the same rows as input_ids
+  token_stats.npz                frequency / document frequency per token id (stats.py)
+  pmi_vocab.npz, pmi_vocab.json  the PMI n-gram vocabulary, when ngram_ids is asked for
+
+Storage: one .npy file per split and field, written by appending rows and read back as a
+read-only memmap. The loader's global shuffle needs random access to single rows, which a
+memmap gives at the cost of a page-cache read, with no index or decoding, and the processes of
+a host share one copy of the pages. Each JAX process reads only its rows of every batch, so the
+files need not be split per host; a single file per field also keeps annotations optional and
+separately replaceable. ArrayRecord would add per-record compression and framing that rows of
+fixed size do not need.
+
+Work: documents are read in chunks (lazy sources are never held whole), tokenized and
+annotated in `data.num_workers` processes (0: every core; results come back in order, so the
+output does not depend on the number of workers), and packed in this process (packing.py) while
+the workers go on. Re-running with the same data config, corpus and tokenizer is a no-op.
 """
 
+import collections
+import dataclasses
 import json
+import multiprocessing
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
 
 from absl import logging
 import ml_collections
 import numpy as np
 import tokenizers
 
+from mlmjax.data import annotate
 from mlmjax.data import corpora
+from mlmjax.data import packing
+from mlmjax.data import pmi
+from mlmjax.data import stats as stats_lib
 from mlmjax.data import tokenizer as tokenizer_lib
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 DATA_DIR = "data"  # under the workdir
 MANIFEST = "manifest.json"
 SPLITS = ("train", "validation")
-# Documents tokenized per encode_batch call: big enough for the Rust thread pool to use every
-# core, small enough that the Encoding objects (much larger than the ids) stay few.
-_ENCODE_CHUNK = 2048
+# Documents per chunk: enough for each worker to amortise the hand-over, few enough that a
+# chunk's Encoding objects (much larger than the ids) stay small.
+CHUNK_DOCS = 1024
+# Keys that change how, not what, is prepared: they never make prepared data stale.
+_RUNTIME_KEYS = ("num_workers",)
+pack = packing.pack  # the in-memory packer, kept here for callers of the first version
 
 
-def array_files(split: str) -> dict[str, str]:
+def array_files(split: str, fields: Sequence[str] = ()) -> dict[str, str]:
   """The file names of a split's arrays, by batch key."""
-  return {"input_ids": f"{split}.npy", "segment_ids": f"{split}_segment_ids.npy"}
+  files = {"input_ids": f"{split}.npy", "segment_ids": f"{split}_segment_ids.npy"}
+  files.update({f: f"{split}_{f}.npy" for f in fields})
+  return files
 
 
 def tokenize(tok: tokenizers.Tokenizer, docs: Sequence[str]) -> list[np.ndarray]:
   """Token ids of each document, without special tokens: int32 [len(doc)] each."""
   ids = []
-  for start in range(0, len(docs), _ENCODE_CHUNK):
-    encodings = tok.encode_batch(docs[start:start + _ENCODE_CHUNK], add_special_tokens=False)
+  for start in range(0, len(docs), CHUNK_DOCS):
+    encodings = tok.encode_batch(list(docs[start:start + CHUNK_DOCS]),
+                                 add_special_tokens=False)
     ids += [np.asarray(e.ids, np.int32) for e in encodings]
   return ids
 
 
-def _in_memory(key: str, shape: tuple[int, int]) -> np.ndarray:
-  del key
-  return np.empty(shape, np.int32)
+# ------------------------------------------------------------------------------ .npy writing
 
 
-def pack(doc_ids: Sequence[np.ndarray], seq_len: int, cls_id: int, sep_id: int, pad_id: int,
-         allocate: Callable[[str, tuple[int, int]], np.ndarray] = _in_memory
-         ) -> tuple[np.ndarray, np.ndarray]:
-  """Packs documents into rows (see the module docstring).
+class NpyWriter:
+  """Appends rows to a .npy file; `close` writes the final shape and renames it into place.
 
-  Args:
-    doc_ids: token ids of each document, without special tokens; none may be empty.
-    seq_len: S, tokens per row including [CLS].
-    cls_id, sep_id, pad_id: the special tokens' ids.
-    allocate: `allocate(key, shape)` returns the int32 output array for "input_ids" or
-      "segment_ids", e.g. a memmap to fill on disk.
-  Returns:
-    input_ids int32 [N, S] and segment_ids int32 [N, S], N = ceil(stream length / (S - 1)).
+  The header is written first for a huge placeholder shape and later rewritten for the real
+  one, padded to the same length, so rows stream to disk without knowing their number. Until
+  `close`, the file has a temporary name: a crash never leaves a truncated array.
   """
-  width = seq_len - 1
-  lengths = np.fromiter((len(d) + 1 for d in doc_ids), np.int64, len(doc_ids))  # + [SEP]
-  ends = np.cumsum(lengths)
-  num_rows = -(-int(ends[-1]) // width)
-  # Built in place in arrays of the final size: a corpus' token stream can be large.
-  stream = np.full(num_rows * width, pad_id, np.int32)
-  stream[ends - 1] = sep_id
-  for ids, end in zip(doc_ids, ends):
-    stream[end - 1 - len(ids):end - 1] = ids
-  doc_index = np.full(num_rows * width, -1, np.int32)
-  doc_index[:ends[-1]] = np.repeat(np.arange(len(doc_ids), dtype=np.int32), lengths)
-  doc_index = doc_index.reshape(num_rows, width)
 
-  input_ids = allocate("input_ids", (num_rows, seq_len))
-  input_ids[:, 0] = cls_id
-  input_ids[:, 1:] = stream.reshape(num_rows, width)
-  segment_ids = allocate("segment_ids", (num_rows, seq_len))
-  segment_ids[:, 0] = 1
-  # Documents in the stream are consecutive integers, so the k-th document of a row is its
-  # index minus the index of the row's first one, plus 1.
-  segment_ids[:, 1:] = np.where(doc_index >= 0, doc_index - doc_index[:, :1] + 1, 0)
-  return input_ids, segment_ids
+  _HEADER_BYTES = 128  # magic (6) + version (2) + length (2) + the padded dict, as numpy pads
+
+  def __init__(self, path: str, dtype: np.dtype, row_shape: tuple[int, ...]):
+    self.path, self.dtype, self.row_shape = path, np.dtype(dtype), tuple(row_shape)
+    self.rows = 0
+    self._file = open(path + ".tmp", "wb")
+    self._file.write(self._header(10**15))
+
+  def _header(self, rows: int) -> bytes:
+    header = repr({"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
+                   "shape": (rows, *self.row_shape)})
+    size = self._HEADER_BYTES - 10
+    if len(header) + 1 > size:
+      raise ValueError(f"Row shape {self.row_shape} too large for a .npy header.")
+    header = header.ljust(size - 1) + "\n"
+    return b"\x93NUMPY\x01\x00" + size.to_bytes(2, "little") + header.encode("latin1")
+
+  def append(self, rows: np.ndarray) -> None:
+    if rows.shape[1:] != self.row_shape:
+      raise ValueError(f"rows of shape {rows.shape[1:]}, expected {self.row_shape}")
+    self._file.write(np.ascontiguousarray(rows, self.dtype).tobytes())
+    self.rows += rows.shape[0]
+
+  def close(self) -> tuple[int, ...]:
+    self._file.seek(0)
+    self._file.write(self._header(self.rows))
+    self._file.close()
+    os.replace(self.path + ".tmp", self.path)
+    return (self.rows, *self.row_shape)
 
 
-def _prepare_split(tok, docs, data_config, out_dir, split) -> dict:
-  """Tokenizes, packs and writes one split; returns its manifest entry."""
-  specials = tokenizer_lib.special_ids(tok)
-  doc_ids = tokenize(tok, docs)
-  # A document of only control characters or whitespace encodes to no token; it has nothing to
-  # learn from, so it is left out and counted.
-  empty = sum(len(d) == 0 for d in doc_ids)
-  doc_ids = [d for d in doc_ids if len(d)]
-  if not doc_ids:
+# ------------------------------------------------------------------- tokenizing, in workers
+
+
+class _Encoder:
+  """Tokenizes and annotates chunks of documents: one per worker process (or in-process)."""
+
+  def __init__(self, tokenizer_json: str, job: dict):
+    self.tok = tokenizers.Tokenizer.from_str(tokenizer_json)
+    self.job = job
+    self.annotator = None
+    if job["wanted"] and job["annotator"].startswith("spacy:"):
+      target = job["annotator"][len("spacy:"):].rsplit("@", 1)[0]
+      self.annotator = annotate.SpacyAnnotator(target, job["wanted"])
+
+  def __call__(self, texts: list[str]) -> annotate.EncodedChunk:
+    return annotate.encode_chunk(self.tok, texts, sentences=self.job["sentences"],
+                                 wanted=self.job["wanted"], annotator=self.annotator,
+                                 function_words=self.job["function_words"])
+
+
+_worker_encoder = None  # per worker process: the tokenizer and spaCy pipeline load once
+
+
+def _init_worker(tokenizer_json: str, job: dict) -> None:
+  global _worker_encoder
+  # One process per core already: the tokenizer's own thread pool would oversubscribe.
+  os.environ["TOKENIZERS_PARALLELISM"] = "false"
+  _worker_encoder = _Encoder(tokenizer_json, job)
+
+
+def _encode_in_worker(texts: list[str]) -> annotate.EncodedChunk:
+  return _worker_encoder(texts)
+
+
+def num_workers(data_config: ml_collections.ConfigDict) -> int:
+  """`data.num_workers`, where 0 means one per core this process may use."""
+  n = data_config.get("num_workers", 0)
+  return n if n > 0 else len(os.sched_getaffinity(0))
+
+
+def _encode_chunks(tok: tokenizers.Tokenizer, docs: Sequence[str], job: dict,
+                   workers: int) -> Iterator[annotate.EncodedChunk]:
+  chunks = corpora.iter_chunks(docs, CHUNK_DOCS)
+  if workers <= 1 or len(docs) <= CHUNK_DOCS:
+    # In-process: encode_batch still spreads one chunk over every core (Rust threads).
+    encoder = _Encoder(tok.to_str(), job)
+    yield from map(encoder, chunks)
+    return
+  # spawn, not fork: the caller may hold JAX's threads, which a forked child would inherit
+  # in an unknown state.
+  context = multiprocessing.get_context("spawn")
+  with context.Pool(workers, initializer=_init_worker, initargs=(tok.to_str(), job)) as pool:
+    pending = collections.deque()
+    for texts in chunks:
+      pending.append(pool.apply_async(_encode_in_worker, (texts,)))
+      # Bounded read-ahead: a lazy corpus is never read much faster than it is packed.
+      if len(pending) >= 2 * workers:
+        yield pending.popleft().get()
+    while pending:
+      yield pending.popleft().get()
+
+
+# -------------------------------------------------------------------------------- a split
+
+
+def _drop_empty(chunk: annotate.EncodedChunk) -> tuple[annotate.EncodedChunk, int]:
+  keep = chunk.lengths > 0
+  return (annotate.EncodedChunk(chunk.ids, chunk.lengths[keep], chunk.sentence_start,
+                                chunk.fields), int((~keep).sum()))
+
+
+def _prepare_split(tok, docs, split: str, data_dir: str, plan: dict,
+                   stats: stats_lib.TokenStats | None) -> dict:
+  """Tokenizes, annotates, packs and writes one split; returns its manifest entry."""
+  roles = tokenizer_lib.special_roles(tok)
+  text_fields = plan["job"]["wanted"]
+  seq_len = plan["seq_len"]
+  packer = packing.Packer(seq_len, plan["packing"], roles["cls"], roles["sep"], roles["pad"],
+                          text_fields)
+  files = array_files(split, text_fields)
+  writers = {key: NpyWriter(os.path.join(data_dir, name), packing.FIELD_DTYPES[key],
+                            (seq_len,)) for key, name in files.items()}
+  counts = collections.Counter()
+
+  def write(rows: dict[str, np.ndarray]) -> None:
+    for key, writer in writers.items():
+      writer.append(rows[key])
+    counts["padding"] += int((rows["segment_ids"] == 0).sum())
+    if stats is not None:
+      stats.add_rows(rows["input_ids"])
+
+  for chunk in _encode_chunks(tok, docs, plan["job"], plan["workers"]):
+    # A document of only control characters or whitespace encodes to no token; it has nothing
+    # to learn from, so it is left out and counted.
+    chunk, empty = _drop_empty(chunk)
+    counts["documents_without_tokens"] += empty
+    counts["documents"] += len(chunk.lengths)
+    counts["tokens"] += len(chunk.ids)
+    if stats is not None:
+      stats.add_documents(chunk.ids, chunk.lengths)
+    write(packer.add(chunk))
+  write(packer.finish())
+  shapes = {key: writer.close() for key, writer in writers.items()}
+  if not counts["tokens"]:
     raise corpora.CorpusError(f"The {split} split tokenizes to no token at all; check the "
                               "corpus and the tokenizer.")
-  files = array_files(split)
-  paths = {key: os.path.join(out_dir, name) for key, name in files.items()}
-
-  # The rows are packed straight into .npy memmaps (np.lib.format.open_memmap): the [N, S]
-  # arrays never need to fit in RAM, since the OS writes pages back as they fill. The files are
-  # plain .npy (shape and dtype in the header), which the loader maps read-only: it reads
-  # random rows without loading a split, and the processes of a host share one copy in the
-  # page cache. Temporary names, renamed when complete, so a crash leaves no truncated array.
-  def allocate(key, shape):
-    return np.lib.format.open_memmap(paths[key] + ".tmp", mode="w+", dtype=np.int32,
-                                     shape=shape)
-
-  input_ids, segment_ids = pack(doc_ids, data_config.seq_len, specials[tokenizer_lib.CLS],
-                                specials[tokenizer_lib.SEP], specials[tokenizer_lib.PAD],
-                                allocate)
-  entry = {
-      "documents": len(doc_ids),
-      "documents_without_tokens": int(empty),
-      "tokens": int(sum(len(d) for d in doc_ids)),  # [CLS]/[SEP]/[PAD] not counted
-      "rows": int(input_ids.shape[0]),
-      "padding": int((segment_ids == 0).sum()),
-      "shape": list(input_ids.shape),
-      "dtype": {"input_ids": str(input_ids.dtype), "segment_ids": str(segment_ids.dtype)},
+  if packer.units_split:
+    unit = "sentences" if plan["packing"] == "full_sentences" else "documents"
+    logging.warning("%s: %d %s longer than a row (%d tokens) continue across rows.", split,
+                    packer.units_split, unit, seq_len - 1)
+  return {
+      "documents": counts["documents"],
+      "documents_without_tokens": counts["documents_without_tokens"],
+      "tokens": counts["tokens"],  # [CLS]/[SEP]/[PAD] not counted
+      "rows": shapes["input_ids"][0],
+      "padding": counts["padding"],
+      "units_split": packer.units_split,  # sentences/documents longer than a row, continued
+      "shape": list(shapes["input_ids"]),
+      "dtype": {key: np.dtype(packing.FIELD_DTYPES[key]).name for key in files},
       "files": files,
   }
-  for array in (input_ids, segment_ids):
-    array.flush()
-  del input_ids, segment_ids
-  for path in paths.values():
-    os.replace(path + ".tmp", path)
+
+
+def _add_ngrams(tok, data_dir: str, manifest_splits: dict, pmi_config: pmi.PmiConfig) -> dict:
+  """Builds the PMI vocabulary on the training rows and writes ngram_ids for every split."""
+  vocab = tok.get_vocab()
+  size = max(vocab.values()) + 1
+  tokens = [None] * size
+  for t, i in vocab.items():
+    tokens[i] = t
+  special = np.zeros(size, bool)
+  special[list(tokenizer_lib.special_roles(tok).values())] = True
+  word_start, barrier = pmi.token_tables(tokens, special)
+
+  def arrays(split):
+    files = manifest_splits[split]["files"]
+    return {k: np.load(os.path.join(data_dir, files[k]), mmap_mode="r")
+            for k in ("input_ids", "segment_ids")}
+
+  built = pmi.build_vocab(arrays("train"), word_start, barrier, pmi_config,
+                          decode=lambda ids: tok.decode(ids))
+  entry = {**pmi.save_vocab(built, data_dir), "config": dataclasses.asdict(pmi_config)}
+  for split, info in manifest_splits.items():
+    name = array_files(split, [annotate.NGRAM])[annotate.NGRAM]
+    writer = NpyWriter(os.path.join(data_dir, name), np.int32, (info["shape"][1],))
+    covered = 0
+    for block in pmi.match_rows(arrays(split), word_start, barrier, built["vocab"]):
+      writer.append(block)
+      covered += int((block > 0).sum())
+    writer.close()
+    info["files"][annotate.NGRAM] = name
+    info["dtype"][annotate.NGRAM] = "int32"
+    info["ngram_tokens"] = covered  # tokens inside a matched n-gram
   return entry
+
+
+# ------------------------------------------------------------------------------ manifest
 
 
 def _config_record(data_config: ml_collections.ConfigDict) -> dict:
   # Through JSON so that tuples and lists compare equal to what a manifest holds.
-  return json.loads(json.dumps(data_config.to_dict(), sort_keys=True))
+  record = json.loads(json.dumps(data_config.to_dict(), sort_keys=True))
+  return {k: v for k, v in record.items() if k not in _RUNTIME_KEYS}
 
 
 def read_manifest(data_dir: str) -> dict | None:
@@ -145,6 +288,22 @@ def read_manifest(data_dir: str) -> dict | None:
     return None
   with open(path, encoding="utf-8") as f:
     return json.load(f)
+
+
+def wanted_annotations(data_config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """`data.annotations`, checked, in canonical order."""
+  wanted = tuple(data_config.get("annotations", ()) or ())
+  unknown = sorted(set(wanted) - set(annotate.ANNOTATIONS))
+  if unknown:
+    raise ValueError(f"Unknown data.annotations {unknown}; choose among "
+                     f"{list(annotate.ANNOTATIONS)}.")
+  return tuple(a for a in annotate.ANNOTATIONS if a in wanted)
+
+
+def _annotator(data_config: ml_collections.ConfigDict) -> str:
+  if not set(wanted_annotations(data_config)) & set(annotate.TEXT_ANNOTATIONS):
+    return "none"
+  return annotate.resolve_annotator(data_config.get("spacy_pipeline", "auto"))
 
 
 def _stale_reasons(manifest, data_config, workdir) -> list[str]:
@@ -162,24 +321,46 @@ def _stale_reasons(manifest, data_config, workdir) -> list[str]:
   tok = tokenizer_lib.existing_tokenizer(data_config, workdir)
   if tok is None or tokenizer_lib.tokenizer_hash(tok) != manifest["tokenizer"]["sha256"]:
     reasons.append("the tokenizer changed")
+  if manifest["annotator"] != _annotator(data_config):
+    reasons.append(f"the annotator changed ({manifest['annotator']} -> "
+                   f"{_annotator(data_config)})")
   data_dir = os.path.join(workdir, DATA_DIR)
-  for split in SPLITS:
-    for name in manifest["splits"][split]["files"].values():
-      if not os.path.exists(os.path.join(data_dir, name)):
-        reasons.append(f"{name} is missing")
+  names = [n for split in SPLITS for n in manifest["splits"][split]["files"].values()]
+  names += [manifest["token_stats"]] + ([manifest["pmi"]["file"]] if manifest["pmi"] else [])
+  reasons += [f"{n} is missing" for n in names if not os.path.exists(os.path.join(data_dir, n))]
   return reasons
 
 
+def _schema(wanted: Sequence[str], annotator: str) -> dict:
+  schema = {"segment_ids": {"dtype": "int32", "values": "k = k-th document of the row, "
+                                                        "0 = padding"}}
+  meaning = {
+      annotate.ENTITY: ("int32", "k > 0 = k-th entity span of the row, 0 = none", annotator),
+      annotate.POS: ("int8", "0 unknown/special/punctuation, 1 content word, 2 function word",
+                     annotator),
+      annotate.NGRAM: ("int32", "k > 0 = k-th PMI n-gram of the row, 0 = none", "pmi"),
+  }
+  for name in wanted:
+    dtype, values, source = meaning[name]
+    schema[name] = {"dtype": dtype, "values": values, "source": source}
+  return schema
+
+
 def prepare(data_config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Makes workdir/data/{train,validation}{,_segment_ids}.npy and manifest.json; returns it.
+  """Makes workdir/data (see the module docstring) and returns its manifest.
 
   A no-op (returns the manifest) when the data there was prepared from the same data config,
-  the same corpus files and the same tokenizer; otherwise prepares again and logs why. With a
-  shared workdir, run it from one process (e.g. `mlmjax-prepare`, or process 0 followed by a
-  barrier): concurrent writers would race on the same files.
+  the same corpus files, the same tokenizer and the same annotator; otherwise prepares again
+  and logs why. With a shared workdir, run it from one process (e.g. `mlmjax-prepare`, or
+  process 0 followed by a barrier): concurrent writers would race on the same files.
   """
   if data_config.seq_len < 3:
     raise ValueError(f"data.seq_len={data_config.seq_len} must be at least 3 ([CLS] x [SEP]).")
+  mode = data_config.get("packing", "full_sentences")
+  if mode not in packing.MODES:
+    raise ValueError(f"Unknown data.packing {mode!r}; use one of {list(packing.MODES)}.")
+  wanted = wanted_annotations(data_config)
+  pmi_config = pmi.PmiConfig.from_config(data_config.get("pmi", None))
   data_dir = os.path.join(workdir, DATA_DIR)
   manifest = read_manifest(data_dir)
   reasons = _stale_reasons(manifest, data_config, workdir)
@@ -190,24 +371,54 @@ def prepare(data_config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   start = time.perf_counter()
   fingerprint = corpora.source_fingerprint(data_config)
+  annotator = _annotator(data_config)
   train, validation = corpora.load_splits(data_config)
   tok = tokenizer_lib.get_tokenizer(data_config, workdir, documents=train)
+  tokenizer_seconds = time.perf_counter() - start
   os.makedirs(data_dir, exist_ok=True)
   manifest_path = os.path.join(data_dir, MANIFEST)
   if os.path.exists(manifest_path):
     os.remove(manifest_path)  # arrays are about to change: never pair them with an old manifest
-  splits = {split: _prepare_split(tok, split_docs, data_config, data_dir, split)
-            for split, split_docs in zip(SPLITS, (train, validation))}
+
+  from mlmjax.masking import tables  # pylint: disable=g-import-not-at-top
+  text_fields = tuple(a for a in wanted if a in annotate.TEXT_ANNOTATIONS)
+  plan = {"seq_len": data_config.seq_len, "packing": mode, "workers": num_workers(data_config),
+          "job": {"wanted": text_fields, "annotator": annotator,
+                  "sentences": mode == "full_sentences",
+                  "function_words": tables.DEFAULT_FUNCTION_WORDS}}
+  roles = tokenizer_lib.special_roles(tok)
+  vocab_size = max(tok.get_vocab().values()) + 1
+  stats = stats_lib.TokenStats(vocab_size, roles["pad"])
+  splits = {}
+  for split, split_docs in zip(SPLITS, (train, validation)):
+    splits[split] = _prepare_split(tok, split_docs, split, data_dir, plan,
+                                   stats if split == "train" else None)
+  tok_hash = tokenizer_lib.tokenizer_hash(tok)
+  stats_file = stats.save(data_dir, tok_hash)
+  pmi_entry = (_add_ngrams(tok, data_dir, splits, pmi_config) if annotate.NGRAM in wanted
+               else None)
+  seconds = time.perf_counter() - start
+  tokens = sum(s["tokens"] for s in splits.values())
   manifest = {
       "format_version": FORMAT_VERSION,
+      "data_dir": os.path.abspath(data_dir),
       "data_config": _config_record(data_config),
       "source_fingerprint": fingerprint,
-      "tokenizer": {"sha256": tokenizer_lib.tokenizer_hash(tok),
+      "tokenizer": {"sha256": tok_hash,
                     "vocab_size": tok.get_vocab_size(),
-                    "special_ids": tokenizer_lib.special_ids(tok)},
+                    "special_ids": tokenizer_lib.special_ids(tok),
+                    "roles": roles},
       "seq_len": data_config.seq_len,
-      "packing": "concatenate-then-split; rows [CLS] piece, [SEP] after each document",
+      "packing": mode,
+      "annotations": list(wanted),
+      "annotator": annotator,
+      "schema": _schema(wanted, annotator),
+      "token_stats": stats_file,
+      "pmi": pmi_entry,
       "splits": splits,
+      "timing": {"seconds": round(seconds, 3), "tokenizer_seconds": round(tokenizer_seconds, 3),
+                 "workers": plan["workers"],
+                 "tokens_per_second": round(tokens / max(seconds - tokenizer_seconds, 1e-9))},
   }
   tmp = manifest_path + ".tmp"
   with open(tmp, "w", encoding="utf-8") as f:
@@ -215,5 +426,5 @@ def prepare(data_config: ml_collections.ConfigDict, workdir: str) -> dict:
   os.replace(tmp, manifest_path)  # written last: its presence means the arrays are complete
   logging.info("Prepared %s in %.1fs.", ", ".join(
       f"{s}: {m['documents']} docs, {m['tokens']} tokens, {m['rows']} rows"
-      for s, m in splits.items()), time.perf_counter() - start)
+      for s, m in splits.items()), seconds)
   return manifest

@@ -27,7 +27,7 @@ from mlmjax.masking.core import Plan
 from mlmjax.masking.core import TokenBatch
 from mlmjax.masking.tables import VocabTables
 
-PlanFn = Callable[[jax.Array, TokenBatch, VocabTables, Context], Plan]
+PlanFn = strategies.PlanFn
 Strategy = Callable[[jax.Array, TokenBatch, VocabTables, Context], MaskedBatch]
 
 # name -> plan function (units and weights); the strategies below add the shared core.

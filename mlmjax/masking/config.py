@@ -97,6 +97,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
       (config.dynamic.dupe_factor >= 1, "dynamic.dupe_factor must be at least 1"),
       (config.schedule.kind in ("constant", "linear", "cosine"),
        "schedule.kind must be constant, linear or cosine"),
+      (config.span.mode in ("geometric", "t5"), "span.mode must be geometric or t5"),
+      (0.0 < config.span.p <= 1.0 and 1 <= config.span.max_words <= 256,
+       "span.p must lie in (0, 1] and span.max_words in [1, 256]"),
+      (config.span.mean_length >= 1.0, "span.mean_length must be at least 1"),
+      (config.entity.weight >= 0 and config.pmi.weight > 0,
+       "entity.weight must be >= 0 and pmi.weight > 0"),
+      (min(config.syntax.class_weights, default=1.0) >= 0, "syntax.class_weights must be >= 0"),
   ]
   for ok, message in checks:
     if not ok:

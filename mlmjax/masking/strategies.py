@@ -29,6 +29,11 @@ def _option(value: str, auto: bool, when_true: str) -> bool:
   return auto if value == "auto" else value == when_true
 
 
+def _log(weight: float) -> float:
+  """log of a unit weight: 0 -> -inf (never), inf -> inf (first)."""
+  return math.log(weight) if weight > 0 else -math.inf
+
+
 def _require(field: Array | None, name: str, strategy: str) -> Array:
   if field is None:
     raise ValueError(f"{strategy} masking needs batch['{name}'] (see data/annotate.py); "
@@ -76,18 +81,16 @@ def span(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context) -> P
   eligible = core.eligible_tokens(ids, tables)
   per_span = _option(config.replace_per, True, "unit")
   if config.span.mode == "t5":
-    bits = core.row_bits(keys, core.SPANS, (2, ids.shape[1]))
-    num_noise = jnp.round(ctx.rate * eligible.sum(axis=1)).astype(jnp.int32)
+    bits = core.row_halves(keys, core.SPANS, 2 * ids.shape[1]).reshape(-1, 2, ids.shape[1])
+    num_noise = core.round_count(ctx.rate * eligible.sum(axis=1)).astype(jnp.int32)
     noise, noise_start = units.t5_noise(bits, eligible, num_noise, config.span.mean_length)
     return Plan(unit_start=noise_start | ~noise,
                 log_weight=jnp.where(noise, core.PRIORITY, -jnp.inf),
                 truncate=_option(config.fill, True, "truncate"), unit_replace=per_span)
-  if config.span.mode != "geometric":
-    raise ValueError(f"unknown span.mode {config.span.mode!r}; use geometric or t5")
   segments = batch.segment_ids if config.segment_aware else None
   words = eligible & (units.word_starts(ids, tables)
                       | core.forced_starts(ids, tables, segments))
-  u = core.row_uniform(keys, core.SPANS, ids.shape[1:])
+  u = core.half_to_uniform(core.row_halves(keys, core.SPANS, ids.shape[1]))
   return Plan(unit_start=units.geometric_spans(u, words, config.span.p, config.span.max_words),
               truncate=_option(config.fill, True, "truncate"), unit_replace=per_span)
 
@@ -98,7 +101,7 @@ def entity(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context) ->
   spans = _require(batch.entity_ids, "entity_ids", "entity")
   unit_start, in_span = units.annotated_spans(spans, units.word_starts(batch.input_ids, tables))
   return Plan(unit_start=unit_start,
-              log_weight=jnp.where(in_span, math.log(ctx.config.entity.weight), 0.0))
+              log_weight=jnp.where(in_span, _log(ctx.config.entity.weight), 0.0))
 
 
 def pmi(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context) -> Plan:
@@ -108,7 +111,7 @@ def pmi(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context) -> Pl
   unit_start, in_span = units.annotated_spans(spans, units.word_starts(batch.input_ids, tables))
   weight = ctx.config.pmi.weight
   return Plan(unit_start=unit_start,
-              log_weight=None if weight == 1 else jnp.where(in_span, math.log(weight), 0.0),
+              log_weight=None if weight == 1 else jnp.where(in_span, _log(weight), 0.0),
               unit_replace=_option(ctx.config.replace_per, True, "unit"))
 
 

@@ -76,9 +76,9 @@ def geometric_spans(u: Array, word_start: Array, p: float, max_words: int) -> Ar
     word_start: [B, S] bool starts of words that may be masked (specials excluded).
   """
   b, s = word_start.shape
-  word = jnp.cumsum(word_start, axis=1, dtype=jnp.int32) - 1  # word index of each token
+  word = core.prefix_sum(word_start) - 1  # word index of each token
   lengths = sample_span_lengths(u, p, max_words)
-  first_word = jnp.cumsum(lengths, axis=1) - lengths  # first word of span j, for j < S
+  first_word = core.prefix_sum(lengths) - lengths  # first word of span j, for j < S
   begins = jnp.zeros((b, s + 1), bool).at[jnp.arange(b)[:, None],
                                           jnp.minimum(first_word, s)].set(True)
   return word_start & jnp.take_along_axis(begins, jnp.maximum(word, 0), axis=1)
@@ -90,14 +90,15 @@ def geometric_spans(u: Array, word_start: Array, p: float, max_words: int) -> Ar
 def _composition(bits: Array, items: Array, parts: Array) -> Array:
   """[B, S] bool cut points splitting `items` into `parts` non-empty runs, uniformly at random.
 
+  bits: [B, S] 16-bit random values.
+
   Cut i (1 <= i < items) starts a new run; parts - 1 of them are chosen without replacement.
   """
   s = bits.shape[1]
   pos = jnp.arange(s)
   valid = (pos >= 1) & (pos < items[:, None])
-  v, width = core.order_keys(bits & 0xFFFF, valid, None)
-  ones = jnp.ones(v.shape, jnp.int32)
-  return v > core.fit_threshold(v, ones, jnp.maximum(parts - 1, 0), width)[:, None]
+  v, width = core.order_keys(bits, valid, None)
+  return v > core.fit_threshold(v, jnp.maximum(parts - 1, 0), width)[:, None]
 
 
 def t5_noise(bits: Array, eligible: Array, num_noise: Array, mean_length: float
@@ -109,7 +110,7 @@ def t5_noise(bits: Array, eligible: Array, num_noise: Array, mean_length: float
   as `random_spans_noise_mask` in T5.
 
   Args:
-    bits: [B, 2, S] uint32 random bits.
+    bits: [B, 2, S] 16-bit random values.
     eligible: [B, S] bool; ranks over eligible tokens, so specials are skipped.
     num_noise: [B] int32 noise tokens.
   Returns:
@@ -125,7 +126,7 @@ def t5_noise(bits: Array, eligible: Array, num_noise: Array, mean_length: float
   keep_cut = _composition(bits[:, 1], keep, spans)
   # Noise token i lies in noise run j (j cuts at or before i), after keep runs 0..j, which
   # end at the (j+1)-th keep cut (or at `keep` for the last run): its rank is i + that end.
-  run = jnp.cumsum(noise_cut, axis=1, dtype=jnp.int32)
+  run = core.prefix_sum(noise_cut)
   keep_ends = core.compact(keep_cut, s)  # ascending keep cut positions, S when unused
   end = jnp.where(run < spans[:, None] - 1, jnp.take_along_axis(keep_ends, run, axis=1),
                   keep[:, None])
@@ -134,6 +135,6 @@ def t5_noise(bits: Array, eligible: Array, num_noise: Array, mean_length: float
   rows = jnp.arange(b)[:, None]
   is_noise = jnp.zeros((b, s), bool).at[rows, rank].set(True, mode="drop")
   is_start = jnp.zeros((b, s), bool).at[rows, rank].set(noise_cut | (pos == 0), mode="drop")
-  token_rank = jnp.maximum(jnp.cumsum(eligible, axis=1, dtype=jnp.int32) - 1, 0)
+  token_rank = jnp.maximum(core.prefix_sum(eligible) - 1, 0)
   noise = eligible & jnp.take_along_axis(is_noise, token_rank, axis=1)
   return noise, noise & jnp.take_along_axis(is_start, token_rank, axis=1)

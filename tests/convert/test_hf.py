@@ -119,7 +119,7 @@ def _tiny_tokenizer():
 def test_continued_pretraining_starts_from_the_hf_weights(tmp_path):
   """init_from_hf: model shape and tokenizer from the folder; with lr 0 at step 1 the trained
   checkpoint still holds exactly the imported weights."""
-  from conftest import tiny_config
+  from helpers import tiny_config
   from mlmjax import inference
   from mlmjax.data import corpora, tokenizer as tokenizer_lib
   from mlmjax.train import loop
@@ -148,7 +148,7 @@ def test_continued_pretraining_starts_from_the_hf_weights(tmp_path):
 
 def test_continued_pretraining_refuses_bad_folders(tmp_path, torch_dir):
   import shutil
-  from conftest import tiny_config
+  from helpers import tiny_config
   from mlmjax.data import corpora, tokenizer as tokenizer_lib
   from mlmjax.train import loop
   config = tiny_config(tmp_path)

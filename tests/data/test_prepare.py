@@ -33,6 +33,16 @@ def _reference_pack(doc_ids, seq_len):
   return np.array(rows), np.array(segs)
 
 
+def _check_segments(input_ids, segment_ids):
+  """Segment ids start at 1 and step up by one right after each [SEP] inside a row."""
+  real = input_ids != PAD
+  assert ((segment_ids > 0) == real).all() and (segment_ids[:, 0] == 1).all()
+  after_sep = np.zeros_like(real)
+  after_sep[:, 1:] = (input_ids[:, :-1] == SEP) & real[:, 1:]
+  steps = np.diff(segment_ids, axis=1)
+  np.testing.assert_array_equal(steps[real[:, 1:]], after_sep[:, 1:][real[:, 1:]].astype(int))
+
+
 @pytest.mark.parametrize("seq_len", [3, 8, 16])
 def test_pack_invariants(seq_len):
   rng = np.random.default_rng(seq_len)
@@ -80,7 +90,7 @@ def test_prepare_writes_arrays_and_manifest(tmp_path, files_config):
     assert stream.tolist() == expected
     assert info["tokens"] == len(expected) - len(split_docs)
     assert info["rows"] == input_ids.shape[0] and info["padding"] == (input_ids == PAD).sum()
-    assert segment_ids.max() >= 2  # rows really hold several documents
+    _check_segments(input_ids, segment_ids)
 
 
 def test_prepare_is_a_no_op_on_rerun(tmp_path, files_config, monkeypatch):

@@ -257,3 +257,38 @@ def test_row_keys_depend_only_on_index():
   k = jax.random.key(3)
   np.testing.assert_array_equal(jax.random.key_data(core.row_keys(k, 8))[:4],
                                 jax.random.key_data(core.row_keys(k, 4)))
+
+
+def _reference_units(v, head, eligible, budget, truncate):
+  """BERT's greedy (skip) or SpanBERT's (truncate) over units in key order, in plain numpy."""
+  chosen = np.zeros(v.shape, bool)
+  for r in range(v.shape[0]):
+    units = [(v[r, h], h, np.flatnonzero(eligible[r] & (head[r] == h))) for h in
+             np.flatnonzero(v[r] > 0)]
+    left = budget[r]
+    for _, _, tokens in sorted(units, key=lambda u: -int(u[0])):
+      if len(tokens) <= left:
+        chosen[r, tokens] = True
+        left -= len(tokens)
+      elif truncate:
+        chosen[r, tokens[:left]] = True
+        break
+  return chosen
+
+
+@pytest.mark.parametrize("truncate", [False, True])
+def test_select_units_matches_greedy_reference(truncate):
+  rng = np.random.default_rng(4)
+  b, s = 64, 40
+  eligible = rng.random((b, s)) < 0.9
+  start = eligible & ((rng.random((b, s)) < 0.4) | core.shift_right(~eligible, True))
+  head = core.unit_heads(jnp.asarray(start))
+  keys = core.row_keys(jax.random.key(0), b)
+  v, width = core.order_keys(core.row_halves(keys, 9, s), jnp.asarray(start),
+                             jnp.asarray(rng.normal(size=(b, s)), jnp.float32))
+  budget = jnp.asarray(rng.integers(0, 16, b))
+  got = jax.jit(core.select_units, static_argnums=(1, 5))(v, width, head, jnp.asarray(eligible),
+                                                         budget, truncate)
+  want = _reference_units(np.asarray(v), np.asarray(head), eligible, np.asarray(budget), truncate)
+  np.testing.assert_array_equal(got, want)
+  assert (np.asarray(got).sum(1) <= np.asarray(budget)).all()

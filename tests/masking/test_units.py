@@ -21,12 +21,9 @@ def test_forced_starts_after_specials_and_documents(tables):
   np.testing.assert_array_equal(core.forced_starts(ids, tables, seg), [[1, 1, 0, 1, 0, 1, 0, 1]])
 
 
-def test_unit_lengths_and_heads():
-  start = jnp.array([[0, 1, 0, 0, 1, 0, 1, 1]], bool)
-  eligible = jnp.array([[0, 1, 1, 1, 1, 1, 0, 1]], bool)
-  length = core.unit_lengths(start & eligible, eligible)
-  assert length[0, 1] == 3 and length[0, 4] == 2 and length[0, 7] == 1
-  np.testing.assert_array_equal(core.unit_heads(start & eligible), [[0, 1, 1, 1, 4, 4, 4, 7]])
+def test_unit_heads():
+  start = jnp.array([[0, 1, 0, 0, 1, 0, 0, 1]], bool)
+  np.testing.assert_array_equal(core.unit_heads(start), [[0, 1, 1, 1, 4, 4, 4, 7]])
 
 
 def test_annotated_spans_are_single_units():
@@ -93,7 +90,7 @@ _t5 = jax.jit(units.t5_noise, static_argnums=3)
 def test_t5_noise_exact_counts(num_noise, mean):
   b, s = 64, 48
   eligible = jnp.ones((b, s), bool).at[:, 0].set(False).at[:, 47].set(False)  # 46 eligible
-  bits = core.row_bits(core.row_keys(jax.random.key(2), b), core.SPANS, (2, s))
+  bits = core.row_halves(core.row_keys(jax.random.key(2), b), core.SPANS, 2 * s).reshape(b, 2, s)
   noise, start = _t5(bits, eligible, jnp.full((b,), num_noise), mean)
   noise, start = np.asarray(noise), np.asarray(start)
   np.testing.assert_array_equal(noise.sum(1), num_noise)
@@ -109,7 +106,7 @@ def test_t5_noise_exact_counts(num_noise, mean):
 def test_t5_noise_is_uniform_over_positions():
   b, s = 512, 40
   eligible = jnp.ones((b, s), bool)
-  bits = core.row_bits(core.row_keys(jax.random.key(3), b), core.SPANS, (2, s))
+  bits = core.row_halves(core.row_keys(jax.random.key(3), b), core.SPANS, 2 * s).reshape(b, 2, s)
   noise, _ = _t5(bits, eligible, jnp.full((b,), 12), 3.0)
   rate = np.asarray(noise).mean(0)
   assert rate[0] == 0  # non-noise first

@@ -1,0 +1,335 @@
+"""PMI-Masking's n-gram vocabulary (Levine et al., ICLR 2021), built and matched on packed rows.
+
+Words are the masking library's words: a token that starts a word (WordPiece: no "##";
+SentencePiece: "▁"; byte-level BPE: "Ġ") and the continuation tokens after it. A word that is a
+special token or has no letter or digit (punctuation) is a barrier: no n-gram contains one, and
+none crosses a row or a document (segment) boundary.
+
+Vocabulary (`build_vocab`, over the training rows): every word n-gram of length 2..max_n seen at
+least `min_count` times is scored by the paper's eq. 3,
+
+    PMI(w1..wn) = min over segmentations s of w1..wn into >= 2 parts of log p(w1..wn) / Π p(s_i)
+
+with p(x) = count(x) / (number of n-gram positions of x's length), taken over all segmentations
+by dynamic programming. Each length is ranked on its own and the lists merged in the paper's
+proportions (half bigrams, a quarter trigrams, the rest shared by 4- and 5-grams) up to
+`vocab_size` entries. Counting covers at most `max_tokens` tokens: whole rows drawn by `seed`.
+
+Matching (`match`, every split): in each row, the longest vocabulary n-grams are placed first
+(5, then 4, ...), each length left to right over the words not yet covered, non-overlapping.
+(The paper resolves overlaps of equal priority at random; leftmost is the deterministic choice.)
+The result is `ngram_ids` [N, S]: k > 0 on the tokens of the row's k-th n-gram, else 0.
+
+n-grams are identified by 64-bit hashes of their words' token ids (two distinct n-grams share a
+hash with probability ~1e-19 per pair): vectorised numpy, no Python loop over tokens.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Callable, Iterator, Sequence
+
+import numpy as np
+
+from mlmjax.data import packing
+
+VOCAB_FILE = "pmi_vocab.npz"
+VOCAB_JSON = "pmi_vocab.json"  # the same vocabulary, readable: text, length, count, PMI
+SHARES = {2: 0.5, 3: 0.25, 4: 0.125, 5: 0.125}  # the paper's merge of the per-length lists
+_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+_BLOCK_ROWS = 4096
+_RESOLVE_PASSES = 16  # vectorised overlap passes before a Python loop takes over
+
+
+@dataclasses.dataclass(frozen=True)
+class PmiConfig:
+  """See the module docstring; `data.pmi.*` in the config."""
+  vocab_size: int = 100_000
+  min_count: int = 10
+  max_n: int = 5
+  max_tokens: int = 50_000_000
+  seed: int = 0
+
+  @classmethod
+  def from_config(cls, pmi_config) -> PmiConfig:
+    pmi_config = pmi_config or {}
+    fields = {f.name: pmi_config.get(f.name, f.default) for f in dataclasses.fields(cls)}
+    config = cls(**fields)
+    if not 2 <= config.max_n <= 5:
+      raise ValueError(f"data.pmi.max_n={config.max_n} must be in [2, 5].")
+    return config
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+  """splitmix64's finaliser: a bijective scramble of uint64 values (wraps, as intended)."""
+  with np.errstate(over="ignore"):
+    x = x ^ (x >> np.uint64(30))
+    x = x * np.uint64(0xBF58476D1CE4E5B9)
+    x = x ^ (x >> np.uint64(27))
+    x = x * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def _extend(prefix: np.ndarray, word: np.ndarray) -> np.ndarray:
+  """Hash of an n-gram from the hash of its first n-1 words and its last word."""
+  with np.errstate(over="ignore"):
+    return _mix(prefix * np.uint64(0x9E3779B97F4A7C15) + word)
+
+
+@dataclasses.dataclass
+class _Words:
+  """The words of a block of rows, flat. M = words."""
+  hash: np.ndarray  # uint64 [M]
+  run_last: np.ndarray  # int64 [M] last word of the barrier-free run holding the word
+  ok: np.ndarray  # bool [M] not a barrier
+  token_word: np.ndarray  # int64 [B*S] word index of each token
+  first_token: np.ndarray  # int64 [M] flat index of the word's first token
+
+
+def _words(input_ids: np.ndarray, segment_ids: np.ndarray, word_start: np.ndarray,
+           barrier: np.ndarray) -> _Words:
+  ids = input_ids.reshape(-1)
+  n = len(ids)
+  seg = segment_ids.reshape(-1)
+  col = np.arange(n) % input_ids.shape[1]
+  is_barrier = barrier[ids]
+  prev_barrier = np.concatenate([[True], is_barrier[:-1]])
+  prev_seg = np.concatenate([[-1], seg[:-1]])
+  starts = word_start[ids] | is_barrier | prev_barrier | (col == 0) | (seg != prev_seg)
+  first = np.flatnonzero(starts)
+  token_word = np.cumsum(starts) - 1
+  # Token hashes tagged by their place in the word, summed per word (mod 2^64), scrambled.
+  place = np.arange(n) - first[token_word]
+  tagged = _mix(ids.astype(np.uint64) + (place.astype(np.uint64) << np.uint64(32)))
+  with np.errstate(over="ignore"):
+    word_hash = _mix(np.add.reduceat(tagged, first, dtype=np.uint64))
+  ok = ~is_barrier[first]
+  # A run: consecutive non-barrier words of one row and one segment.
+  row = first // input_ids.shape[1]
+  new_run = ~ok | np.concatenate([[True], (row[1:] != row[:-1]) | (seg[first][1:] !=
+                                                                   seg[first][:-1])])
+  new_run |= np.concatenate([[True], ~ok[:-1]])
+  run = np.cumsum(new_run) - 1
+  run_last = np.searchsorted(run, run, side="right") - 1
+  return _Words(word_hash, run_last, ok, token_word, first)
+
+
+def _ngram_hashes(words: _Words, max_n: int) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+  """{n: (hash uint64 [M], valid bool [M])}: the n-gram starting at each word."""
+  m = len(words.hash)
+  index = np.arange(m)
+  out = {1: (words.hash, words.ok)}
+  current = words.hash
+  for n in range(2, max_n + 1):
+    nxt = np.zeros(m, np.uint64)
+    nxt[:m - n + 1] = words.hash[n - 1:]
+    current = _extend(current, nxt)
+    out[n] = (current, words.ok & (words.run_last >= index + n - 1))
+  return out
+
+
+def _blocks(arrays: dict[str, np.ndarray], rows: np.ndarray | None = None
+            ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+  total = arrays["input_ids"].shape[0]
+  rows = np.arange(total) if rows is None else rows
+  for start in range(0, len(rows), _BLOCK_ROWS):
+    take = rows[start:start + _BLOCK_ROWS]
+    yield (np.asarray(arrays["input_ids"][take]), np.asarray(arrays["segment_ids"][take]))
+
+
+def _merge_counts(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+  keys = np.concatenate([k for k, _ in parts])
+  counts = np.concatenate([c for _, c in parts])
+  unique, inverse = np.unique(keys, return_inverse=True)
+  return unique, np.bincount(inverse, weights=counts, minlength=len(unique)).astype(np.int64)
+
+
+def _segmentation_pmi(words: np.ndarray, log_p: Callable[[np.ndarray, int], np.ndarray]
+                      ) -> np.ndarray:
+  """eq. 3 for candidates `words` uint64 [C, n]: log p(all) - max over >= 2-part splits."""
+  c, n = words.shape
+  best = {}  # (a, b) -> max over segmentations of words[a:b] (>= 1 part) of Σ log p(part)
+  whole = None
+  for length in range(1, n + 1):
+    for a in range(0, n - length + 1):
+      b = a + length
+      h = words[:, a]
+      for k in range(a + 1, b):
+        h = _extend(h, words[:, k])
+      lp = log_p(h, length)
+      split = np.full(c, -np.inf)
+      for k in range(a + 1, b):
+        split = np.maximum(split, best[a, k] + best[k, b])
+      if length == n:
+        whole = lp - split
+      best[a, b] = np.maximum(lp, split)
+  return whole
+
+
+def build_vocab(arrays: dict[str, np.ndarray], word_start: np.ndarray, barrier: np.ndarray,
+                config: PmiConfig, decode: Callable[[list[int]], str] | None = None) -> dict:
+  """The PMI n-gram vocabulary of the training rows (see the module docstring).
+
+  Args:
+    arrays: {"input_ids": [N, S], "segment_ids": [N, S]} (memmaps are read in blocks).
+    word_start, barrier: bool [V] tables (see `token_tables`).
+    config: the vocabulary's size and counting limits.
+    decode: token ids -> text, for the readable list; None leaves texts out.
+  Returns:
+    {n: {"hash": uint64 [K_n] sorted, ...}, "entries": [{"ngram", "n", "count", "pmi"}]}.
+  """
+  num_rows, seq_len = arrays["input_ids"].shape
+  rows = None
+  if num_rows * seq_len > config.max_tokens:
+    take = max(1, config.max_tokens // seq_len)
+    rows = np.sort(np.random.default_rng(config.seed).choice(num_rows, take, replace=False))
+
+  # Pass 1: counts of every n-gram, n = 1..max_n, and the number of positions per length.
+  parts = {n: [] for n in range(1, config.max_n + 1)}
+  totals = dict.fromkeys(parts, 0)
+  for ids, seg in _blocks(arrays, rows):
+    for n, (h, valid) in _ngram_hashes(_words(ids, seg, word_start, barrier),
+                                       config.max_n).items():
+      keys, counts = np.unique(h[valid], return_counts=True)
+      parts[n].append((keys, counts))
+      totals[n] += int(valid.sum())
+  counted = {n: _merge_counts(p) if p else (np.zeros(0, np.uint64), np.zeros(0, np.int64))
+             for n, p in parts.items()}
+
+  def log_p(h: np.ndarray, n: int) -> np.ndarray:
+    keys, counts = counted[n]
+    at = np.minimum(np.searchsorted(keys, h), max(len(keys) - 1, 0))
+    return np.log(counts[at] / max(totals[n], 1))
+
+  # Pass 2: the words (and tokens, for the readable list) of one occurrence per candidate.
+  candidates = {n: counted[n][0][counted[n][1] >= config.min_count]
+                for n in range(2, config.max_n + 1)}
+  found = {n: {} for n in candidates}
+  for ids, seg in _blocks(arrays, rows):
+    words = _words(ids, seg, word_start, barrier)
+    flat_ids = ids.reshape(-1)
+    for n, (h, valid) in _ngram_hashes(words, config.max_n).items():
+      if n < 2 or not len(candidates[n]):
+        continue
+      at = np.flatnonzero(valid & np.isin(h, candidates[n]))
+      keys, first = np.unique(h[at], return_index=True)
+      new = [i for i, k in zip(at[first].tolist(), keys.tolist()) if k not in found[n]]
+      for i in new:
+        last_token = (words.first_token[i + n] if i + n < len(words.first_token)
+                      else len(flat_ids))
+        found[n][int(h[i])] = (words.hash[i:i + n].copy(),
+                               flat_ids[words.first_token[i]:last_token].tolist())
+
+  vocab, entries = {}, []
+  budget = {n: int(round(config.vocab_size * SHARES[n])) for n in candidates}
+  for n in candidates:
+    hashes = np.array(list(found[n]), np.uint64)
+    if not len(hashes):
+      vocab[n] = np.zeros(0, np.uint64)
+      continue
+    words = np.stack([found[n][int(h)][0] for h in hashes])
+    score = _segmentation_pmi(words, log_p)
+    keys, counts = counted[n]
+    count = counts[np.searchsorted(keys, hashes)]
+    order = np.lexsort((hashes, -score))[:budget[n]]  # by PMI, ties by hash
+    vocab[n] = np.sort(hashes[order])
+    for i in order.tolist():
+      entry = {"n": n, "count": int(count[i]), "pmi": round(float(score[i]), 4)}
+      if decode is not None:
+        entry["ngram"] = decode(found[n][int(hashes[i])][1])
+      entries.append(entry)
+  entries.sort(key=lambda e: -e["pmi"])
+  return {"vocab": vocab, "entries": entries, "positions": totals}
+
+
+def save_vocab(vocab: dict, data_dir: str) -> dict:
+  """Writes pmi_vocab.npz (hashes) and pmi_vocab.json (readable); returns the manifest entry."""
+  np.savez(os.path.join(data_dir, VOCAB_FILE),
+           **{f"hash_{n}": h for n, h in vocab["vocab"].items()})
+  with open(os.path.join(data_dir, VOCAB_JSON), "w", encoding="utf-8") as f:
+    json.dump(vocab["entries"], f, indent=0, ensure_ascii=False)
+  return {"file": VOCAB_FILE, "readable": VOCAB_JSON,
+          "size": {str(n): len(h) for n, h in vocab["vocab"].items()}}
+
+
+def load_vocab(data_dir: str) -> dict[int, np.ndarray]:
+  """{n: sorted uint64 hashes} from pmi_vocab.npz."""
+  with np.load(os.path.join(data_dir, VOCAB_FILE)) as f:
+    return {int(k.split("_")[1]): f[k] for k in f.files}
+
+
+def _resolve(candidate: np.ndarray, n: int) -> np.ndarray:
+  """Leftmost-first non-overlapping choice among same-length candidates (starts, bool [M])."""
+  m = len(candidate)
+  index = np.arange(m)
+  back = np.maximum(index - n + 1, 0)
+  undecided, taken = candidate.copy(), np.zeros(m, bool)
+  for _ in range(_RESOLVE_PASSES):
+    if not undecided.any():
+      return taken
+    # A candidate is taken once no earlier one that could still block it remains.
+    occupied = np.concatenate([[0], np.cumsum(undecided | taken)])
+    new = undecided & (occupied[index] - occupied[back] == 0)
+    taken |= new
+    near = np.concatenate([[0], np.cumsum(taken)])
+    undecided &= ~new & (near[index] - near[back] == 0)
+  last = -n
+  for i in np.flatnonzero(undecided | taken).tolist():  # long chains: finish in order
+    if i - last >= n:
+      taken[i], last = True, i
+    else:
+      taken[i] = False
+  return taken
+
+
+def match(input_ids: np.ndarray, segment_ids: np.ndarray, word_start: np.ndarray,
+          barrier: np.ndarray, vocab: dict[int, np.ndarray]) -> np.ndarray:
+  """int32 [B, S] ngram_ids of rows: the k-th vocabulary n-gram of each row is k (see above)."""
+  words = _words(input_ids, segment_ids, word_start, barrier)
+  m = len(words.hash)
+  index = np.arange(m)
+  hashes = _ngram_hashes(words, max(vocab) if vocab else 1)
+  covered = np.zeros(m, bool)
+  span = np.zeros(m, np.int64)
+  next_id = 1
+  for n in sorted(vocab, reverse=True):
+    h, valid = hashes[n]
+    if not len(vocab[n]):
+      continue
+    at = np.minimum(np.searchsorted(vocab[n], h), len(vocab[n]) - 1)
+    candidate = valid & (vocab[n][at] == h)
+    busy = np.concatenate([[0], np.cumsum(covered)])
+    candidate &= busy[np.minimum(index + n, m)] - busy[index] == 0
+    starts = np.flatnonzero(_resolve(candidate, n))
+    ids = np.arange(next_id, next_id + len(starts))
+    next_id += len(starts)
+    for offset in range(n):
+      span[starts + offset] = ids
+      covered[starts + offset] = True
+  per_token = span[words.token_word].reshape(input_ids.shape).astype(np.int32)
+  return packing.renumber_spans(per_token)
+
+
+def match_rows(arrays: dict[str, np.ndarray], word_start: np.ndarray, barrier: np.ndarray,
+               vocab: dict[int, np.ndarray]) -> Iterator[np.ndarray]:
+  """`match` over all rows of a split, in blocks: yields int32 [b, S] in row order."""
+  for ids, seg in _blocks(arrays):
+    yield match(ids, seg, word_start, barrier, vocab)
+
+
+def token_tables(vocab: Sequence[str | None], special: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray]:
+  """bool [V] word starts (the masking library's convention) and barriers (see above)."""
+  from mlmjax.masking import tables  # pylint: disable=g-import-not-at-top
+  convention = tables.detect_convention(t for t in vocab if t is not None)
+  word_start = tables.word_starts(vocab, convention) | special
+  # A word-start token with no letter or digit (punctuation) is a barrier, as are specials; a
+  # bare SentencePiece "▁" only marks the start of the word that follows.
+  marker = {"sentencepiece": "\u2581", "byte_level": "\u0120"}.get(convention, "")
+  bare = [None if t is None else t[len(marker):] if marker and t.startswith(marker) else t
+          for t in vocab]
+  punctuation = np.array([t is None or (t != "" and not any(ch.isalnum() for ch in t))
+                          for t in bare])
+  return word_start, special | (word_start & punctuation)
