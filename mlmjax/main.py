@@ -64,7 +64,16 @@ def _export(_) -> None:
 def _fill_mask(argv) -> None:
   from mlmjax import inference
   texts = argv[1:] or list(DEMO_SENTENCES)
-  model, tokenizer, _ = inference.load_trained(FLAGS.workdir, FLAGS.step)
+  workdir, step = FLAGS.workdir, FLAGS.step
+  if FLAGS.checkpoint:  # WORKDIR/checkpoints/STEP
+    checkpoint = os.path.abspath(FLAGS.checkpoint.rstrip("/"))
+    if not os.path.basename(checkpoint).isdigit():
+      raise ValueError(f"--checkpoint={FLAGS.checkpoint} is not a step directory "
+                       "WORKDIR/checkpoints/STEP; pass --workdir=WORKDIR for the latest step")
+    workdir, step = os.path.dirname(os.path.dirname(checkpoint)), int(os.path.basename(checkpoint))
+  if not workdir:
+    raise ValueError("Pass --workdir=DIR (latest checkpoint) or --checkpoint=DIR/checkpoints/N")
+  model, tokenizer, _ = inference.load_trained(workdir, step)
   print(inference.format_predictions(texts, inference.fill_mask(model, tokenizer, texts,
                                                                  FLAGS.top_k)))
 
@@ -159,8 +168,9 @@ def run_fill_mask() -> None:
   def define():
     flags.DEFINE_string("workdir", None, "Training workdir holding checkpoints.")
     flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).")
+    flags.DEFINE_string("checkpoint", None, "A step directory WORKDIR/checkpoints/STEP, "
+                        "instead of --workdir and --step.")
     flags.DEFINE_integer("top_k", 5, "Predictions shown per [MASK].")
-    flags.mark_flag_as_required("workdir")
   _run(_fill_mask, define)
 
 

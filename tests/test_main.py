@@ -66,3 +66,14 @@ def test_quickstart_trains_exports_and_demos(tmp_path):
   assert [t["token_str"] for t in theirs] == [tok for tok, _ in ours]
   for t, (_, p) in zip(theirs, ours):
     assert abs(t["score"] - p) < 1e-4
+
+  cli = run_cli("mlmjax-fill-mask", f"--checkpoint={workdir}/checkpoints/4", text)
+  assert cli.returncode == 0, cli.stderr[-2000:]
+  assert f"[MASK]: {ours[0][0]} ({ours[0][1]:.2f})" in cli.stdout
+
+
+def test_fill_mask_without_a_checkpoint_says_what_to_do(tmp_path):
+  out = run_cli("mlmjax-fill-mask", f"--workdir={tmp_path}", "a [MASK] b")
+  assert out.returncode != 0
+  assert "No checkpoint" in out.stderr and "mlmjax-train" in out.stderr
+  assert "Traceback" not in out.stderr

@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
+from mlmjax.data import annotate
 from mlmjax.data import packing
 
 VOCAB_FILE = "pmi_vocab.npz"
@@ -91,26 +92,19 @@ class _Words:
 def _words(input_ids: np.ndarray, segment_ids: np.ndarray, word_start: np.ndarray,
            barrier: np.ndarray) -> _Words:
   ids = input_ids.reshape(-1)
-  n = len(ids)
-  seg = segment_ids.reshape(-1)
-  col = np.arange(n) % input_ids.shape[1]
-  is_barrier = barrier[ids]
-  prev_barrier = np.concatenate([[True], is_barrier[:-1]])
-  prev_seg = np.concatenate([[-1], seg[:-1]])
-  starts = word_start[ids] | is_barrier | prev_barrier | (col == 0) | (seg != prev_seg)
-  first = np.flatnonzero(starts)
-  token_word = np.cumsum(starts) - 1
+  token_word, first = annotate.word_index(input_ids, word_start, barrier, segment_ids)
   # Token hashes tagged by their place in the word, summed per word (mod 2^64), scrambled.
-  place = np.arange(n) - first[token_word]
+  place = np.arange(len(ids)) - first[token_word]
   tagged = _mix(ids.astype(np.uint64) + (place.astype(np.uint64) << np.uint64(32)))
   with np.errstate(over="ignore"):
     word_hash = _mix(np.add.reduceat(tagged, first, dtype=np.uint64))
-  ok = ~is_barrier[first]
+  ok = ~barrier[ids[first]]
   # A run: consecutive non-barrier words of one row and one segment.
   row = first // input_ids.shape[1]
-  new_run = ~ok | np.concatenate([[True], (row[1:] != row[:-1]) | (seg[first][1:] !=
-                                                                   seg[first][:-1])])
-  new_run |= np.concatenate([[True], ~ok[:-1]])
+  seg = segment_ids.reshape(-1)[first]
+  new_run = ~ok
+  new_run[0] = True
+  new_run[1:] |= (row[1:] != row[:-1]) | (seg[1:] != seg[:-1]) | ~ok[:-1]
   run = np.cumsum(new_run) - 1
   run_last = np.searchsorted(run, run, side="right") - 1
   return _Words(word_hash, run_last, ok, token_word, first)
@@ -174,7 +168,7 @@ def build_vocab(arrays: dict[str, np.ndarray], word_start: np.ndarray, barrier: 
 
   Args:
     arrays: {"input_ids": [N, S], "segment_ids": [N, S]} (memmaps are read in blocks).
-    word_start, barrier: bool [V] tables (see `token_tables`).
+    word_start, barrier: bool [V] tables (see `annotate.vocab_tables`).
     config: the vocabulary's size and counting limits.
     decode: token ids -> text, for the readable list; None leaves texts out.
   Returns:
@@ -249,7 +243,9 @@ def save_vocab(vocab: dict, data_dir: str) -> dict:
   np.savez(os.path.join(data_dir, VOCAB_FILE),
            **{f"hash_{n}": h for n, h in vocab["vocab"].items()})
   with open(os.path.join(data_dir, VOCAB_JSON), "w", encoding="utf-8") as f:
-    json.dump(vocab["entries"], f, indent=0, ensure_ascii=False)
+    # One entry a line: readable, and far faster to write than an indented dump.
+    f.write("[\n" + ",\n".join(json.dumps(e, ensure_ascii=False) for e in vocab["entries"])
+            + "\n]\n")
   return {"file": VOCAB_FILE, "readable": VOCAB_JSON,
           "size": {str(n): len(h) for n, h in vocab["vocab"].items()}}
 
@@ -317,19 +313,3 @@ def match_rows(arrays: dict[str, np.ndarray], word_start: np.ndarray, barrier: n
   """`match` over all rows of a split, in blocks: yields int32 [b, S] in row order."""
   for ids, seg in _blocks(arrays):
     yield match(ids, seg, word_start, barrier, vocab)
-
-
-def token_tables(vocab: Sequence[str | None], special: np.ndarray
-                 ) -> tuple[np.ndarray, np.ndarray]:
-  """bool [V] word starts (the masking library's convention) and barriers (see above)."""
-  from mlmjax.masking import tables  # pylint: disable=g-import-not-at-top
-  convention = tables.detect_convention(t for t in vocab if t is not None)
-  word_start = tables.word_starts(vocab, convention) | special
-  # A word-start token with no letter or digit (punctuation) is a barrier, as are specials; a
-  # bare SentencePiece "▁" only marks the start of the word that follows.
-  marker = {"sentencepiece": "\u2581", "byte_level": "\u0120"}.get(convention, "")
-  bare = [None if t is None else t[len(marker):] if marker and t.startswith(marker) else t
-          for t in vocab]
-  punctuation = np.array([t is None or (t != "" and not any(ch.isalnum() for ch in t))
-                          for t in bare])
-  return word_start, special | (word_start & punctuation)

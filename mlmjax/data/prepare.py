@@ -132,8 +132,7 @@ class _Encoder:
 
   def __call__(self, texts: list[str]) -> annotate.EncodedChunk:
     return annotate.encode_chunk(self.tok, texts, sentences=self.job["sentences"],
-                                 wanted=self.job["wanted"], annotator=self.annotator,
-                                 function_words=self.job["function_words"])
+                                 wanted=self.job["wanted"], annotator=self.annotator)
 
 
 _worker_encoder = None  # per worker process: the tokenizer and spaCy pipeline load once
@@ -195,12 +194,18 @@ def _prepare_split(tok, docs, split: str, data_dir: str, plan: dict,
   seq_len = plan["seq_len"]
   packer = packing.Packer(seq_len, plan["packing"], roles["cls"], roles["sep"], roles["pad"],
                           text_fields)
-  files = array_files(split, text_fields)
+  row_fields = [f for f in plan["wanted"] if f in annotate.TEXT_ANNOTATIONS]
+  files = array_files(split, row_fields)
   writers = {key: NpyWriter(os.path.join(data_dir, name), packing.FIELD_DTYPES[key],
                             (seq_len,)) for key, name in files.items()}
   counts = collections.Counter()
 
   def write(rows: dict[str, np.ndarray]) -> None:
+    if annotate.POS in plan["wanted"]:
+      rows[annotate.POS] = (
+          annotate.share_word_class(rows[annotate.POS], rows["input_ids"], plan["tables"])
+          if annotate.POS in rows else
+          annotate.vocab_pos_classes(rows["input_ids"], plan["tables"]))
     for key, writer in writers.items():
       writer.append(rows[key])
     counts["padding"] += int((rows["segment_ids"] == 0).sum())
@@ -239,16 +244,10 @@ def _prepare_split(tok, docs, split: str, data_dir: str, plan: dict,
   }
 
 
-def _add_ngrams(tok, data_dir: str, manifest_splits: dict, pmi_config: pmi.PmiConfig) -> dict:
+def _add_ngrams(tok, data_dir: str, manifest_splits: dict, pmi_config: pmi.PmiConfig,
+                tables: dict[str, np.ndarray]) -> dict:
   """Builds the PMI vocabulary on the training rows and writes ngram_ids for every split."""
-  vocab = tok.get_vocab()
-  size = max(vocab.values()) + 1
-  tokens = [None] * size
-  for t, i in vocab.items():
-    tokens[i] = t
-  special = np.zeros(size, bool)
-  special[list(tokenizer_lib.special_roles(tok).values())] = True
-  word_start, barrier = pmi.token_tables(tokens, special)
+  word_start, barrier = tables["word_start"], tables["barrier"]
 
   def arrays(split):
     files = manifest_splits[split]["files"]
@@ -270,6 +269,17 @@ def _add_ngrams(tok, data_dir: str, manifest_splits: dict, pmi_config: pmi.PmiCo
     info["dtype"][annotate.NGRAM] = "int32"
     info["ngram_tokens"] = covered  # tokens inside a matched n-gram
   return entry
+
+
+def _token_tables(tok: tokenizers.Tokenizer) -> dict[str, np.ndarray]:
+  from mlmjax.masking import tables  # pylint: disable=g-import-not-at-top  (JAX: main only)
+  vocab = tok.get_vocab()
+  tokens = [None] * (max(vocab.values()) + 1)
+  for t, i in vocab.items():
+    tokens[i] = t
+  special = np.zeros(len(tokens), bool)
+  special[list(tokenizer_lib.special_roles(tok).values())] = True
+  return annotate.vocab_tables(tokens, special, tables.DEFAULT_FUNCTION_WORDS)
 
 
 # ------------------------------------------------------------------------------ manifest
@@ -380,23 +390,26 @@ def prepare(data_config: ml_collections.ConfigDict, workdir: str) -> dict:
   if os.path.exists(manifest_path):
     os.remove(manifest_path)  # arrays are about to change: never pair them with an old manifest
 
-  from mlmjax.masking import tables  # pylint: disable=g-import-not-at-top
-  text_fields = tuple(a for a in wanted if a in annotate.TEXT_ANNOTATIONS)
+  # Entities, and spaCy's POS classes, are found on the text (in the workers); the vocabulary
+  # POS fallback and PMI n-grams on the packed rows (here).
+  spacy = annotator.startswith("spacy:")
+  text_fields = tuple(a for a in wanted
+                      if a == annotate.ENTITY or (a == annotate.POS and spacy))
+  tables = _token_tables(tok)
   plan = {"seq_len": data_config.seq_len, "packing": mode, "workers": num_workers(data_config),
+          "wanted": wanted, "tables": tables,
           "job": {"wanted": text_fields, "annotator": annotator,
-                  "sentences": mode == "full_sentences",
-                  "function_words": tables.DEFAULT_FUNCTION_WORDS}}
+                  "sentences": mode == "full_sentences"}}
   roles = tokenizer_lib.special_roles(tok)
-  vocab_size = max(tok.get_vocab().values()) + 1
-  stats = stats_lib.TokenStats(vocab_size, roles["pad"])
+  stats = stats_lib.TokenStats(len(tables["word_start"]), roles["pad"])
   splits = {}
   for split, split_docs in zip(SPLITS, (train, validation)):
     splits[split] = _prepare_split(tok, split_docs, split, data_dir, plan,
                                    stats if split == "train" else None)
   tok_hash = tokenizer_lib.tokenizer_hash(tok)
   stats_file = stats.save(data_dir, tok_hash)
-  pmi_entry = (_add_ngrams(tok, data_dir, splits, pmi_config) if annotate.NGRAM in wanted
-               else None)
+  pmi_entry = (_add_ngrams(tok, data_dir, splits, pmi_config, tables)
+               if annotate.NGRAM in wanted else None)
   seconds = time.perf_counter() - start
   tokens = sum(s["tokens"] for s in splits.values())
   manifest = {

@@ -267,14 +267,14 @@ def token_budget(keys: Array, coin: Array, config: ml_collections.ConfigDict, ra
 
   Args:
     keys: [B] row keys (bernoulli mode); coin: [B] f32 uniforms (prob_round mode).
+    rate: [] f32 (the scheduled rate).
   Returns:
     budget: [B] int32, at most min(eligible, max_predictions).
     num_clipped: [B] int32 tokens over max_predictions.
   """
   n_eligible = eligible.sum(axis=1, dtype=jnp.int32)
-  n = n_eligible
-  if config.count_specials:
-    n = (ids != tables.pad_id).sum(axis=1, dtype=jnp.int32)
+  counted = (ids != tables.pad_id) if config.count_specials else eligible
+  n = counted.sum(axis=1, dtype=jnp.int32)
   x = rate * n.astype(jnp.float32)
   mode = config.count_mode
   if mode == "exact":
@@ -283,9 +283,9 @@ def token_budget(keys: Array, coin: Array, config: ml_collections.ConfigDict, ra
     k = jnp.ceil(_snap(x))
   elif mode == "prob_round":
     k = jnp.floor(x + coin)
-  elif mode == "bernoulli":
-    k = jax.vmap(lambda key, m: jax.random.binomial(jax.random.fold_in(key, COUNT), m, rate))(
-        keys, n.astype(jnp.float32))
+  elif mode == "bernoulli":  # one coin per counted token, as Hugging Face draws them
+    heads = half_to_uniform(row_halves(keys, COUNT, ids.shape[1])) < rate
+    k = (counted & heads).sum(axis=1)
   else:
     raise ValueError(f"unknown count_mode {mode!r}; use exact, ceil, prob_round or bernoulli")
   k = k.astype(jnp.int32)
@@ -348,7 +348,8 @@ def _skip_fill(v: Array, token_key: Array, head: Array, chosen: Array, left: Arr
   """BERT's rule after the prefix: walk down the order, take each unit that still fits.
 
   Equivalent: repeatedly take the best remaining unit no longer than what is left. Each round
-  takes one unit per row; it ends when no row has a unit that fits (rarely more than 2 rounds).
+  takes one unit in every row that has one that fits, so `left` drops in every active row: at
+  most max(budget) rounds, rarely more than two.
   """
   b, s = v.shape
   length = jnp.zeros((b, s), jnp.int32).at[jnp.arange(b)[:, None], head].add(
@@ -358,15 +359,15 @@ def _skip_fill(v: Array, token_key: Array, head: Array, chosen: Array, left: Arr
     return (v > 0) & ~chosen & (length <= left[:, None])
 
   def body(carry):
-    chosen, left, _ = carry
+    chosen, left, _, rounds = carry
     cand = candidates(chosen, left)
     best = jnp.max(jnp.where(cand, v, 0), axis=1, keepdims=True)
     left = left - jnp.where(cand & (v == best), length, 0).sum(axis=1)
     chosen = chosen | ((token_key == best) & (best > 0))
-    return chosen, left, candidates(chosen, left).any()
+    return chosen, left, candidates(chosen, left).any(), rounds + 1
 
-  init = (chosen, left, candidates(chosen, left).any())
-  return jax.lax.while_loop(lambda c: c[2], body, init)[0]
+  init = (chosen, left, candidates(chosen, left).any(), 0)
+  return jax.lax.while_loop(lambda c: c[2] & (c[3] < s), body, init)[0]
 
 
 def select_units(v: Array, width: int, head: Array, eligible: Array, budget: Array,
@@ -400,7 +401,7 @@ def select_units(v: Array, width: int, head: Array, eligible: Array, budget: Arr
 def compact(chosen: Array, num_slots: int) -> Array:
   """[B, P] ascending positions of the chosen tokens; S in unused slots. Needs <= P chosen."""
   b, s = chosen.shape
-  slot = jnp.where(chosen, prefix_sum(chosen) - 1, num_slots)
+  slot = jnp.where(chosen, jnp.minimum(prefix_sum(chosen) - 1, num_slots), num_slots)
   # A flat scatter into [B, P + 1]; slot P collects the unchosen and is dropped.
   flat = (jnp.arange(b, dtype=jnp.int32)[:, None] * (num_slots + 1) + slot).reshape(-1)
   pos = jnp.broadcast_to(jnp.arange(s, dtype=jnp.int32), (b, s)).reshape(-1)

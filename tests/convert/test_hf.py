@@ -93,10 +93,8 @@ def test_export_loads_in_transformers_with_same_logits(tmp_path):
   assert auto.mask_token == "[MASK]" and auto("a b")["input_ids"][0] == auto.cls_token_id
 
 
-def test_unsupported_inputs_are_refused(tmp_path, torch_dir):
-  (tmp_path / "config.json").write_text(json.dumps({"model_type": "roberta"}))
-  with pytest.raises(ValueError, match="roberta"):
-    hf.config_from_hf(tmp_path)
+def test_missing_or_pickled_files_are_refused(tmp_path):
+  (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
   with pytest.raises(FileNotFoundError, match="config.json"):
     hf.config_from_hf(tmp_path / "missing")
   (tmp_path / "pytorch_model.bin").write_bytes(b"not read")
@@ -161,3 +159,29 @@ def test_continued_pretraining_refuses_bad_folders(tmp_path, torch_dir):
   tok.save(str(folder / "tokenizer.json"))  # a tokenizer whose size is not the model's 99
   with pytest.raises(ValueError, match="vocabulary of 99"):
     loop.train_and_evaluate(config, str(tmp_path / "run2"))
+
+
+def test_bert_model_import_keeps_the_encoder_and_adds_a_head(tmp_path):
+  torch.manual_seed(2)
+  cfg = transformers.BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2,
+                                num_attention_heads=4, intermediate_size=64,
+                                max_position_embeddings=40, pad_token_id=0)
+  body = transformers.BertModel(cfg, add_pooling_layer=True).eval()  # pooler: ignored
+  body.save_pretrained(tmp_path)
+  graphdef, state = hf.import_params(hf.read_hf_tensors(tmp_path), hf.config_from_hf(tmp_path))
+  model = nnx.merge(graphdef, state)
+  ids, lengths = inputs()
+  mask = (np.arange(ids.shape[1])[None] < lengths[:, None]).astype(np.int64)
+  with torch.no_grad():
+    theirs = body(input_ids=torch.from_numpy(ids.astype(np.int64)),
+                  attention_mask=torch.from_numpy(mask)).last_hidden_state.numpy()
+  ours = np.asarray(model.bert(jnp.asarray(ids), jnp.zeros_like(ids), jnp.asarray(lengths), None))
+  for row, n in enumerate(lengths):
+    np.testing.assert_allclose(ours[row, :n], theirs[row, :n], atol=ATOL)
+
+
+@pytest.mark.parametrize("model_type", ["roberta", "distilbert"])
+def test_other_architectures_are_refused(tmp_path, model_type):
+  (tmp_path / "config.json").write_text(json.dumps({"model_type": model_type}))
+  with pytest.raises(ValueError, match=f"{model_type}.*BERT"):
+    hf.config_from_hf(tmp_path)

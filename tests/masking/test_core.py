@@ -19,6 +19,13 @@ def _config(**overrides):
   return cfg
 
 
+def _scheduled(**overrides):
+  """Rate = step / 100: one compiled masker serves every rate (the schedule is traced)."""
+  cfg = _config(**overrides)
+  cfg.schedule.update(kind="linear", start=0.0, end=1.0, steps=100)
+  return cfg
+
+
 @pytest.fixture(scope="module")
 def batch(make_ids):
   # Rows of every length class: empty, [CLS] only, [CLS][SEP] (n = 0), short, full, packed.
@@ -53,8 +60,8 @@ def test_output_shapes_and_dtypes(run, batch):
 
 def test_specials_and_padding_never_selected(run, batch, tables, selected):
   special = np.asarray(tables.is_special)[np.asarray(batch["input_ids"])]
-  for step in range(20):
-    out = run(_config(rate=0.5), batch, step)
+  for step in range(40, 60):  # rates 0.4 to 0.6
+    out = run(_scheduled(), batch, step)
     assert not (selected(out) & special).any()
     assert np.isin(np.asarray(out.labels)[np.asarray(out.weights) > 0],
                    np.flatnonzero(np.asarray(tables.is_special)), invert=True).all()
@@ -63,7 +70,7 @@ def test_specials_and_padding_never_selected(run, batch, tables, selected):
 @pytest.mark.parametrize("rate", [0.0, 0.15, 0.5, 1.0])
 def test_exact_budget_every_row(run, batch, tables, expected_budget, rate):
   ids = np.asarray(batch["input_ids"])
-  out = run(_config(rate=rate, max_predictions=S), batch)
+  out = run(_scheduled(max_predictions=S), batch, round(rate * 100))
   want, clipped = expected_budget(ids, tables, rate, S)
   np.testing.assert_array_equal(np.asarray(out.weights).sum(1), want)
   np.testing.assert_array_equal(np.asarray(out.num_clipped), clipped)
@@ -76,7 +83,7 @@ def test_exact_budget_every_row(run, batch, tables, expected_budget, rate):
 
 
 def test_zero_eligible_rows_get_nothing(run, batch):
-  out = run(_config(rate=0.5, min_one=True), batch)
+  out = run(_config(rate=0.02, min_one=True), batch)  # round(0.02 n) = 0 for n < 25
   # Rows 0-2 have no eligible token: no prediction even with min_one.
   np.testing.assert_array_equal(np.asarray(out.weights)[:3], 0.0)
   assert (np.asarray(out.weights)[3:].sum(1) >= 1).all()
@@ -85,7 +92,7 @@ def test_zero_eligible_rows_get_nothing(run, batch):
 def test_budget_above_max_predictions_is_clipped_and_counted(run, batch, tables,
                                                              expected_budget):
   ids = np.asarray(batch["input_ids"])
-  out = run(_config(rate=0.6), batch)
+  out = run(_scheduled(), batch, 60)
   want, clipped = expected_budget(ids, tables, 0.6, P)
   np.testing.assert_array_equal(np.asarray(out.weights).sum(1), want)
   np.testing.assert_array_equal(np.asarray(out.num_clipped), clipped)
@@ -94,7 +101,7 @@ def test_budget_above_max_predictions_is_clipped_and_counted(run, batch, tables,
 
 def test_labels_positions_weights(run, batch):
   ids = np.asarray(batch["input_ids"])
-  out = run(_config(rate=0.3), batch, step=5)
+  out = run(_scheduled(), batch, step=30)
   pos, lab, w = (np.asarray(x) for x in (out.positions, out.labels, out.weights))
   used = w > 0
   np.testing.assert_array_equal(lab[used], np.take_along_axis(ids, pos, 1)[used])
@@ -106,7 +113,7 @@ def test_labels_positions_weights(run, batch):
 
 def test_unselected_positions_unchanged(run, batch, selected):
   ids = np.asarray(batch["input_ids"])
-  out = run(_config(rate=0.3, mask_prob=0.0, random_prob=1.0), batch)
+  out = run(_scheduled(mask_prob=0.0, random_prob=1.0), batch, 30)
   sel = selected(out)
   np.testing.assert_array_equal(np.asarray(out.input_ids)[~sel], ids[~sel])
 
@@ -189,7 +196,7 @@ def test_replacement_mix_marginals(tables, make_ids, selected):
 
 
 def test_mask_only_mix(run, batch, selected):
-  out = run(_config(rate=0.5, mask_prob=1.0, random_prob=0.0), batch)
+  out = run(_scheduled(mask_prob=1.0, random_prob=0.0), batch, 50)
   assert (np.asarray(out.input_ids)[selected(out)] == MASK).all()
 
 

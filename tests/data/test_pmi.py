@@ -1,0 +1,114 @@
+"""Tests of mlmjax.data.pmi: the PMI score, the vocabulary on a corpus, longest-first matching."""
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+
+from mlmjax.data import pmi
+from mlmjax.data import prepare as prepare_lib
+from mlmjax.data import tokenizer as tokenizer_lib
+
+
+def _hash(words):
+  h = np.array([words[0]], np.uint64)
+  for w in words[1:]:
+    h = pmi._extend(h, np.array([w], np.uint64))
+  return int(h[0])
+
+
+def _compositions(n):
+  """Every split of range(n) into >= 2 contiguous parts, as lists of (start, stop)."""
+  for cuts in range(1, n):
+    for points in itertools.combinations(range(1, n), cuts):
+      bounds = (0, *points, n)
+      yield list(zip(bounds[:-1], bounds[1:]))
+
+
+def test_segmentation_pmi_is_the_minimum_over_segmentations():
+  rng = np.random.default_rng(0)
+  words = np.array([[11, 12, 13, 14, 15], [21, 22, 23, 24, 25]], np.uint64)
+  log_p = {}
+  for row in words.tolist():
+    for a in range(5):
+      for b in range(a + 1, 6):
+        log_p.setdefault(_hash(row[a:b]), -rng.uniform(1, 10) * (b - a))
+
+  def lookup(h, n):
+    del n
+    return np.array([log_p[int(x)] for x in h])
+
+  got = pmi._segmentation_pmi(words, lookup)
+  for row, value in zip(words.tolist(), got):
+    expected = min(log_p[_hash(row)] - sum(log_p[_hash(row[a:b])] for a, b in parts)
+                   for parts in _compositions(5))
+    assert value == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("n", [2, 3, 5])
+def test_resolve_is_leftmost_greedy(n):
+  rng = np.random.default_rng(n)
+  for density in (0.2, 0.6, 1.0):  # 1.0: one long chain, past the vectorised passes
+    candidate = rng.random(300) < density
+    taken, last = np.zeros(300, bool), -n
+    for i in np.flatnonzero(candidate):
+      if i - last >= n:
+        taken[i], last = True, i
+    np.testing.assert_array_equal(pmi._resolve(candidate, n), taken)
+
+
+_FILLER = ("alpha beta gamma delta epsilon zeta theta iota kappa lambda sigma omega river "
+           "stone cloud paper").split()
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory, write_txt, data_config):
+  """A corpus where 'new york city' and 'machine learning' recur in random contexts."""
+  rng = np.random.default_rng(0)
+  docs = []
+  for i in range(120):
+    words = list(rng.choice(_FILLER, size=12))
+    words.insert(int(rng.integers(0, 12)), "new york city" if i % 2 else "machine learning")
+    docs.append(" ".join(words) + ".")
+  work = tmp_path_factory.mktemp("pmi")
+  config = data_config(source="files", paths=write_txt(work / "c.txt", docs), seq_len=24,
+                       vocab_size=120, annotations=("ngram_ids",), packing="full_sentences",
+                       pmi={"vocab_size": 40, "min_count": 5})
+  manifest = prepare_lib.prepare(config, str(work))
+  return manifest, str(work / "data"), tokenizer_lib.get_tokenizer(config, str(work))
+
+
+def test_vocabulary_ranks_the_recurring_phrases_first(prepared):
+  manifest, data_dir, _ = prepared
+  with open(f"{data_dir}/pmi_vocab.json", encoding="utf-8") as f:
+    entries = json.load(f)
+  top = [e["ngram"] for e in entries[:4]]
+  assert set(top) == {"new york", "york city", "new york city", "machine learning"}
+  assert all(e["count"] >= 5 for e in entries)
+  assert [e["pmi"] for e in entries] == sorted((e["pmi"] for e in entries), reverse=True)
+  assert manifest["pmi"]["size"]["2"] <= 20  # half of vocab_size=40 for bigrams
+  # No n-gram holds punctuation (a barrier) or crosses a document.
+  assert not any("." in e["ngram"] for e in entries)
+
+
+def test_matching_is_longest_first_and_per_row(prepared):
+  _, data_dir, tok = prepared
+  ids = np.load(f"{data_dir}/train.npy")
+  ngram = np.load(f"{data_dir}/train_ngram_ids.npy")
+  seg = np.load(f"{data_dir}/train_segment_ids.npy")
+  assert ngram.shape == ids.shape and ngram.dtype == np.int32
+  sep = tok.token_to_id("[SEP]")
+  matched = set()
+  for r in range(len(ids)):
+    k = ngram[r][ngram[r] > 0]
+    firsts = k[np.concatenate([[True], k[1:] != k[:-1]])] if len(k) else k
+    assert firsts.tolist() == list(range(1, len(firsts) + 1))  # 1, 2, ... per row
+    for span in range(1, ngram[r].max() + 1):
+      at = np.flatnonzero(ngram[r] == span)
+      assert (np.diff(at) == 1).all()  # contiguous
+      assert len(set(seg[r][at])) == 1 and sep not in ids[r][at]  # one document, no [SEP]
+      matched.add(tok.decode(ids[r][at].tolist()))
+  # "new york city" wins over its parts "new york" and "york city" wherever it is whole.
+  assert "new york city" in matched and "machine learning" in matched
+  assert not matched & {"new york", "york city"} - {m for m in matched if m != "new york city"}
