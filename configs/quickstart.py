@@ -51,6 +51,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.train = train = ml_collections.ConfigDict()
   train.batch_size = 32  # global batch, rows
+  train.grad_accum_steps = 1  # microbatches per update (same update, less activation memory)
   train.steps = 1200  # length of the run (and of the learning-rate schedule)
   train.stop_after = 0  # stop early at this step, checkpointed (0 = run to train.steps)
   train.learning_rate = 2e-3

@@ -18,20 +18,11 @@ from typing import Any, Sequence
 
 from absl import app
 from absl import flags
+from absl import logging
 import jax
 import numpy as np
 
 from mlmjax import masking
-
-_STRATEGY = flags.DEFINE_enum("strategy", "dynamic", sorted(masking.STRATEGIES),
-                              "masking strategy")
-_RATE = flags.DEFINE_float("rate", 0.15, "share of eligible tokens to predict")
-_STEPS = flags.DEFINE_integer("steps", 1, "how many steps to show (masks change every step)")
-_SEED = flags.DEFINE_integer("seed", 0, "PRNG seed")
-_MASK_PROB = flags.DEFINE_float("mask_prob", 0.8, "share of targets shown as [MASK]")
-_RANDOM_PROB = flags.DEFINE_float("random_prob", 0.1, "share of targets replaced at random")
-_VOCAB = flags.DEFINE_string("vocab", "", "WordPiece vocab.txt to use instead of training one")
-_VOCAB_SIZE = flags.DEFINE_integer("vocab_size", 120, "size of the WordPiece trained on the text")
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
@@ -46,8 +37,9 @@ def build_tokenizer(text: str, vocab_path: str = "", vocab_size: int = 120) -> A
   tok.normalizer = normalizers.BertNormalizer(lowercase=True)
   tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
   if not vocab_path:
-    tok.train_from_iterator([text], trainers.WordPieceTrainer(vocab_size=vocab_size,
-                                                              special_tokens=SPECIALS))
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIALS,
+                                        show_progress=False)
+    tok.train_from_iterator([text], trainer)
   return tok
 
 
@@ -136,16 +128,30 @@ def mask_text(text: str, strategy: str, rate: float, steps: int, seed: int,
   return lines
 
 
+def _define_flags() -> None:
+  """Flags, defined when the command runs (importing this module defines none)."""
+  flags.DEFINE_enum("strategy", "dynamic", sorted(masking.STRATEGIES), "masking strategy")
+  flags.DEFINE_float("rate", 0.15, "share of eligible tokens to predict")
+  flags.DEFINE_integer("steps", 1, "how many steps to show (masks change every step)")
+  flags.DEFINE_integer("seed", 0, "PRNG seed")
+  flags.DEFINE_float("mask_prob", 0.8, "share of targets shown as [MASK]")
+  flags.DEFINE_float("random_prob", 0.1, "share of targets replaced at random")
+  flags.DEFINE_string("vocab", "", "WordPiece vocab.txt to use instead of training one")
+  flags.DEFINE_integer("vocab_size", 120, "size of the WordPiece trained on the text")
+
+
 def _main(argv: Sequence[str]) -> None:
+  logging.set_verbosity(logging.WARNING)  # no backend-probing chatter
   text = " ".join(argv[1:]).strip()
   if not text:
     raise app.UsageError('give a sentence: mlmjax-mask --strategy=span "The quick brown fox."')
-  print("\n".join(mask_text(text, _STRATEGY.value, _RATE.value, _STEPS.value, _SEED.value,
-                            _MASK_PROB.value, _RANDOM_PROB.value, _VOCAB.value,
-                            _VOCAB_SIZE.value)))
+  f = flags.FLAGS
+  print("\n".join(mask_text(text, f.strategy, f.rate, f.steps, f.seed, f.mask_prob,
+                            f.random_prob, f.vocab, f.vocab_size)))
 
 
 def main() -> None:
+  _define_flags()
   app.run(_main)
 
 

@@ -22,15 +22,12 @@ from typing import Any, Callable
 
 from absl import app
 from absl import flags
+from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from mlmjax import masking
-
-_SHAPES = flags.DEFINE_list("shapes", ["256x128", "64x512"], "batch shapes BxS to time")
-_ITERS = flags.DEFINE_integer("bench_iters", 30, "timed calls per measurement")
-_STRATEGIES = flags.DEFINE_list("strategies", [], "strategies to time (default: all)")
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 _MODULES = ("os", "re", "json", "inspect", "typing", "collections", "itertools", "functools",
@@ -62,8 +59,9 @@ def train_tokenizer(texts: list[str], vocab_size: int = 8192) -> Any:
   tok.normalizer = normalizers.BertNormalizer(lowercase=True)
   tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
   tok.decoder = decoders.WordPiece()
-  tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=vocab_size,
-                                                           special_tokens=SPECIALS))
+  trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIALS,
+                                      show_progress=False)
+  tok.train_from_iterator(texts, trainer)
   return tok
 
 
@@ -206,21 +204,27 @@ def table(results: list[dict], shapes: list[tuple[int, int]]) -> str:
 
 def _main(argv: list[str]) -> None:
   del argv
-  shapes = [tuple(int(x) for x in shape.split("x")) for shape in _SHAPES.value]
-  strategies = _STRATEGIES.value or list(masking.STRATEGIES)
+  logging.set_verbosity(logging.WARNING)  # no backend-probing chatter
+  f = flags.FLAGS
+  shapes = [tuple(int(x) for x in shape.split("x")) for shape in f.shapes]
+  strategies = f.strategies or list(masking.STRATEGIES)
   print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {len(jax.devices())} device(s)")
   try:
     import transformers
     print(f"transformers {transformers.__version__}")
   except ImportError:
     print("note: transformers is not installed; the Hugging Face rows are skipped")
-  results = run(shapes, strategies, _ITERS.value)
+  results = run(shapes, strategies, f.bench_iters)
   print(table(results, shapes))
   print("x HF: speed-up over the HF collator with return_tensors='np' (whole_word and the HF "
         "whole-word rows against HF whole_word_mask=True; the rest against plain).")
 
 
 def main() -> None:
+  # Flags are defined when the command runs, so importing this module defines none.
+  flags.DEFINE_list("shapes", ["256x128", "64x512"], "batch shapes BxS to time")
+  flags.DEFINE_integer("bench_iters", 30, "timed calls per measurement")
+  flags.DEFINE_list("strategies", [], "strategies to time (default: all)")
   app.run(_main)
 
 

@@ -26,6 +26,7 @@ the workers go on. Re-running with the same data config, corpus and tokenizer is
 """
 
 import collections
+from concurrent import futures
 import dataclasses
 import json
 import multiprocessing
@@ -164,17 +165,28 @@ def _encode_chunks(tok: tokenizers.Tokenizer, docs: Sequence[str], job: dict,
     yield from map(encoder, chunks)
     return
   # spawn, not fork: the caller may hold JAX's threads, which a forked child would inherit
-  # in an unknown state.
+  # in an unknown state. concurrent.futures, not multiprocessing.Pool: a worker that dies
+  # (out of memory, or an interpreter that cannot spawn) raises instead of hanging.
   context = multiprocessing.get_context("spawn")
-  with context.Pool(workers, initializer=_init_worker, initargs=(tok.to_str(), job)) as pool:
+  with futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+                                   initargs=(tok.to_str(), job)) as pool:
     pending = collections.deque()
-    for texts in chunks:
-      pending.append(pool.apply_async(_encode_in_worker, (texts,)))
-      # Bounded read-ahead: a lazy corpus is never read much faster than it is packed.
-      if len(pending) >= 2 * workers:
-        yield pending.popleft().get()
-    while pending:
-      yield pending.popleft().get()
+    try:
+      for texts in chunks:
+        pending.append(pool.submit(_encode_in_worker, texts))
+        # Bounded read-ahead: a lazy corpus is never read much faster than it is packed.
+        if len(pending) >= 2 * workers:
+          yield pending.popleft().result()
+      while pending:
+        yield pending.popleft().result()
+    except futures.process.BrokenProcessPool as e:
+      raise RuntimeError(
+          "A tokenizing worker process died (out of memory, or this interpreter cannot "
+          "start workers, e.g. a script read from stdin). Set data.num_workers=1 to tokenize "
+          "in this process.") from e
+    finally:
+      for future in pending:
+        future.cancel()
 
 
 # -------------------------------------------------------------------------------- a split

@@ -45,6 +45,12 @@ def _as_strategy(plan_fn: PlanFn) -> Strategy:
 # name -> strategy `fn(keys [B], batch, tables, ctx) -> MaskedBatch`.
 STRATEGIES: dict[str, Strategy] = {name: _as_strategy(fn) for name, fn in PLANS.items()}
 
+def register(name: str, plan_fn: PlanFn) -> None:
+  """Adds a strategy given by its plan function; configs and mixtures can then name it."""
+  PLANS[name] = plan_fn
+  STRATEGIES[name] = _as_strategy(plan_fn)
+
+
 # Strategies that keep a running state in the train state (see init_state / update_state).
 STATEFUL = ("adaptive",)
 
@@ -78,7 +84,8 @@ def example_keys(config: ml_collections.ConfigDict, key: jax.Array, step: jax.Ar
   return jax.vmap(jax.random.fold_in, (None, 0))(base, example)
 
 
-def make_masker(config: ml_collections.ConfigDict, tables: VocabTables) -> Callable[..., MaskedBatch]:
+def make_masker(config: ml_collections.ConfigDict,
+                tables: VocabTables) -> Callable[..., MaskedBatch]:
   """A pure masker for `config` closing over `tables`.
 
   Returns:
@@ -163,5 +170,5 @@ def update_state(config: ml_collections.ConfigDict, state: Any, labels: jax.Arra
 
 __all__ = [
     "Context", "MaskedBatch", "Plan", "PLANS", "STRATEGIES", "TokenBatch", "VocabTables",
-    "default_config", "init_state", "make_masker", "update_state", "schedules",
+    "default_config", "init_state", "make_masker", "register", "update_state", "schedules",
 ]

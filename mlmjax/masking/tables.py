@@ -128,7 +128,8 @@ class VocabTables:
       raise TypeError(f"unsupported tokenizer {type(tokenizer).__name__}: pass a "
                       "tokenizers.Tokenizer, a transformers tokenizer, or use from_vocab()")
     if not mask:
-      raise ValueError("the tokenizer has no mask token: add one (e.g. '[MASK]') or use from_vocab()")
+      raise ValueError("the tokenizer has no mask token: add one (e.g. '[MASK]') or use "
+                       "from_vocab()")
     kwargs.setdefault("special_tokens", [t for t in specials if t in vocab])
     kwargs.setdefault("mask_token", mask)
     return cls.from_vocab(vocab, **kwargs)

@@ -14,6 +14,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import tqdm
 from absl import logging
 from flax import nnx
@@ -67,6 +68,11 @@ def build(config, vocab_tables: masking.VocabTables, vocab_size: int, pad_id: in
     # and rules produce; the state is then created directly in them, never on one device.
     shardings = init_state.lower(key).compile().output_shardings
     shapes = jax.eval_shape(init, key)
+  # Optimizer moments are sharded exactly like their parameters (ZeRO-style under FSDP);
+  # XLA would otherwise leave them replicated. Counters and the like stay replicated.
+  shardings = shardings.replace(opt_state=optax.tree_map_params(
+      tx, lambda _, sharding: sharding, shapes.opt_state, shardings.params,
+      transform_non_params=lambda _: partition.replicated(mesh)))
   abstract_state = jax.tree.map(
       lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings)
   init_sharded = jax.jit(init, out_shardings=shardings)
@@ -83,7 +89,8 @@ def jit_train_step(config, c: Components):
   state_shardings = jax.tree.map(lambda s: s.sharding, c.abstract_state)
   step = functools.partial(
       train_step, graphdef=c.graphdef, masker=c.masker, tx=c.tx, mask_config=config.masking,
-      learning_rate=optim.learning_rate_schedule(config.train))
+      learning_rate=optim.learning_rate_schedule(config.train),
+      grad_accum_steps=config.train.get("grad_accum_steps", 1))
   return jax.jit(step,
                  in_shardings=(state_shardings, partition.batch_sharding(c.mesh),
                                partition.replicated(c.mesh)),
@@ -94,10 +101,12 @@ def jit_train_step(config, c: Components):
 def jit_eval_step(c: Components, baseline_token: int):
   params_shardings = jax.tree.map(lambda s: s.sharding, c.abstract_state.params)
   mask_shardings = jax.tree.map(lambda s: s.sharding, c.abstract_state.mask_state)
-  step = functools.partial(eval_step, graphdef=c.graphdef, masker=c.masker,
-                           baseline_token=baseline_token)
+  def eval_batch(params, mask_state, batch, key):
+    return eval_step(params, batch, key, graphdef=c.graphdef, masker=c.masker,
+                     mask_state=mask_state, baseline_token=baseline_token)
+
   return jax.jit(
-      lambda params, mask_state, batch, key: step(params, batch, key, mask_state=mask_state),
+      eval_batch,
       in_shardings=(params_shardings, mask_shardings, partition.batch_sharding(c.mesh),
                     partition.replicated(c.mesh)),
       out_shardings=partition.replicated(c.mesh))
@@ -223,14 +232,23 @@ def _train(config, workdir, c, manifest, tokenizer, is_main) -> dict:
                dict(c.mesh.shape))
 
   rows, seq_len = config.train.batch_size, config.data.seq_len
+  flops_per_token = metrics_lib.flops_per_token(c.model_cfg, seq_len,
+                                                config.masking.max_predictions)
+  peak_flops = metrics_lib.peak_flops_per_device()
   train_key = jax.random.key(config.seed)
+  compiled = None
   bar = tqdm.tqdm(total=config.train.steps, initial=start, disable=not is_main,
                   desc="train", dynamic_ncols=True)
   window_start, window_steps = time.perf_counter(), 0
   last = config.train.stop_after or config.train.steps
   for step in range(start + 1, last + 1):
     batch = partition.global_batch(next(data_iter), c.mesh)
-    state, step_metrics = train_fn(state, batch, train_key)
+    if compiled is None:  # compiled once, ahead of time: a changed shape fails, never recompiles
+      compile_start = time.perf_counter()
+      compiled = train_fn.lower(state, batch, train_key).compile()
+      writer.write_scalars(step, {"compile_seconds": time.perf_counter() - compile_start})
+      window_start = time.perf_counter()
+    state, step_metrics = compiled(state, batch, train_key)
     window_steps += 1
     bar.update(1)
 
@@ -238,6 +256,11 @@ def _train(config, workdir, c, manifest, tokenizer, is_main) -> dict:
       scalars = jax.device_get(step_metrics)  # the only host sync, once per log interval
       elapsed = time.perf_counter() - window_start
       scalars["tokens_per_second"] = window_steps * rows * seq_len / elapsed
+      scalars["step_seconds"] = elapsed / window_steps
+      scalars["model_tflops_per_device"] = (
+          flops_per_token * scalars["tokens_per_second"] / jax.device_count() / 1e12)
+      if peak_flops:
+        scalars["mfu"] = scalars["model_tflops_per_device"] * 1e12 / peak_flops
       window_start, window_steps = time.perf_counter(), 0
       writer.write_scalars(step, scalars)
       bar.set_postfix(loss=f"{scalars['loss']:.3f}", acc=f"{scalars['accuracy']:.3f}",

@@ -44,22 +44,59 @@ def mlm_loss(logits: jax.Array, labels: jax.Array, weights: jax.Array):
   return mean, per_slot, correct
 
 
+def microbatches(tree, k: int):
+  """[B, ...] leaves -> [k, B/k, ...], microbatch i holding rows i, i+k, i+2k, ...
+
+  Interleaved rather than contiguous: the rows of a batch are sharded over devices, so each
+  microbatch keeps rows on every device.
+  """
+  def split(x):
+    if x.shape[0] % k:
+      raise ValueError(f"batch of {x.shape[0]} rows does not split into {k} microbatches; "
+                       "make train.batch_size a multiple of train.grad_accum_steps")
+    return jnp.swapaxes(x.reshape(x.shape[0] // k, k, *x.shape[1:]), 0, 1)
+  return jax.tree.map(split, tree)
+
+
 def train_step(state: TrainState, batch: dict, key: jax.Array, *, graphdef: nnx.GraphDef,
                masker: Callable, tx: optax.GradientTransformation, mask_config,
-               learning_rate: Callable) -> tuple[TrainState, dict]:
-  """One optimizer update. `batch` holds global [B, S] arrays ("input_ids", annotations)."""
+               learning_rate: Callable, grad_accum_steps: int = 1) -> tuple[TrainState, dict]:
+  """One optimizer update. `batch` holds global [B, S] arrays ("input_ids", annotations).
+
+  The whole batch is masked first (per-row keys: masks do not depend on the mesh or on the
+  accumulation), then gradients are summed over `grad_accum_steps` microbatches, each loss
+  normalised by the whole batch's prediction count, so the update equals the unsplit one.
+  """
   step_key = jax.random.fold_in(key, state.step)
   masked = masker(jax.random.fold_in(key, MASK_STREAM), batch, state.step, state.mask_state,
                   word_embeddings(state.params))
   dropout_key = jax.random.fold_in(step_key, DROPOUT_STREAM)
+  num_predictions = jnp.sum(masked.weights)
+  inputs = (masked.input_ids, masked.positions, masked.labels, masked.weights)
 
-  def loss_fn(params):
-    model = nnx.merge(graphdef, params)
-    logits = model(masked.input_ids, masked.positions, dropout_key=dropout_key)
-    loss, per_slot, correct = mlm_loss(logits, masked.labels, masked.weights)
+  def loss_fn(params, micro, key):
+    input_ids, positions, labels, weights = micro
+    logits = nnx.merge(graphdef, params)(input_ids, positions, dropout_key=key)
+    _, per_slot, correct = mlm_loss(logits, labels, weights)
+    loss = jnp.sum(per_slot * weights) / jnp.maximum(num_predictions, 1.0)
     return loss, (per_slot, correct)
 
-  (loss, (per_slot, correct)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  if grad_accum_steps == 1:
+    (loss, (per_slot, correct)), grads = grad_fn(state.params, inputs, dropout_key)
+  else:
+    def accumulate(grads, xs):
+      micro, i = xs
+      (loss, aux), g = grad_fn(state.params, micro, jax.random.fold_in(dropout_key, i))
+      return jax.tree.map(jnp.add, grads, g), (loss, aux)
+    zeros = jax.tree.map(jnp.zeros_like, state.params)
+    grads, (losses, (per_slot, correct)) = jax.lax.scan(
+        accumulate, zeros, (microbatches(inputs, grad_accum_steps),
+                            jnp.arange(grad_accum_steps)))
+    loss = jnp.sum(losses)
+    unsplit = lambda x: jnp.swapaxes(x, 0, 1).reshape(-1, *x.shape[2:])  # back to [B, P]
+    per_slot, correct = unsplit(per_slot), unsplit(correct)
+
   grad_norm = optax.global_norm(grads)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
@@ -75,7 +112,6 @@ def train_step(state: TrainState, batch: dict, key: jax.Array, *, graphdef: nnx.
       opt_state=keep(opt_state, state.opt_state),
       mask_state=keep(mask_state, state.mask_state),
       skipped=state.skipped + (~finite).astype(jnp.int32))
-  num_predictions = jnp.sum(masked.weights)
   metrics = {
       "loss": loss,
       "accuracy": jnp.sum(correct * masked.weights) / jnp.maximum(num_predictions, 1.0),

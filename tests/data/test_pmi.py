@@ -109,6 +109,7 @@ def test_matching_is_longest_first_and_per_row(prepared):
       assert (np.diff(at) == 1).all()  # contiguous
       assert len(set(seg[r][at])) == 1 and sep not in ids[r][at]  # one document, no [SEP]
       matched.add(tok.decode(ids[r][at].tolist()))
-  # "new york city" wins over its parts "new york" and "york city" wherever it is whole.
+  # "new york city" wins over its parts "new york" and "york city", which are in the
+  # vocabulary too; every document is one sentence that fits a row, so none is cut.
   assert "new york city" in matched and "machine learning" in matched
-  assert not matched & {"new york", "york city"} - {m for m in matched if m != "new york city"}
+  assert not matched & {"new york", "york city"}

@@ -135,3 +135,96 @@ def test_prepare_rejects_tiny_seq_len(tmp_path, files_config):
   with pytest.raises(ValueError, match="seq_len"):
     prepare_lib.prepare(files_config, str(tmp_path))
   assert not os.path.exists(tmp_path / "data")
+
+
+ALL = ("entity_ids", "pos_class", "ngram_ids")
+
+
+def test_annotations_are_stored_beside_the_rows(tmp_path, files_config):
+  files_config.annotations = ALL
+  files_config.spacy_pipeline = ""
+  files_config.pmi = {"min_count": 3, "vocab_size": 100}
+  manifest = prepare_lib.prepare(files_config, str(tmp_path))
+  assert manifest["annotations"] == list(ALL) and manifest["annotator"] == "rules-v1"
+  assert set(manifest["schema"]) == {"segment_ids", *ALL}
+  data_dir = tmp_path / "data"
+  for split in prepare_lib.SPLITS:
+    info = manifest["splits"][split]
+    ids = np.load(data_dir / info["files"]["input_ids"])
+    for name, dtype in [("entity_ids", np.int32), ("pos_class", np.int8),
+                        ("ngram_ids", np.int32)]:
+      values = np.load(data_dir / info["files"][name])
+      assert values.shape == ids.shape and values.dtype == dtype
+      assert info["dtype"][name] == np.dtype(dtype).name
+      assert (values[ids == PAD] == 0).all() and (values[:, 0] == 0).all()
+  pos = np.load(data_dir / "train_pos_class.npy")
+  assert set(np.unique(pos)) == {0, 1, 2}
+  assert np.load(data_dir / "train_ngram_ids.npy").max() >= 1
+  assert prepare_lib.prepare(files_config, str(tmp_path)) == manifest  # no-op
+  files_config.annotations = ("pos_class",)
+  fewer = prepare_lib.prepare(files_config, str(tmp_path))
+  assert set(fewer["splits"]["train"]["files"]) == {"input_ids", "segment_ids", "pos_class"}
+  assert fewer["pmi"] is None
+
+
+def test_workers_give_the_same_data_as_one_process(tmp_path, files_config, monkeypatch):
+  files_config.annotations = ALL
+  files_config.spacy_pipeline = ""
+  files_config.num_workers = 1
+  serial = prepare_lib.prepare(files_config, str(tmp_path / "serial"))
+  monkeypatch.setattr(prepare_lib, "CHUNK_DOCS", 7)  # several chunks for two processes
+  files_config.num_workers = 2
+  parallel = prepare_lib.prepare(files_config, str(tmp_path / "parallel"))
+  assert parallel["timing"]["workers"] == 2
+  for split in prepare_lib.SPLITS:
+    for name in serial["splits"][split]["files"].values():
+      np.testing.assert_array_equal(np.load(tmp_path / "serial" / "data" / name),
+                                    np.load(tmp_path / "parallel" / "data" / name))
+  # The number of workers is not part of what makes prepared data stale.
+  files_config.num_workers = 1
+  assert prepare_lib.prepare(files_config, str(tmp_path / "parallel")) == parallel
+
+
+@pytest.mark.parametrize("packing", ["full_sentences", "per_document"])
+def test_a_line_longer_than_a_row_is_continued_and_counted(tmp_path, data_config, write_txt,
+                                                           make_documents, packing, caplog):
+  long_line = " ".join(make_documents(1, seed=3, max_words=40)[0].rstrip(".")
+                       for _ in range(6))  # one line, no sentence end, ~200 tokens
+  docs = make_documents(10) + [long_line, "\x07\x07"]
+  config = data_config(source="files", paths=write_txt(tmp_path / "c.txt", docs), seq_len=16,
+                       validation_fraction=0.0, packing=packing, split_seed=2)
+  manifest = prepare_lib.prepare(config, str(tmp_path / "w"))
+  tok = tokenizer_lib.get_tokenizer(config, str(tmp_path / "w"))
+  info = {**manifest["splits"]["train"]}
+  validation = manifest["splits"]["validation"]
+  splits = corpora.split_documents(docs, 0.0, 2)
+  assert info["units_split"] + validation["units_split"] >= 1
+  assert "longer than a row (15 tokens) continue across rows" in caplog.text
+  # Nothing is lost: the long line's tokens are all in the rows, in order.
+  rows = np.load(tmp_path / "w" / "data" / "train.npy")
+  stream = rows[:, 1:][rows[:, 1:] != PAD].tolist()
+  expected = [t for d in splits[0] for t in tok.encode(d, add_special_tokens=False).ids + [SEP]
+              if tok.encode(d, add_special_tokens=False).ids]
+  assert stream == expected
+  # The control-character document has no token: left out, and counted.
+  assert info["documents_without_tokens"] + validation["documents_without_tokens"] == 1
+
+
+def test_prepare_rejects_bad_annotation_and_packing_keys(tmp_path, files_config):
+  files_config.annotations = ("entities",)
+  with pytest.raises(ValueError, match=r"Unknown data.annotations \['entities'\]"):
+    prepare_lib.prepare(files_config, str(tmp_path))
+  files_config.annotations = ()
+  files_config.packing = "roberta"
+  with pytest.raises(ValueError, match="Unknown data.packing 'roberta'"):
+    prepare_lib.prepare(files_config, str(tmp_path))
+
+
+def test_npy_writer_streams_rows(tmp_path):
+  writer = prepare_lib.NpyWriter(str(tmp_path / "a.npy"), np.int8, (3,))
+  assert not (tmp_path / "a.npy").exists()
+  for n in (2, 0, 5):
+    writer.append(np.full((n, 3), n, np.int8))
+  assert writer.close() == (7, 3)
+  array = np.load(tmp_path / "a.npy")
+  assert array.dtype == np.int8 and array[:, 0].tolist() == [2, 2, 5, 5, 5, 5, 5]

@@ -4,6 +4,7 @@ import json
 import os
 
 import pytest
+import tokenizers
 
 from mlmjax.data import tokenizer as tokenizer_lib
 
@@ -150,3 +151,37 @@ def test_load_errors(tmp_path):
   for path, message in cases:
     with pytest.raises(tokenizer_lib.TokenizerError, match=message):
       tokenizer_lib.load_tokenizer(str(path))
+
+
+_SP_TEXTS = ["New York City is big.", "  Hello   [MASK] world!  Ünïcode ﬁne ",
+             "the quick brown fox, 42 times", "zzqx ☃ unseen"]
+
+
+def test_sentencepiece_model_encodes_as_sentencepiece(tmp_path, make_documents):
+  spm = pytest.importorskip("sentencepiece")
+  corpus = tmp_path / "corpus.txt"
+  corpus.write_text("\n".join(make_documents(200) + _SP_TEXTS[:1] * 20), encoding="utf-8")
+  spm.SentencePieceTrainer.train(
+      input=str(corpus), model_prefix=str(tmp_path / "sp"), vocab_size=120,
+      user_defined_symbols=["<mask>"], pad_id=0, unk_id=1, bos_id=2, eos_id=3,
+      minloglevel=2)
+  tok = tokenizer_lib.load_tokenizer(str(tmp_path / "sp.model"))
+  reference = spm.SentencePieceProcessor(model_file=str(tmp_path / "sp.model"))
+  for text in _SP_TEXTS + make_documents(10, seed=3):
+    assert tok.encode(text).ids == reference.encode(text), text
+  assert tokenizer_lib.special_roles(tok) == {"pad": 0, "unk": 1, "cls": 2, "sep": 3,
+                                              "mask": 4}
+  assert tok.encode("a <mask> b").ids.count(4) == 1  # the mask is one atomic token
+
+
+def test_byte_level_bpe_from_vocab_and_merges(tmp_path, make_documents):
+  trainer = tokenizers.ByteLevelBPETokenizer()
+  trainer.train_from_iterator(make_documents(100), vocab_size=300, show_progress=False,
+                              special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+  trainer.save_model(str(tmp_path))
+  tok = tokenizer_lib.load_tokenizer(str(tmp_path / "vocab.json"))
+  for text in ["The model predicts words.", " two  spaces", "émoji ☃ <mask> x"]:
+    assert tok.encode(text).ids == trainer.encode(text).ids, text
+  assert tokenizer_lib.special_tokens(tok) == {"pad": "<pad>", "unk": "<unk>", "cls": "<s>",
+                                               "sep": "</s>", "mask": "<mask>"}
+  assert tok.decode(tok.encode("The model predicts words.").ids) == "The model predicts words."

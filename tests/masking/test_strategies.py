@@ -497,3 +497,19 @@ def test_units_word_starts_matches_table(tables, batch):
   ids = batch["input_ids"]
   np.testing.assert_array_equal(units.word_starts(ids, tables),
                                 np.asarray(tables.is_word_start)[np.asarray(ids)])
+
+
+def test_register_a_new_strategy(run, batch, tables, selected):
+  def first_words(keys, batch, tables, ctx):
+    """Whole words, the first ones of a row far more likely (a made-up strategy)."""
+    del keys, ctx
+    ids = batch.input_ids
+    return masking.Plan(unit_start=units.word_starts(ids, tables),
+                        log_weight=-0.5 * jnp.arange(ids.shape[1], dtype=jnp.float32)[None])
+  masking.register("first_words", first_words)
+  try:
+    sel = selected(run(_config("mixture", mixture__strategies=("first_words",),
+                               mixture__weights=(1.0,)), batch, 1))
+    assert sel[:, :S // 4].sum() > 5 * sel[:, S // 2:].sum()
+  finally:
+    del masking.PLANS["first_words"], masking.STRATEGIES["first_words"]

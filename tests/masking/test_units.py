@@ -5,7 +5,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mlmjax import masking
 from mlmjax.masking import core
 from mlmjax.masking import units
 
