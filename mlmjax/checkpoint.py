@@ -53,10 +53,14 @@ def read_meta(manager: ocp.CheckpointManager, step: int) -> dict:
   return manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
 
 
-def restore(manager: ocp.CheckpointManager, step: int, abstract_state, data_iterator):
-  """Restores `state` onto the shardings in `abstract_state`, and the iterator in place."""
+def restore(manager: ocp.CheckpointManager, step: int, abstract_state, data_iterator=None):
+  """Restores `state` onto the shardings in `abstract_state`, and the iterator in place.
+
+  With `data_iterator=None` only the state is restored: the data starts afresh (a new
+  training phase, e.g. BERT's switch from 128- to 512-token rows).
+  """
   logging.info("Restoring checkpoint at step %d from %s", step, manager.directory)
-  restored = manager.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(abstract_state),
-      data=grain.checkpoint.CheckpointRestore(data_iterator)))
-  return restored["state"]
+  items = {"state": ocp.args.StandardRestore(abstract_state)}
+  if data_iterator is not None:
+    items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+  return manager.restore(step, args=ocp.args.Composite(**items))["state"]

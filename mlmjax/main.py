@@ -30,18 +30,39 @@ def _define_config_and_workdir() -> None:
       "config", QUICKSTART_CONFIG, "Python config file returning a ConfigDict.",
       lock_config=True)
   flags.DEFINE_string("workdir", None, "Directory for data, checkpoints and logs.")
+  flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (cluster "
+                    "auto-detection: Cloud TPU pods, SLURM, GKE); implied by JAX_NUM_PROCESSES>1 "
+                    "or a multi-task SLURM job.")
+  flags.DEFINE_integer("dry_run", 0, "Plan only: print the sharding and per-device memory of "
+                       "the parameters and optimizer state on a mesh of this many devices "
+                       "(abstract: no device is needed), then exit.")
   flags.mark_flag_as_required("workdir")
 
 
 def _maybe_initialize_distributed() -> None:
-  """Joins the multi-controller runtime when launched as several processes."""
-  if any(v in os.environ for v in ("JAX_COORDINATOR_ADDRESS", "SLURM_NTASKS",
-                                   "TPU_WORKER_HOSTNAMES")) and jax.process_count() == 1:
+  """Joins JAX's multi-controller runtime when this is one of several processes.
+
+  Decided from the environment only (touching a JAX backend first would make initialisation
+  fail): JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID as set by
+  `launch/local.py` or any launcher; a multi-task SLURM job; or `--distributed` to force
+  JAX's own cluster detection (Cloud TPU pods, GKE, MPI).
+  """
+  env = os.environ
+  if int(env.get("JAX_NUM_PROCESSES", "1")) > 1:
+    # Collectives between CPU processes go through gloo over loopback/TCP.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator_address=env["JAX_COORDINATOR_ADDRESS"],
+                               num_processes=int(env["JAX_NUM_PROCESSES"]),
+                               process_id=int(env["JAX_PROCESS_ID"]))
+  elif int(env.get("SLURM_NTASKS", "1")) > 1 or FLAGS.distributed:
     jax.distributed.initialize()
 
 
 def _train(_) -> None:
-  from mlmjax.train import loop
+  from mlmjax.train import loop, partition
+  if FLAGS.dry_run:
+    print(partition.format_plan(FLAGS.config, FLAGS.dry_run))
+    return
   _maybe_initialize_distributed()
   results = loop.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   print(_format_results(results))

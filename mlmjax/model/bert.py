@@ -39,7 +39,7 @@ class BertConfig:
   initializer_range: float = 0.02
   pad_token_id: int = 0
   dtype: str = "float32"
-  attention: str = "xla"  # "xla" (boolean mask, any device) or "cudnn" (flash, sequence lengths)
+  attention: str = "auto"  # "xla" (boolean mask, any device), "cudnn" (GPU flash), "auto"
   remat: bool = False
 
   @property
@@ -125,7 +125,7 @@ class SelfAttention(nnx.Module):
     heads = self.cfg.num_heads
     split = lambda t: t.reshape(b, s, heads, d // heads)  # [B, S, N, H]
     q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))
-    if self.cfg.attention == "cudnn":
+    if attention_kernel(self.cfg.attention, q.dtype) == "cudnn":
       # cuDNN flash attention takes padding as sequence lengths (a broadcast mask is refused).
       out = jax.nn.dot_product_attention(
           q, k, v, query_seq_lengths=lengths, key_value_seq_lengths=lengths,
@@ -134,6 +134,16 @@ class SelfAttention(nnx.Module):
       mask = (jnp.arange(s)[None, :] < lengths[:, None])[:, None, None, :]  # [B, 1, 1, S]
       out = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation="xla")
     return out.reshape(b, s, d)
+
+
+def attention_kernel(choice: str, dtype) -> str:
+  """"auto" picks cuDNN flash attention on a GPU in 16-bit compute, XLA everywhere else."""
+  if choice not in ("auto", "xla", "cudnn"):
+    raise ValueError(f"config.model.attention must be 'auto', 'xla' or 'cudnn', got {choice!r}")
+  if choice == "auto":
+    gpu = jax.default_backend() == "gpu"
+    return "cudnn" if gpu and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16) else "xla"
+  return choice
 
 
 class AttentionOutput(nnx.Module):

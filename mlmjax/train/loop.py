@@ -18,6 +18,7 @@ import optax
 import tqdm
 from absl import logging
 from flax import nnx
+from jax.experimental import multihost_utils
 
 from mlmjax import checkpoint, masking
 from mlmjax.data import pipeline, prepare, tokenizer as tokenizer_lib
@@ -184,7 +185,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
   if config.get("init_from_hf"):
     config = with_hf_architecture(config)
 
-  # Data: prepared once into shards in the workdir, reused by later runs.
+  # Data: prepared once into shards in the workdir, reused by later runs. One process writes;
+  # the others wait for it and then read the same files (the workdir is shared storage).
+  if is_main:
+    prepare.prepare(config.data, workdir)
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices("mlmjax: data prepared")
   manifest = prepare.prepare(config.data, workdir)
   tokenizer = tokenizer_lib.get_tokenizer(config.data, workdir)
   tables = masking.VocabTables.from_tokenizer(tokenizer)
@@ -216,8 +222,14 @@ def _train(config, workdir, c, manifest, tokenizer, is_main) -> dict:
           "model": dataclasses.asdict(c.model_cfg)}
   latest = manager.latest_step()
   if latest is not None:
-    check_compatible(checkpoint.read_meta(manager, latest), meta)
-    state = checkpoint.restore(manager, latest, c.abstract_state, data_iter)
+    saved = checkpoint.read_meta(manager, latest)
+    check_compatible(saved, meta)
+    same_data = saved["config"]["data"] == meta["config"]["data"]
+    if not same_data:  # a new phase (e.g. seq 128 -> 512): the model goes on, the data restarts
+      logging.warning("The data config changed since step %d: continuing the model on the new "
+                      "data from its first batch.", latest)
+    state = checkpoint.restore(manager, latest, c.abstract_state,
+                               data_iter if same_data else None)
   else:
     state = c.init_state(jax.random.key(config.seed))
     if config.get("init_from_hf"):  # continued pretraining: HF weights, fresh optimizer
@@ -288,12 +300,21 @@ def _train(config, workdir, c, manifest, tokenizer, is_main) -> dict:
   return results
 
 
+SHAPE_FIELDS = ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
+                "max_position_embeddings", "type_vocab_size")
+
+
 def check_compatible(saved: dict, current: dict) -> None:
-  """Refuses to resume a workdir written with another model shape or tokenizer."""
-  if saved.get("model") != current["model"]:
-    raise ValueError(f"The checkpoint in this workdir has model {saved.get('model')}, but the "
-                     f"config asks for {current['model']}. Use a new --workdir, or restore the "
-                     "original config.model.")
+  """Refuses to resume a workdir written with another model shape or tokenizer.
+
+  Settings that leave the parameters' shapes alone (dtype, attention kernel, remat, dropout)
+  may change between runs.
+  """
+  shape = lambda model: {k: model.get(k) for k in SHAPE_FIELDS}
+  if shape(saved.get("model", {})) != shape(current["model"]):
+    raise ValueError(f"The checkpoint in this workdir has model {shape(saved.get('model', {}))}, "
+                     f"but the config asks for {shape(current['model'])}. Use a new --workdir, "
+                     "or restore the original config.model.")
   if saved.get("tokenizer_hash") != current["tokenizer_hash"]:
     raise ValueError("The checkpoint in this workdir was trained with another tokenizer than "
                      "the prepared data now uses. Use a new --workdir.")

@@ -65,3 +65,53 @@ def global_batch(local_batch: dict, mesh: Mesh) -> dict:
   """Host-local numpy rows -> one global jax.Array per field, sharded by rows."""
   sharding = batch_sharding(mesh)
   return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local_batch.items()}
+
+
+def plan(model_cfg, mesh_shape: Sequence[int], axis_rules) -> list[dict]:
+  """Per parameter: shape, logical axes, PartitionSpec and bytes per device. No device needed.
+
+  Works on an `AbstractMesh`, so a pod's layout can be planned (and tested) from a laptop.
+  """
+  from flax import linen  # only for its logical -> mesh axis resolution
+  from mlmjax.model.bert import BertForMaskedLM
+
+  mesh = jax.sharding.AbstractMesh(tuple(mesh_shape), MESH_AXES,
+                                   axis_types=(AxisType.Auto,) * len(MESH_AXES))
+  rules = tuple((name, tuple(a) if isinstance(a, list) else a) for name, a in axis_rules)
+  with nnx.use_eager_sharding(False):
+    abstract = nnx.eval_shape(lambda: BertForMaskedLM(model_cfg, rngs=nnx.Rngs(0)))
+  rows = []
+  for path, var in nnx.to_flat_state(nnx.state(abstract, nnx.Param)):
+    logical = var.get_metadata().get("out_sharding") or (None,) * len(var.shape)
+    spec = linen.logical_to_mesh_axes(logical, rules)
+    shard = NamedSharding(mesh, spec).shard_shape(var.shape)
+    rows.append({"path": "/".join(map(str, path)), "shape": tuple(var.shape),
+                 "logical": tuple(logical), "spec": spec,
+                 "bytes_per_device": int(np.prod(shard)) * var.dtype.itemsize})
+  return rows
+
+
+def format_plan(config, num_devices: int) -> str:
+  """The dry-run report: mesh, every parameter's sharding, per-device state memory."""
+  from mlmjax.model.bert import BertConfig
+  shape = resolve_mesh_shape(config.mesh.shape, num_devices)
+  model_cfg = BertConfig.from_config(config.model, vocab_size=config.data.vocab_size)
+  rows = plan(model_cfg, shape, config.mesh.axis_rules)
+  params = sum(r["bytes_per_device"] for r in rows)
+  total = sum(int(np.prod(r["shape"])) for r in rows)
+  lines = [f"mesh {dict(zip(MESH_AXES, shape))} on {num_devices} devices; "
+           f"{total / 1e6:.1f} M parameters (vocabulary padded to {model_cfg.padded_vocab_size})",
+           f"{'parameter':<58} {'shape':>14} {'spec':<28} {'MiB/device':>10}"]
+  for r in rows:
+    if "/layer/" in r["path"] and "/layer/0/" not in r["path"]:
+      continue  # every layer is sharded like layer 0
+    lines.append(f"{r['path']:<58} {str(r['shape']):>14} {str(tuple(r['spec'])):<28} "
+                 f"{r['bytes_per_device'] / 2**20:>10.2f}")
+  per_layer = "(layers 1.. are sharded like layer 0)"
+  # AdamW keeps two float32 moments per parameter, sharded like it; gradients add one more
+  # transiently. Activations are not counted: they depend on batch, remat and the kernel.
+  lines += [per_layer,
+            f"per device: parameters {params / 2**30:.3f} GiB, AdamW moments "
+            f"{2 * params / 2**30:.3f} GiB, gradients {params / 2**30:.3f} GiB; "
+            f"state total {4 * params / 2**30:.3f} GiB (activations not included)"]
+  return "\n".join(lines)

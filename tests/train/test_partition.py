@@ -68,3 +68,33 @@ def test_mesh_shape_resolution():
     partition.resolve_mesh_shape((2, 2, 1), 8)
   with pytest.raises(ValueError, match="at most one -1"):
     partition.resolve_mesh_shape((-1, -1, 1), 8)
+
+
+def test_plan_matches_the_shardings_of_a_real_run(sharded_results):
+  import sys
+  sys.path.insert(0, HERE)
+  from sharded_run import VOCAB, tiny_config
+  from mlmjax.model.bert import BertConfig
+  config = tiny_config()
+  model_cfg = BertConfig.from_config(config.model, vocab_size=len(VOCAB))
+  planned = {r["path"]: str(tuple(r["spec"])) for r in
+             partition.plan(model_cfg, (2, 2, 2), config.mesh.axis_rules)}
+  real = dict(line.split("=", 1) for line in sharded_results["specs"])
+  assert planned == {k[len("params/"):]: v for k, v in real.items() if k.startswith("params/")}
+
+
+def test_dry_run_plans_bert_large_on_a_tpu_pod_without_devices():
+  from helpers import ROOT
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  code = ("import sys; sys.argv[0] = 'mlmjax-train'; from mlmjax import main; main.run_train()")
+  proc = subprocess.run([sys.executable, "-c", code, f"--config={ROOT}/configs/tpu_pod.py",
+                         "--workdir=/nonexistent/never/written", "--dry_run=32"],
+                        env=env, capture_output=True, text=True, timeout=300, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  out = proc.stdout
+  assert "mesh {'data': 4, 'fsdp': 8, 'tensor': 1} on 32 devices" in out
+  assert "335.2 M parameters" in out  # BERT-large with the tied MLM head, vocab padded 30592
+  assert "('fsdp', 'tensor')" in out and "layer/0/intermediate/dense/kernel" in out
+  # 335.2M float32 parameters split 8 ways by FSDP = 0.157 GiB; with AdamW's two moments and
+  # the gradients, 4 x that.
+  assert "parameters 0.157 GiB" in out and "state total 0.627 GiB" in out

@@ -1,0 +1,36 @@
+r"""BERT-large on a Cloud TPU v5p-64 pod slice (32 chips, 4 hosts), data from TFDS on a bucket.
+
+    bash launch/tpu_pod.sh my-tpu us-east5-a configs/tpu_pod.py gs://bucket/runs/bert_large
+
+Plan the sharding without a TPU:
+
+    mlmjax-train --config=configs/tpu_pod.py --workdir=/tmp/plan --dry_run=32
+
+Mesh (4, 8, 1): FSDP in groups of 8 chips, data parallel across the 4 groups (ICI links every
+chip of a slice, so the split is about collective sizes, not topology). Attention through XLA.
+Global batch 4096 x 128.
+"""
+
+import ml_collections
+
+from mlmjax import config as mlmjax_config
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = mlmjax_config.default_config()
+  config.data.source = "tfds"
+  config.data.tfds_name = "wikipedia/20230601.en"
+  config.data.tfds_data_dir = "gs://bucket/tensorflow_datasets"
+  config.data.vocab_size = 30522
+  config.data.seq_len = 128
+  config.data.validation_fraction = 0.001
+  config.masking.max_predictions = 20
+
+  config.model.update(hidden_size=1024, num_layers=24, num_heads=16, intermediate_size=4096,
+                      max_position_embeddings=512, dtype="bfloat16", attention="xla")
+
+  config.train.update(batch_size=4096, steps=125_000, learning_rate=4e-4, warmup_steps=5_000,
+                      adam_b2=0.98, log_every=100, eval_every=5_000, eval_batches=10,
+                      checkpoint_every=2_000, keep_checkpoints=3)
+  config.mesh.shape = (4, 8, 1)  # (data, fsdp, tensor) = 32 chips
+  return config
