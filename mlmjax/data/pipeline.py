@@ -20,7 +20,6 @@ or `grain.checkpoint` with Orbax) and the prefetch threads.
 
 import os
 import sys
-from collections.abc import Sequence
 
 import grain
 import jax
@@ -125,7 +124,12 @@ class _BatchReader:
     stop = (k + 1) * self.batch_size
     if self.total is not None:
       stop = min(stop, self.total)
-    q = np.arange(k * self.batch_size + self.index, stop, self.count, dtype=np.int64)
+    # Process p holds the p-th contiguous block of the global batch: the block
+    # `jax.make_array_from_process_local_data` puts on its devices, so the global batch (and the
+    # per-row masks) are the same however many processes read it.
+    local = self.batch_size // self.count
+    start = k * self.batch_size + self.index * local
+    q = np.arange(start, min(start + local, stop), dtype=np.int64)
     n = len(self.source)
     epochs, within = np.divmod(q, n)
     rows = np.empty(len(q), np.int64)
@@ -216,5 +220,6 @@ def eval_batches(data_dir: str, split: str, batch_size: int, num_batches: int | 
   rows = source.rows(0, min(total, len(source)))
   pad = source.blank(total - rows["input_ids"].shape[0])
   full = {key: np.concatenate([rows[key], pad[key]]) for key in rows}
-  return [{key: array[start:start + batch_size][index::count] for key, array in full.items()}
-          for start in range(0, total, batch_size)]
+  local = batch_size // count  # process p: the p-th contiguous block, as in make_loader
+  return [{key: array[start + index * local:start + (index + 1) * local]
+           for key, array in full.items()} for start in range(0, total, batch_size)]

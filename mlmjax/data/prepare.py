@@ -31,6 +31,7 @@ import dataclasses
 import json
 import multiprocessing
 import os
+import sys
 import time
 from collections.abc import Iterator, Sequence
 
@@ -156,9 +157,21 @@ def num_workers(data_config: ml_collections.ConfigDict) -> int:
   return n if n > 0 else len(os.sched_getaffinity(0))
 
 
+def _can_spawn() -> bool:
+  """False where spawned workers would die at start-up: a main script read from stdin (its
+  `__file__` is "<stdin>"), which the child tries to re-run, and then the pool hangs."""
+  main = sys.modules["__main__"]
+  path = getattr(main, "__file__", None)
+  return getattr(main, "__spec__", None) is not None or path is None or os.path.exists(path)
+
+
 def _encode_chunks(tok: tokenizers.Tokenizer, docs: Sequence[str], job: dict,
                    workers: int) -> Iterator[annotate.EncodedChunk]:
   chunks = corpora.iter_chunks(docs, CHUNK_DOCS)
+  if workers > 1 and not _can_spawn():
+    logging.warning("This interpreter's main module (%s) cannot be re-imported by worker "
+                    "processes; tokenizing in this process.", sys.modules["__main__"])
+    workers = 1
   if workers <= 1 or len(docs) <= CHUNK_DOCS:
     # In-process: encode_batch still spreads one chunk over every core (Rust threads).
     encoder = _Encoder(tok.to_str(), job)

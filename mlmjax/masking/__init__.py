@@ -17,6 +17,8 @@ import ml_collections
 import numpy as np
 
 from mlmjax.masking import core
+from mlmjax.masking import corruption
+from mlmjax.masking import rng
 from mlmjax.masking import schedules
 from mlmjax.masking import strategies
 from mlmjax.masking.config import default_config
@@ -73,7 +75,7 @@ def example_keys(config: ml_collections.ConfigDict, key: jax.Array, step: jax.Ar
   """
   b, s = batch.input_ids.shape
   if config.dynamic.mode != "static":
-    return core.row_keys(jax.random.fold_in(key, step), b)
+    return rng.row_keys(jax.random.fold_in(key, step), b)
   epoch = step // config.dynamic.steps_per_epoch
   base = jax.random.fold_in(key, epoch % config.dynamic.dupe_factor)
   example = batch.example_ids
@@ -104,7 +106,7 @@ def make_masker(config: ml_collections.ConfigDict,
                      f"{sorted(STRATEGIES)} (a mixture cannot contain a mixture)")
   _check_tables(names, config, tables)
   strategy = STRATEGIES[config.strategy]
-  replacement = core.replacement_table(tables, config.random_source)
+  replacement = corruption.replacement_table(tables, config.random_source)
 
   def masker(key: jax.Array, batch: TokenBatch | Mapping[str, Any], step: Any,
              state: Any = None, embeddings: jax.Array | None = None) -> MaskedBatch:

@@ -9,7 +9,7 @@ Every strategy reduces to a `Plan` (which tokens move together, and how likely e
    only, until the budget is met;
 4. corruption of the chosen tokens: [MASK] / random id / kept, per token or per unit.
 
-All randomness comes from per-row keys [B] (`row_keys`), so a row's masks depend on the batch key,
+All randomness comes from per-row keys [B] (`rng.row_keys`), so a row's masks depend on the batch key,
 the step and the row's index, never on how the batch is sharded across devices.
 
 How the draw runs without sorting (sorts and top-k are slow on CPU, and the selection must be
@@ -29,6 +29,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from mlmjax.masking import corruption
+from mlmjax.masking import rng
 from mlmjax.masking.tables import VocabTables
 
 Array = jax.Array
@@ -38,12 +40,6 @@ Array = jax.Array
 # from f32 uniforms bounded in [-2.8, 16.7], a priority unit always outranks the rest.
 PRIORITY = 100.0
 MAX_LOG_WEIGHT = 60.0
-
-# fold_in constants: independent streams of a row's key. The core draws all its bits in one
-# call (CORE), which keeps compile times low (each PRNG call compiles its own hash rounds);
-# strategies use the others.
-CORE, COUNT, SPANS, MIXTURE = 1, 2, 3, 4
-
 
 @dataclasses.dataclass(frozen=True)
 class TokenBatch:
@@ -122,7 +118,7 @@ class Context:
   rate: Array
   state: Any = None
   embeddings: Array | None = None
-  replacement: ReplacementTable | None = None
+  replacement: corruption.ReplacementTable | None = None
 
 
 for _cls in (TokenBatch, MaskedBatch, Plan):
@@ -140,42 +136,7 @@ def as_token_batch(batch: TokenBatch | Mapping[str, Any]) -> TokenBatch:
   return jax.tree.map(jnp.asarray, batch)
 
 
-# ----------------------------------------------------------------------------- small tools
-
-
-def row_keys(key: Array, batch_size: int) -> Array:
-  """[B] keys, one per row: fold_in(key, row index)."""
-  return jax.vmap(jax.random.fold_in, (None, 0))(key, jnp.arange(batch_size))
-
-
-def row_bits(keys: Array, purpose: int, shape: tuple[int, ...]) -> Array:
-  """[B, *shape] uint32 random bits, one independent stream per row and purpose."""
-  return jax.vmap(lambda k: jax.random.bits(jax.random.fold_in(k, purpose), shape))(keys)
-
-
-def row_uniform(keys: Array, purpose: int, shape: tuple[int, ...]) -> Array:
-  """[B, *shape] f32 uniforms in (0, 1), one independent stream per row and purpose."""
-  return bits_to_uniform(row_bits(keys, purpose, shape))
-
-
-def bits_to_uniform(bits: Array) -> Array:
-  """f32 in (0, 1) from uint32 bits: 24 random bits, never exactly 0 or 1."""
-  return ((bits >> 8).astype(jnp.float32) + 0.5) * (1.0 / (1 << 24))
-
-
-def halves(words: Array, n: int) -> Array:
-  """[B, n] 16-bit values (as uint32) from [B, ceil(n / 2)] random words: half the hashing."""
-  return jnp.concatenate([words >> 16, words & 0xFFFF], axis=1)[:, :n]
-
-
-def row_halves(keys: Array, purpose: int, n: int) -> Array:
-  """[B, n] 16-bit random values (as uint32), one independent stream per row and purpose."""
-  return halves(row_bits(keys, purpose, (-(-n // 2),)), n)
-
-
-def half_to_uniform(half: Array) -> Array:
-  """f32 in (0, 1) from 16-bit values."""
-  return (half.astype(jnp.float32) + 0.5) * (1.0 / (1 << 16))
+# ----------------------------------------------------------------------------- scans
 
 
 def cumulative(op: Any, x: Array, fill: Any) -> Array:
@@ -284,7 +245,7 @@ def token_budget(keys: Array, coin: Array, config: ml_collections.ConfigDict, ra
   elif mode == "prob_round":
     k = jnp.floor(x + coin)
   elif mode == "bernoulli":  # one coin per counted token, as Hugging Face draws them
-    heads = half_to_uniform(row_halves(keys, COUNT, ids.shape[1])) < rate
+    heads = rng.half_to_uniform(rng.row_halves(keys, rng.COUNT, ids.shape[1])) < rate
     k = (counted & heads).sum(axis=1)
   else:
     raise ValueError(f"unknown count_mode {mode!r}; use exact, ceil, prob_round or bernoulli")
@@ -318,7 +279,7 @@ def order_keys(half: Array, start: Array, log_weight: Array | None) -> tuple[Arr
   if log_weight is None:
     v, width, never = (half << low) | pos, 16 + low, ~start
   else:
-    gumbel = -jnp.log(-jnp.log(half_to_uniform(half)))
+    gumbel = -jnp.log(-jnp.log(rng.half_to_uniform(half)))
     lw = log_weight.astype(jnp.float32)
     never = ~start | (lw == -jnp.inf)
     lw = jnp.where(lw >= PRIORITY, PRIORITY, jnp.clip(lw, -MAX_LOG_WEIGHT, MAX_LOG_WEIGHT))
@@ -410,115 +371,6 @@ def compact(chosen: Array, num_slots: int) -> Array:
   return out.reshape(b, num_slots + 1)[:, :num_slots]
 
 
-# ----------------------------------------------------------------------------- corruption
-
-
-@dataclasses.dataclass(frozen=True)
-class ReplacementTable:
-  """Walker alias table over the ids random replacements come from (built once, on the host).
-
-  Attributes:
-    ids: [N] int32 candidate ids.
-    prob: [N] f32 probability of keeping bucket i (else its alias).
-    alias: [N] int32 alternative bucket of bucket i.
-  """
-  ids: Array
-  prob: Array
-  alias: Array
-
-
-jax.tree_util.register_dataclass(ReplacementTable, data_fields=["ids", "prob", "alias"],
-                                 meta_fields=[])
-
-
-def replacement_table(tables: VocabTables, source: str) -> ReplacementTable:
-  """The distribution of random replacement ids (numpy, from concrete tables).
-
-  "non_special": uniform over ids that are not special (default); "full_vocab": uniform over
-  [0, vocab_size) as BERT and Hugging Face do; "unigram": proportional to `tables.frequency`
-  over non-special ids (SpanBERT samples its corpus).
-  """
-  special = np.asarray(tables.is_special)[:tables.vocab_size]
-  if source == "full_vocab":
-    weight = np.ones(tables.vocab_size)
-  elif source == "non_special":
-    weight = (~special).astype(np.float64)
-  elif source == "unigram":
-    weight = np.where(special, 0.0, np.asarray(tables.frequency, np.float64)[:tables.vocab_size])
-  else:
-    raise ValueError(f"unknown random_source {source!r}; use non_special, full_vocab or unigram")
-  ids = np.flatnonzero(weight > 0)
-  if not len(ids):
-    raise ValueError(f"random_source={source!r} has no id to draw from: "
-                     + ("pass frequency= to VocabTables" if source == "unigram"
-                        else "every id is special"))
-  prob, alias = _alias(weight[ids] / weight[ids].sum())
-  return ReplacementTable(ids=jnp.asarray(ids, jnp.int32), prob=jnp.asarray(prob, jnp.float32),
-                          alias=jnp.asarray(alias, jnp.int32))
-
-
-def _alias(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  """Walker/Vose alias table for probabilities p [N]: O(1) sampling with two uniforms."""
-  n = len(p)
-  scaled = p * n
-  prob, alias = np.ones(n), np.arange(n)
-  if np.allclose(scaled, 1.0):  # uniform: every bucket keeps itself
-    return prob, alias
-  small = [i for i in range(n) if scaled[i] < 1.0]
-  large = [i for i in range(n) if scaled[i] >= 1.0]
-  while small and large:
-    s, l = small.pop(), large.pop()
-    prob[s], alias[s] = scaled[s], l
-    scaled[l] -= 1.0 - scaled[s]
-    (small if scaled[l] < 1.0 else large).append(l)
-  return prob, alias
-
-
-def random_token_ids(bits: Array, coin: Array, table: ReplacementTable) -> Array:
-  """int32 ids from the table: bucket bits % N (uint32; bias below N / 2^32), then the alias
-  coin (16-bit values). No [B, S, V] intermediate."""
-  n = table.ids.shape[0]
-  bucket = (bits % jnp.uint32(n)).astype(jnp.int32)
-  keep = half_to_uniform(coin) < table.prob[bucket]
-  return table.ids[jnp.where(keep, bucket, table.alias[bucket])]
-
-
-def corrupt(ids: Array, positions: Array, used: Array, decide: Array, random_bits: Array,
-            random_coin: Array, mask_id: int, table: ReplacementTable,
-            config: ml_collections.ConfigDict) -> Array:
-  """[B, S] inputs with the chosen positions replaced by [MASK], a random id, or kept.
-
-  Args:
-    positions: [B, P] chosen positions; `used` [B, P] marks real slots.
-    decide: [B, P] uniforms: < mask_prob -> [MASK], < mask_prob + random_prob -> random id.
-    random_bits: [B, P] uint32, random_coin: [B, P] 16-bit: for the random ids.
-  """
-  b, s = ids.shape
-  original = jnp.take_along_axis(ids, positions, axis=1)
-  random_ids = random_token_ids(random_bits, random_coin, table)
-  new = jnp.where(decide < config.mask_prob, mask_id,
-                  jnp.where(decide < config.mask_prob + config.random_prob, random_ids, original))
-  # Unused slots scatter out of bounds and are dropped, so they never touch position 0.
-  target = jnp.where(used, positions, s)
-  return ids.at[jnp.arange(b)[:, None], target].set(new.astype(ids.dtype), mode="drop")
-
-
-def _decisions(per_token: Array, per_start: Array | None, positions: Array, head: Array | None,
-               unit_replace: Array | bool) -> Array:
-  """[B, P] uniforms deciding each slot's replacement: per token, or shared within a unit.
-
-  per_token: [B, P] uniforms; per_start: [B, S] uniforms, one per position, read at each
-  chosen token's unit start `head` [B, S] (None: single-token units) in per-unit mode.
-  """
-  if unit_replace is False:
-    return per_token
-  # One uniform per unit start, read through each chosen token's unit head.
-  if head is not None:
-    positions = jnp.take_along_axis(head, positions, axis=1)
-  per_unit = jnp.take_along_axis(per_start, positions, axis=1)
-  return jnp.where(jnp.asarray(unit_replace)[..., None], per_unit, per_token)
-
-
 # ----------------------------------------------------------------------------- the core
 
 
@@ -546,14 +398,14 @@ def apply_plan(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context
   # [P] and alias coins [P], the count coin, and per-unit decisions [S] when needed.
   half_s, half_p = -(-s // 2), -(-slots // 2)
   sizes = [half_s, half_p, slots, half_p, 1] + ([half_s] if unit_replace is not False else [])
-  words = jnp.split(row_bits(keys, CORE, (sum(sizes),)), np.cumsum(sizes)[:-1], axis=1)
-  order_half, decide, buckets, alias_coin = (halves(words[0], s), halves(words[1], slots),
-                                             words[2], halves(words[3], slots))
-  per_start = half_to_uniform(halves(words[5], s)) if len(words) > 5 else None
+  words = jnp.split(rng.row_bits(keys, rng.CORE, (sum(sizes),)), np.cumsum(sizes)[:-1], axis=1)
+  order_half, decide_half = rng.halves(words[0], s), rng.halves(words[1], slots)
+  buckets, alias_coin, coin = words[2], rng.halves(words[3], slots), words[4][:, 0]
+  per_start = rng.half_to_uniform(rng.halves(words[5], s)) if len(words) > 5 else None
 
   eligible = eligible_tokens(ids, tables)
-  budget, num_clipped = token_budget(keys, bits_to_uniform(words[4][:, 0]), config, ctx.rate,
-                                     ids, eligible, tables, slots)
+  budget, num_clipped = token_budget(keys, rng.bits_to_uniform(coin), config, ctx.rate, ids,
+                                     eligible, tables, slots)
   if plan.unit_start is None:  # single tokens: the bisection alone is exact
     head = None
     v, width = order_keys(order_half, eligible, plan.log_weight)
@@ -568,10 +420,11 @@ def apply_plan(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context
   used = positions < s
   positions = jnp.where(used, positions, 0)
   labels = jnp.where(used, jnp.take_along_axis(ids, positions, axis=1), 0)
-  decide = _decisions(half_to_uniform(decide), per_start, positions, head, unit_replace)
-  table = ctx.replacement or replacement_table(tables, config.random_source)
-  inputs = corrupt(ids, positions, used, decide, buckets, alias_coin, tables.mask_id, table,
-                   config)
+  decide = corruption.decisions(rng.half_to_uniform(decide_half), per_start, positions, head,
+                                unit_replace)
+  table = ctx.replacement or corruption.replacement_table(tables, config.random_source)
+  inputs = corruption.corrupt(ids, positions, used, decide, buckets, alias_coin, tables.mask_id,
+                              table, config)
   pad = ((0, 0), (0, p - slots))
   return MaskedBatch(
       input_ids=inputs,

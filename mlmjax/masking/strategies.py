@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from mlmjax.masking import core
+from mlmjax.masking import rng
 from mlmjax.masking import schedules
 from mlmjax.masking import units
 from mlmjax.masking.core import Context, Plan, TokenBatch
@@ -81,7 +82,7 @@ def span(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context) -> P
   eligible = core.eligible_tokens(ids, tables)
   per_span = _option(config.replace_per, True, "unit")
   if config.span.mode == "t5":
-    bits = core.row_halves(keys, core.SPANS, 2 * ids.shape[1]).reshape(-1, 2, ids.shape[1])
+    bits = rng.row_halves(keys, rng.SPANS, 2 * ids.shape[1]).reshape(-1, 2, ids.shape[1])
     num_noise = core.round_count(ctx.rate * eligible.sum(axis=1)).astype(jnp.int32)
     noise, noise_start = units.t5_noise(bits, eligible, num_noise, config.span.mean_length)
     return Plan(unit_start=noise_start | ~noise,
@@ -90,7 +91,7 @@ def span(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context) -> P
   segments = batch.segment_ids if config.segment_aware else None
   words = eligible & (units.word_starts(ids, tables)
                       | core.forced_starts(ids, tables, segments))
-  u = core.half_to_uniform(core.row_halves(keys, core.SPANS, ids.shape[1]))
+  u = rng.half_to_uniform(rng.row_halves(keys, rng.SPANS, ids.shape[1]))
   return Plan(unit_start=units.geometric_spans(u, words, config.span.p, config.span.max_words),
               truncate=_option(config.fill, True, "truncate"), unit_replace=per_span)
 
@@ -191,7 +192,7 @@ def mixture(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context) -
   weights = schedules.mixture_weights(config.mixture.weights, config.mixture.final_weights,
                                       config.mixture.steps, ctx.step)
   cdf = jnp.cumsum(weights) / jnp.sum(weights)
-  u = core.row_uniform(keys, core.MIXTURE, ())
+  u = rng.row_uniform(keys, rng.MIXTURE, ())
   choice = jnp.sum(u[:, None] >= cdf[None, :-1], axis=1)  # [B] component of each row
   b, s = batch.input_ids.shape
   rows = jnp.arange(b)

@@ -68,7 +68,7 @@ def test_vocab_pos_classes_share_a_class_per_word(tok):
   ids = [2] + tok.encode(text, add_special_tokens=False).ids + [3]
   pos = annotate.vocab_pos_classes(np.array([ids]), tables)[0]
   pieces = [tok.id_to_token(i) for i in ids]
-  by_word, word = [], -1
+  by_word = []
   for piece, cls in zip(pieces, pos.tolist()):
     if not piece.startswith("##"):
       by_word.append([])

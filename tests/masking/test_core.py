@@ -7,6 +7,7 @@ import pytest
 
 from mlmjax import masking
 from mlmjax.masking import core
+from mlmjax.masking import rng
 
 PAD, CLS, SEP, MASK = 0, 2, 3, 4
 B, S, P = 16, 48, 12
@@ -262,8 +263,8 @@ def test_no_large_intermediates_or_callbacks(tables, batch, intermediate_shapes)
 
 def test_row_keys_depend_only_on_index():
   k = jax.random.key(3)
-  np.testing.assert_array_equal(jax.random.key_data(core.row_keys(k, 8))[:4],
-                                jax.random.key_data(core.row_keys(k, 4)))
+  np.testing.assert_array_equal(jax.random.key_data(rng.row_keys(k, 8))[:4],
+                                jax.random.key_data(rng.row_keys(k, 4)))
 
 
 def _reference_units(v, head, eligible, budget, truncate):
@@ -290,8 +291,8 @@ def test_select_units_matches_greedy_reference(truncate):
   eligible = rng.random((b, s)) < 0.9
   start = eligible & ((rng.random((b, s)) < 0.4) | core.shift_right(~eligible, True))
   head = core.unit_heads(jnp.asarray(start))
-  keys = core.row_keys(jax.random.key(0), b)
-  v, width = core.order_keys(core.row_halves(keys, 9, s), jnp.asarray(start),
+  keys = rng.row_keys(jax.random.key(0), b)
+  v, width = core.order_keys(rng.row_halves(keys, 9, s), jnp.asarray(start),
                              jnp.asarray(rng.normal(size=(b, s)), jnp.float32))
   budget = jnp.asarray(rng.integers(0, 16, b))
   got = jax.jit(core.select_units, static_argnums=(1, 5))(v, width, head, jnp.asarray(eligible),

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from mlmjax.masking import core
+from mlmjax.masking import rng
 from mlmjax.masking import units
 
 PAD, CLS, SEP = 0, 2, 3
@@ -58,7 +59,7 @@ def test_geometric_spans_histogram_in_words():
   """Spans over rows of one-token words: lengths in words follow truncated Geo(0.2)."""
   b, s = 256, 128
   words = jnp.ones((b, s), bool).at[:, 0].set(False)
-  u = core.row_uniform(core.row_keys(jax.random.key(1), b), core.SPANS, (s,))
+  u = rng.row_uniform(rng.row_keys(jax.random.key(1), b), rng.SPANS, (s,))
   starts = np.asarray(_geometric(u, words, 0.2, 10))
   lengths = []
   for row in starts:
@@ -75,7 +76,7 @@ def test_geometric_spans_start_on_word_starts(tables, make_ids):
   ids, _ = make_ids(0, 32, 64, piece_prob=0.5)
   ids = jnp.asarray(ids)
   words = core.eligible_tokens(ids, tables) & units.word_starts(ids, tables)
-  u = core.row_uniform(core.row_keys(jax.random.key(0), 32), core.SPANS, (64,))
+  u = rng.row_uniform(rng.row_keys(jax.random.key(0), 32), rng.SPANS, (64,))
   starts = _geometric(u, words, 0.2, 10)
   assert not np.asarray(starts & ~words).any()
   assert np.asarray(starts).sum(1).min() >= 1
@@ -89,7 +90,7 @@ _t5 = jax.jit(units.t5_noise, static_argnums=3)
 def test_t5_noise_exact_counts(num_noise, mean):
   b, s = 64, 48
   eligible = jnp.ones((b, s), bool).at[:, 0].set(False).at[:, 47].set(False)  # 46 eligible
-  bits = core.row_halves(core.row_keys(jax.random.key(2), b), core.SPANS, 2 * s).reshape(b, 2, s)
+  bits = rng.row_halves(rng.row_keys(jax.random.key(2), b), rng.SPANS, 2 * s).reshape(b, 2, s)
   noise, start = _t5(bits, eligible, jnp.full((b,), num_noise), mean)
   noise, start = np.asarray(noise), np.asarray(start)
   np.testing.assert_array_equal(noise.sum(1), num_noise)
@@ -105,7 +106,7 @@ def test_t5_noise_exact_counts(num_noise, mean):
 def test_t5_noise_is_uniform_over_positions():
   b, s = 512, 40
   eligible = jnp.ones((b, s), bool)
-  bits = core.row_halves(core.row_keys(jax.random.key(3), b), core.SPANS, 2 * s).reshape(b, 2, s)
+  bits = rng.row_halves(rng.row_keys(jax.random.key(3), b), rng.SPANS, 2 * s).reshape(b, 2, s)
   noise, _ = _t5(bits, eligible, jnp.full((b,), 12), 3.0)
   rate = np.asarray(noise).mean(0)
   assert rate[0] == 0  # non-noise first

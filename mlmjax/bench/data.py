@@ -1,0 +1,162 @@
+r"""Data benchmark: preparation tokens/s on every core, loader tokens/s on one core.
+
+    python -m mlmjax.bench.data                    # (the lead may add mlmjax-bench-data)
+    python -m mlmjax.bench.data --scale=8 --seq_lens=128,512 --batch_size=256
+
+Corpus: Python's own documentation (the embedded corpus, ~0.37M WordPiece tokens), written
+`--scale` times into a .jsonl file so that start-up costs (worker processes, imports) weigh
+as they would on a real corpus. The WordPiece tokenizer (8192 ids) is trained once beforehand
+and not timed.
+
+Preparation: `prepare.prepare` end to end (read, tokenize, annotate, pack, write; PMI
+vocabulary and matching; token statistics), `data.num_workers=0` (every core), once without
+annotations and once with all three (rule-based entities, vocabulary POS classes, PMI
+n-grams). tokens/s counts document tokens.
+
+Loader: `pipeline.make_loader` over the prepared training split with all annotations, with
+this process pinned to one core (os.sched_setaffinity), default read options; the rows are in
+the page cache after the first epoch. tokens/s counts B x S per batch; the median of 5 runs
+of `--loader_batches` batches is reported. The reference is one H100 at the performance
+target, about 0.85M tokens/s (docs/BENCHMARKS.md): the loader must feed 10 times that.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import shutil
+import statistics
+import tempfile
+import time
+
+from absl import app
+from absl import flags
+from absl import logging
+import ml_collections
+
+H100_TOKENS_PER_SECOND = 0.85e6
+
+
+def _config(path: str, seq_len: int, annotations: tuple[str, ...]) -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict({
+      "source": "files", "paths": path, "text_field": "text", "validation_fraction": 0.01,
+      "seq_len": seq_len, "tokenizer_path": "", "vocab_size": 8192, "lowercase": True,
+      "packing": "full_sentences", "annotations": annotations, "spacy_pipeline": "",
+      "num_workers": 0, "split_seed": 0,
+      "pmi": {"vocab_size": 100_000, "min_count": 10},
+  })
+
+
+def _write_corpus(directory: str, scale: int) -> tuple[str, int]:
+  from mlmjax.data import corpora  # pylint: disable=g-import-not-at-top
+  docs = corpora.embedded_documents()
+  path = os.path.join(directory, "corpus.jsonl")
+  with open(path, "w", encoding="utf-8") as f:
+    for copy in range(scale):
+      for doc in docs:
+        # A copy marker keeps the copies distinct documents (as a real corpus' would be).
+        f.write(json.dumps({"text": f"Copy {copy}. {doc}"}) + "\n")
+  return path, len(docs) * scale
+
+
+def bench_prepare(directory: str, path: str, seq_len: int,
+                  annotations: tuple[str, ...]) -> dict:
+  """Times one preparation; the tokenizer is trained (untimed) if the workdir has none."""
+  from mlmjax.data import prepare  # pylint: disable=g-import-not-at-top
+  from mlmjax.data import tokenizer as tokenizer_lib  # pylint: disable=g-import-not-at-top
+  workdir = os.path.join(directory, f"work_{seq_len}_{len(annotations)}")
+  config = _config(path, seq_len, annotations)
+  tokenizer_dir = os.path.join(directory, "tokenizer")
+  if os.path.exists(tokenizer_dir):
+    shutil.copytree(tokenizer_dir, os.path.join(workdir, "tokenizer"), dirs_exist_ok=True)
+  else:
+    from mlmjax.data import corpora  # pylint: disable=g-import-not-at-top
+    train, _ = corpora.load_splits(config)
+    tokenizer_lib.get_tokenizer(config, workdir, documents=train)
+    shutil.copytree(os.path.join(workdir, "tokenizer"), tokenizer_dir)
+  start = time.perf_counter()
+  manifest = prepare.prepare(config, workdir)
+  seconds = time.perf_counter() - start
+  tokens = sum(s["tokens"] for s in manifest["splits"].values())
+  return {"workdir": workdir, "tokens": tokens, "seconds": seconds,
+          "tokens_per_second": tokens / seconds, "workers": manifest["timing"]["workers"]}
+
+
+def bench_loader(data_dir: str, batch_size: int, num_batches: int, repeats: int = 5) -> dict:
+  """Median tokens/s of the training loader on one core (this process pinned to it)."""
+  from mlmjax.data import pipeline  # pylint: disable=g-import-not-at-top
+  cores = os.sched_getaffinity(0)
+  os.sched_setaffinity(0, {min(cores)})
+  try:
+    loader = pipeline.make_loader(data_dir, "train", batch_size, seed=0)
+    batch = next(loader)
+    tokens = batch["input_ids"].size
+    for _ in range(num_batches):  # one pass to warm the page cache and the threads
+      next(loader)
+    rates = []
+    for _ in range(repeats):
+      start = time.perf_counter()
+      for _ in range(num_batches):
+        next(loader)
+      rates.append(num_batches * tokens / (time.perf_counter() - start))
+    return {"tokens_per_second": statistics.median(rates), "fields": sorted(batch),
+            "shape": list(batch["input_ids"].shape)}
+  finally:
+    os.sched_setaffinity(0, cores)
+
+
+def table(prep: list[tuple[str, int, dict]], load: list[tuple[int, dict]],
+          batch_size: int) -> str:
+  lines = ["| measurement | setting | tokens | seconds | tokens/s | × H100 need |",
+           "|---|---|---:|---:|---:|---:|"]
+  for name, seq_len, r in prep:
+    lines.append(f"| preparation, {r['workers']} workers | {name}, S={seq_len} | "
+                 f"{r['tokens']:,} | {r['seconds']:.2f} | {r['tokens_per_second']:,.0f} | |")
+  for seq_len, r in load:
+    lines.append(f"| loader, 1 core | B={batch_size}, S={seq_len}, fields: "
+                 f"{', '.join(r['fields'])} | | | {r['tokens_per_second']:,.0f} | "
+                 f"{r['tokens_per_second'] / H100_TOKENS_PER_SECOND:.0f}× |")
+  return "\n".join(lines)
+
+
+def _main(argv) -> None:
+  del argv
+  f = flags.FLAGS
+  logging.set_verbosity(logging.WARNING)
+  seq_lens = [int(s) for s in f.seq_lens]
+  directory = tempfile.mkdtemp(prefix="mlmjax_bench_data_")
+  try:
+    path, num_docs = _write_corpus(directory, f.scale)
+    prep, load = [], []
+    for seq_len in seq_lens:
+      for name, wanted in (("no annotations", ()),
+                           ("entity_ids + pos_class + ngram_ids",
+                            ("entity_ids", "pos_class", "ngram_ids"))):
+        if name == "no annotations" and seq_len != seq_lens[0]:
+          continue
+        prep.append((name, seq_len, bench_prepare(directory, path, seq_len, wanted)))
+      load.append((seq_len, bench_loader(os.path.join(prep[-1][2]["workdir"], "data"),
+                                         f.batch_size, f.loader_batches)))
+    print(f"mlmjax data benchmark, {datetime.date.today()}, {platform.processor() or 'cpu'}, "
+          f"{len(os.sched_getaffinity(0))} cores, corpus: embedded x{f.scale} "
+          f"({num_docs:,} documents)")
+    print(table(prep, load, f.batch_size))
+    print(f"× H100 need: loader tokens/s over {H100_TOKENS_PER_SECOND / 1e6:.2f}M tokens/s "
+          "(one H100 at the performance target); the requirement is 10×.")
+  finally:
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def main() -> None:
+  # Flags are defined when the command runs, so importing this module defines none.
+  flags.DEFINE_integer("scale", 4, "copies of the embedded corpus in the benchmark corpus")
+  flags.DEFINE_list("seq_lens", ["128", "512"], "row lengths S to prepare and load")
+  flags.DEFINE_integer("batch_size", 256, "global batch size of the loader benchmark")
+  flags.DEFINE_integer("loader_batches", 200, "batches per timed loader run")
+  app.run(_main)
+
+
+if __name__ == "__main__":
+  main()

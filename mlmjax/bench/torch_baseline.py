@@ -1,0 +1,224 @@
+r"""Hugging Face PyTorch baseline: `BertForMaskedLM` training steps, eager and `torch.compile`.
+
+    python -m mlmjax.bench.torch_baseline                          # on a CUDA GPU: 3 cases
+    python -m mlmjax.bench.torch_baseline --cases=compiled-s128 --steps=30
+    python -m mlmjax.bench.torch_baseline --device=cpu --tiny      # a smoke run
+
+What a user would run instead of mlmjax: HF `BertForMaskedLM` (BERT-base, random init, SDPA
+attention, dropout 0.1 as configured), bf16 autocast with float32 parameters, fused AdamW,
+gradients clipped at 1.0 as the HF Trainer does, the dense MLM head HF computes (logits at every
+position, labels -100 except at the 15% predicted ones). Data: random full rows from the same
+Zipf-shaped synthetic vocabulary idea as `mlmjax.bench.train`, [MASK] at the predicted slots.
+
+The columns are those of `mlmjax.bench.train`; model FLOPs are counted with the same
+sparse-head formula (`train/metrics.flops_per_token`, P = 20 per 128 tokens), so the MFU of
+both compares directly, although HF's dense head does more work than it is credited with.
+JAX is imported for that formula only and never touches the GPU here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import statistics
+import time
+import types
+from typing import Any, Callable
+
+from mlmjax import bench
+from mlmjax.train import metrics as metrics_lib
+
+# name -> (torch.compile?, batch, seq_len): the figures docs/BENCHMARKS.md compares against.
+CASES = {
+    "eager-s128": (False, 256, 128),
+    "compiled-s128": (True, 256, 128),
+    "eager-s512": (False, 32, 512),
+}
+BASE = dict(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+            intermediate_size=3072, max_position_embeddings=512)
+# --tiny: the train bench's "tiny" preset, rows a quarter (s128 -> 32) or an eighth as long.
+TINY = dict(vocab_size=1024, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+            intermediate_size=256, max_position_embeddings=512)
+MASK_ID, NUM_SPECIAL = 4, 5  # [PAD] [UNK] [CLS] [SEP] [MASK], as mlmjax.bench.train
+PREDICTIONS_PER_128 = 20  # BERT's max_predictions at 128 tokens
+
+
+def make_model(shape: dict, device: str):
+  """A randomly initialised HF BertForMaskedLM with SDPA attention, float32 parameters."""
+  import torch  # pylint: disable=g-import-not-at-top
+  from transformers import BertConfig, BertForMaskedLM  # pylint: disable=g-import-not-at-top
+  config = BertConfig(**shape, attn_implementation="sdpa")
+  torch.manual_seed(0)
+  return BertForMaskedLM(config).to(device).train()
+
+
+def synthetic_batch(vocab_size: int, batch: int, seq_len: int, device: str) -> dict:
+  """Full rows of Zipf-distributed ids; P = seq_len * 20/128 positions per row to predict."""
+  import torch  # pylint: disable=g-import-not-at-top
+  g = torch.Generator().manual_seed(0)
+  weights = 1.0 / torch.arange(1, vocab_size - NUM_SPECIAL + 1, dtype=torch.float64)
+  ids = torch.multinomial(weights, batch * seq_len, replacement=True, generator=g)
+  ids = (ids + NUM_SPECIAL).reshape(batch, seq_len)
+  ids[:, 0], ids[:, -1] = 2, 3  # [CLS] ... [SEP]
+  p = predictions(seq_len)
+  positions = torch.argsort(torch.rand(batch, seq_len - 2, generator=g), dim=1)[:, :p] + 1
+  labels = torch.full_like(ids, -100)
+  labels.scatter_(1, positions, ids.gather(1, positions))
+  inputs = ids.scatter(1, positions, MASK_ID)
+  return {"input_ids": inputs.to(device), "attention_mask": torch.ones_like(ids).to(device),
+          "token_type_ids": torch.zeros_like(ids).to(device), "labels": labels.to(device)}
+
+
+def predictions(seq_len: int) -> int:
+  return max(1, round(seq_len * PREDICTIONS_PER_128 / 128))
+
+
+def make_step(model, compiled: bool, clip_norm: float, device: str) -> Callable[[dict], Any]:
+  """One training step: bf16 autocast forward + loss, backward, clipping, fused AdamW."""
+  import torch  # pylint: disable=g-import-not-at-top
+  opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01,
+                          fused=device.startswith("cuda"))
+  forward = torch.compile(model) if compiled else model
+
+  def step(batch):
+    with torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16):
+      loss = forward(**batch).loss
+    loss.backward()
+    if clip_norm:
+      torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return loss.detach()
+
+  return step
+
+
+def sync(device: str) -> None:
+  import torch  # pylint: disable=g-import-not-at-top
+  if device.startswith("cuda"):
+    torch.cuda.synchronize()
+
+
+def device_name(device: str) -> str:
+  import torch  # pylint: disable=g-import-not-at-top
+  return torch.cuda.get_device_name() if device.startswith("cuda") else "cpu"
+
+
+def peak_flops(device: str) -> float | None:
+  """The same datasheet table as `metrics.peak_flops_per_device`, matched on the CUDA name."""
+  name = device_name(device)
+  for prefix, tflops in metrics_lib.PEAK_TFLOPS.items():
+    if name.startswith(prefix):
+      return tflops * 1e12
+  return None
+
+
+def flops_per_token(shape: dict, seq_len: int) -> float:
+  """metrics.flops_per_token for this HF shape (P = 20 per 128 tokens, as ours)."""
+  cfg = types.SimpleNamespace(hidden_size=shape["hidden_size"],
+                              num_layers=shape["num_hidden_layers"],
+                              intermediate_size=shape["intermediate_size"],
+                              vocab_size=shape["vocab_size"])
+  return metrics_lib.flops_per_token(cfg, seq_len, predictions(seq_len))
+
+
+def run_case(name: str, compiled: bool, batch_size: int, seq_len: int, shape: dict,
+             device: str, steps: int, warmup: int, windows: int, clip_norm: float,
+             model_label: str) -> dict:
+  """Builds a fresh model and optimizer, times the step; returns one record."""
+  import torch  # pylint: disable=g-import-not-at-top
+  if device.startswith("cuda"):
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+  model = make_model(shape, device)
+  step = make_step(model, compiled, clip_norm, device)
+  batch = synthetic_batch(shape["vocab_size"], batch_size, seq_len, device)
+
+  start = time.perf_counter()
+  loss = step(batch)  # the first step: torch.compile compiles here (eager: CUDA set-up)
+  sync(device)
+  first_s = time.perf_counter() - start
+  for _ in range(warmup):
+    loss = step(batch)
+  sync(device)
+  windows = max(1, min(windows, steps))
+  per_window = max(1, steps // windows)
+  times = []
+  for _ in range(windows):
+    start = time.perf_counter()
+    for _ in range(per_window):
+      loss = step(batch)
+    sync(device)
+    times.append((time.perf_counter() - start) / per_window)
+
+  step_s = statistics.median(times)
+  tokens_per_s = batch_size * seq_len / step_s
+  flops = flops_per_token(shape, seq_len)
+  tflops = flops * tokens_per_s / 1e12
+  peak = peak_flops(device)
+  gib = (torch.cuda.max_memory_allocated() / bench.GIB if device.startswith("cuda") else None)
+  record = {
+      "kind": "train", "name": "HF torch.compile" if compiled else "HF eager",
+      "model": model_label, "batch": batch_size, "seq_len": seq_len,
+      "tokens_per_s": tokens_per_s, "step_ms": step_s * 1e3,
+      "step_ms_windows": [t * 1e3 for t in times], "tflops": tflops,
+      "mfu": tflops * 1e12 / peak if peak else None,
+      "compile_s": first_s if compiled else None, "first_step_s": first_s, "peak_gib": gib,
+      "loss": float(loss), "flops_per_token": flops, "case": name, "steps": steps,
+      "warmup": warmup, "device": device_name(device), "torch": torch.__version__,
+  }
+  del model, step, batch
+  gc.collect()
+  return record
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--device", default="", help="cuda or cpu (default: cuda if available)")
+  parser.add_argument("--cases", default=",".join(CASES), help=f"comma list of {list(CASES)}")
+  parser.add_argument("--tiny", action="store_true", help="tiny model and rows (smoke test)")
+  parser.add_argument("--steps", type=int, default=20, help="timed steps per case")
+  parser.add_argument("--warmup", type=int, default=3, help="steps after the first, untimed")
+  parser.add_argument("--windows", type=int, default=3, help="timed windows; median reported")
+  parser.add_argument("--clip_norm", type=float, default=1.0, help="0 disables clipping")
+  parser.add_argument("--json_out", default="", help="write the records (a JSON list) here")
+  return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+  args = parse_args(argv)
+  import torch  # pylint: disable=g-import-not-at-top
+  import transformers  # pylint: disable=g-import-not-at-top
+  device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+  # TF32 for what autocast leaves in float32, as the HF Trainer's --tf32 does.
+  torch.backends.cuda.matmul.allow_tf32 = True
+  torch.backends.cudnn.allow_tf32 = True
+  shape, label = (TINY, "tiny") if args.tiny else (BASE, "base")
+  print(f"torch {torch.__version__}, transformers {transformers.__version__} on "
+        f"{device_name(device)}; BERT-{label}", flush=True)
+  records = []
+  for name in args.cases.split(","):
+    if name not in CASES:
+      raise SystemExit(f"--cases: unknown case {name!r}; choose from {list(CASES)}")
+    compiled, batch_size, seq_len = CASES[name]
+    if args.tiny:
+      batch_size, seq_len = 4, seq_len // 4 if seq_len == 128 else seq_len // 8
+    r = run_case(name, compiled, batch_size, seq_len, shape, device, args.steps, args.warmup,
+                 args.windows, args.clip_norm, label)
+    fmt = lambda v, spec: "n/a" if v is None else format(v, spec)
+    print(f"{r['name']} B={batch_size} S={seq_len}: {r['tokens_per_s']:,.0f} tokens/s, "
+          f"{r['step_ms']:.2f} ms/step, {r['tflops']:.2f} model TFLOP/s, MFU "
+          f"{fmt(r['mfu'], '.1%')}, first step {r['first_step_s']:.1f} s, peak "
+          f"{fmt(r['peak_gib'], '.2f')} GiB, loss {r['loss']:.3f}", flush=True)
+    records.append(r)
+  if args.json_out:
+    os.makedirs(os.path.dirname(os.path.abspath(args.json_out)), exist_ok=True)
+    with open(args.json_out, "w", encoding="utf-8") as f:
+      json.dump(records, f, indent=1)
+  return records
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,486 @@
+r"""Train-step benchmark: the real jitted train step, masking inside, on synthetic token ids.
+
+    mlmjax-bench-train --config=configs/bert_base.py               # B=256, S=128, bf16
+    mlmjax-bench-train --config=configs/bert_base.py --masking     # + every masking strategy
+    mlmjax-bench-train --config=configs/bert_large.py:512 --config.train.batch_size=32
+    mlmjax-bench-train --config=configs/bert_large.py:512 --find_max_batch  # remat as configured
+    mlmjax-bench-train --preset=tiny --steps=3                     # a CPU smoke run
+    mlmjax-bench-train --report=a.json,b.json                      # one Markdown table
+
+The step is the one training runs (`loop.build` + `loop.jit_train_step`, compiled ahead of
+time as the loop does); only the data is synthetic: a vocabulary of `config.data.vocab_size`
+ids ([PAD] [UNK] [CLS] [SEP] [MASK], a few function words, then word and '##' pieces) and rows
+packed as `data/packing.py` makes them ([CLS] doc [SEP] doc [SEP], right-padded when
+--pad_fraction > 0), with the annotations the masking strategy reads.
+
+`--preset=tiny|base|large` sets a model shape (bf16 for base and large) on top of `--config`,
+and the command line's `--config.*` overrides go on top of both. With a preset,
+`masking.max_predictions` follows the sequence length as BERT's does (20 at 128, 80 at 512)
+unless it is overridden. Attention is the config's ("auto": cuDNN flash on a GPU in bf16).
+
+Timing: warm-up steps, then `--steps` steps in `--windows` windows, each ended by
+`block_until_ready`; the median window gives step ms and tokens/s (rows x seq_len / step).
+MFU counts the sparse-head model FLOPs of `train/metrics.flops_per_token` with P slots per row.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import json
+import os
+import statistics
+import time
+from typing import Any, Callable
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+import jax.numpy as jnp
+import ml_collections
+from ml_collections import config_flags
+import numpy as np
+
+from mlmjax import bench
+from mlmjax import masking
+from mlmjax.model.bert import attention_kernel
+from mlmjax.train import loop
+from mlmjax.train import metrics as metrics_lib
+from mlmjax.train import partition
+
+# Model shapes by name, as dotted config paths; command-line overrides are applied after them.
+PRESETS: dict[str, dict[str, Any]] = {
+    # BERT-Tiny's width at a small vocabulary: for tests and CPU smoke runs.
+    "tiny": {"model.hidden_size": 64, "model.num_layers": 2, "model.num_heads": 2,
+             "model.intermediate_size": 256, "model.max_position_embeddings": 512,
+             "data.vocab_size": 1024, "data.seq_len": 64, "train.batch_size": 8},
+    "base": {"model.hidden_size": 768, "model.num_layers": 12, "model.num_heads": 12,
+             "model.intermediate_size": 3072, "model.max_position_embeddings": 512,
+             "model.dtype": "bfloat16", "data.vocab_size": 30522, "data.seq_len": 128,
+             "train.batch_size": 256},
+    "large": {"model.hidden_size": 1024, "model.num_layers": 24, "model.num_heads": 16,
+              "model.intermediate_size": 4096, "model.max_position_embeddings": 512,
+              "model.dtype": "bfloat16", "data.vocab_size": 30522, "data.seq_len": 512,
+              "train.batch_size": 32},
+}
+SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+PAD, CLS, SEP = 0, 2, 3
+FUNCTION_WORDS = ("the", "of", "and", "to", "a", "in", "is", "that", "for", "it", "as", "with")
+ANNOTATED = {"entity": "entity_ids", "pmi": "ngram_ids", "syntax": "pos_class"}
+OOM_MARKERS = ("resource_exhausted", "out of memory")
+
+
+# ----------------------------------------------------------------------------- config
+
+
+def set_path(config: ml_collections.ConfigDict, path: str, value: Any) -> None:
+  """config["a.b.c"] = value."""
+  *parents, leaf = path.split(".")
+  for name in parents:
+    config = config[name]
+  config[leaf] = value
+
+
+def bench_config(config: ml_collections.ConfigDict, preset: str,
+                 overrides: dict[str, Any]) -> ml_collections.ConfigDict:
+  """`config` with the preset's shape, then `overrides` (dotted path -> value) on top."""
+  config = config.copy_and_resolve_references()
+  if preset:
+    if preset not in PRESETS:
+      raise ValueError(f"--preset={preset!r}: choose one of {sorted(PRESETS)}")
+    for path, value in PRESETS[preset].items():
+      set_path(config, path, value)
+  for path, value in overrides.items():
+    set_path(config, path, value)
+  if preset and "masking.max_predictions" not in overrides:
+    config.masking.max_predictions = max(1, round(config.data.seq_len * 20 / 128))
+  return config
+
+
+def model_name(config: ml_collections.ConfigDict) -> str:
+  """The preset whose shape the model has ("base", "large", "tiny"), else e.g. "L2-d64"."""
+  for name, preset in PRESETS.items():
+    shape = {k[len("model."):]: v for k, v in preset.items()
+             if k.startswith("model.") and k != "model.dtype"}
+    if all(config.model[k] == v for k, v in shape.items()):
+      return name
+  return f"L{config.model.num_layers}-d{config.model.hidden_size}"
+
+
+# ----------------------------------------------------------------------------- synthetic data
+
+
+def synthetic_vocab(size: int) -> list[str]:
+  """Specials, function words, then whole-word pieces and '##' continuations (1 in 3)."""
+  if size < len(SPECIALS) + len(FUNCTION_WORDS) + 8:
+    raise ValueError(f"config.data.vocab_size={size} is too small for the synthetic vocabulary")
+  fillers = [f"##p{i}" if i % 3 == 2 else f"w{i}"
+             for i in range(size - len(SPECIALS) - len(FUNCTION_WORDS))]
+  return list(SPECIALS) + list(FUNCTION_WORDS) + fillers
+
+
+def synthetic_tables(vocab: list[str]) -> masking.VocabTables:
+  """Tables with Zipf-like frequencies and IDF, so every strategy has what it needs."""
+  rank = np.arange(1, len(vocab) + 1, dtype=np.float32)
+  frequency = 1e7 / rank
+  idf = np.log1p(len(vocab) / rank).astype(np.float32)
+  return masking.VocabTables.from_vocab(vocab, SPECIALS, "[MASK]", frequency=frequency, idf=idf)
+
+
+def synthetic_rows(tables: masking.VocabTables, batch: int, seq_len: int, seed: int = 0,
+                   pad_fraction: float = 0.0) -> dict[str, np.ndarray]:
+  """[B, S] packed rows with segment ids and every annotation (entity, n-gram, part of speech).
+
+  Each row is [CLS] doc [SEP] doc [SEP] then [PAD]; ids are Zipf-distributed over the
+  non-special vocabulary. With pad_fraction > 0, row lengths are uniform with that mean padding.
+  """
+  rng = np.random.default_rng(seed)
+  is_special = np.asarray(tables.is_special)
+  ordinary = np.flatnonzero(~is_special)
+  p = 1.0 / np.arange(1, len(ordinary) + 1)
+  ids = rng.choice(ordinary, size=(batch, seq_len), p=p / p.sum()).astype(np.int32)
+  cut = int(round(2 * pad_fraction * (seq_len - 4)))
+  lengths = seq_len - rng.integers(0, cut + 1, batch) if cut else np.full(batch, seq_len)
+  segments = np.zeros((batch, seq_len), np.int32)
+  for r, n in enumerate(lengths):
+    split = int(rng.integers(2, n - 1))  # the first document's [SEP]
+    ids[r, 0], ids[r, split], ids[r, n - 1], ids[r, n:] = CLS, SEP, SEP, PAD
+    segments[r, :split + 1], segments[r, split + 1:n] = 1, 2
+  return {"input_ids": ids, "segment_ids": segments, **annotations(ids, tables, rng)}
+
+
+def annotations(ids: np.ndarray, tables: masking.VocabTables,
+                rng: np.random.Generator) -> dict[str, np.ndarray]:
+  """Entity and n-gram spans of two words each (about one in six words), part-of-speech classes.
+
+  Spans are numbered per row from 1 as `packing.renumber_spans` leaves them; pos_class follows
+  `annotate.vocab_pos_classes`: 0 special, 1 content word, 2 function word.
+  """
+  special = np.asarray(tables.is_special)[ids]
+  starts = np.asarray(tables.is_word_start)[ids] & ~special
+  starts[:, 1] |= ~special[:, 1]  # a row's first piece starts a word even if it is '##'
+  words = np.cumsum(starts, axis=1)  # word index of each token, from 1
+
+  def spans(period: int) -> np.ndarray:
+    offset = rng.integers(0, period, (ids.shape[0], 1))
+    phase = (words + offset) % period
+    return np.where(((phase == 0) | (phase == 1)) & ~special & (words > 0),
+                    (words + offset) // period + 1, 0).astype(np.int32)
+
+  def renumber(x: np.ndarray) -> np.ndarray:
+    new = np.zeros_like(x)
+    for r in range(x.shape[0]):
+      ks = np.unique(x[r][x[r] > 0])
+      new[r] = np.where(x[r] > 0, np.searchsorted(ks, x[r]) + 1, 0)
+    return new
+
+  function = np.asarray(tables.function_word)[ids]
+  pos = np.where(special, 0, np.where(function, 2, 1)).astype(np.int8)
+  return {"entity_ids": renumber(spans(6)), "ngram_ids": renumber(spans(5)), "pos_class": pos}
+
+
+def batch_fields(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """The fields a training batch carries for this masking config (what prepared data holds)."""
+  names = (tuple(config.masking.mixture.strategies) if config.masking.strategy == "mixture"
+           else (config.masking.strategy,))
+  return ("input_ids", "segment_ids") + tuple(ANNOTATED[n] for n in names if n in ANNOTATED)
+
+
+# ----------------------------------------------------------------------------- measurement
+
+
+@dataclasses.dataclass
+class Setup:
+  """The built components, the train state and one device batch."""
+  config: ml_collections.ConfigDict
+  components: loop.Components
+  rows: dict[str, np.ndarray]
+
+
+def setup(config: ml_collections.ConfigDict, pad_fraction: float = 0.0) -> Setup:
+  vocab = synthetic_vocab(config.data.vocab_size)
+  tables = synthetic_tables(vocab)
+  c = loop.build(config, tables, len(vocab), pad_id=PAD)
+  rows = synthetic_rows(tables, config.train.batch_size, config.data.seq_len, config.seed,
+                        pad_fraction)
+  return Setup(config, c, rows)
+
+
+def device_memory() -> dict[str, float | None]:
+  """Peak and limit of device 0's allocator in GiB (None where the backend keeps no stats)."""
+  stats = jax.local_devices()[0].memory_stats() or {}
+  get = lambda k: stats[k] / bench.GIB if k in stats else None
+  return {"peak_gib": get("peak_bytes_in_use"), "limit_gib": get("bytes_limit")}
+
+
+def planned_memory(compiled) -> float | None:
+  """XLA's own plan for the step in GiB: arguments + outputs - donated aliases + temporaries."""
+  try:
+    m = compiled.memory_analysis()
+    total = (m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
+             + m.temp_size_in_bytes)
+    return total / bench.GIB
+  except Exception:  # pylint: disable=broad-except  (not every backend implements it)
+    return None
+
+
+def time_steps(run: Callable[[], Any], steps: int, windows: int) -> list[float]:
+  """Seconds per step in each of `windows` windows of `steps // windows` steps, blocked."""
+  windows = max(1, min(windows, steps))
+  per_window = max(1, steps // windows)
+  times = []
+  for _ in range(windows):
+    start = time.perf_counter()
+    for _ in range(per_window):
+      out = run()
+    jax.block_until_ready(out)
+    times.append((time.perf_counter() - start) / per_window)
+  return times
+
+
+def bench_train(s: Setup, steps: int = 20, warmup: int = 3, windows: int = 3,
+                profile_dir: str = "", name: str = "mlmjax", model: str = "") -> dict:
+  """Compiles the train step ahead of time, warms up, times it; returns one record."""
+  config, c = s.config, s.components
+  rows, seq_len = config.train.batch_size, config.data.seq_len
+  fields = batch_fields(config)
+  with partition.mesh_context(c.mesh, config.mesh.axis_rules):
+    train_fn = loop.jit_train_step(config, c)
+    state = c.init_state(jax.random.key(config.seed))
+    batch = partition.global_batch({k: s.rows[k] for k in fields}, c.mesh)
+    key = jax.random.key(config.seed)
+    start = time.perf_counter()
+    compiled = train_fn.lower(state, batch, key).compile()
+    compile_s = time.perf_counter() - start
+
+    holder = {"state": state, "metrics": None}
+
+    def run():  # the loop's own call; the state is donated, so keep only the newest
+      holder["state"], holder["metrics"] = compiled(holder["state"], batch, key)
+      return holder["metrics"]
+
+    for _ in range(warmup):
+      run()
+    jax.block_until_ready(holder["state"])
+    times = time_steps(run, steps, windows)
+    if profile_dir:
+      with jax.profiler.trace(profile_dir):
+        jax.block_until_ready([run() for _ in range(3)])
+    last = jax.device_get(holder["metrics"])
+
+  step_s = statistics.median(times)
+  tokens_per_s = rows * seq_len / step_s
+  real = float(np.mean(s.rows["input_ids"] != PAD))
+  flops = metrics_lib.flops_per_token(c.model_cfg, seq_len, config.masking.max_predictions)
+  tflops = flops * tokens_per_s / jax.device_count() / 1e12
+  peak = metrics_lib.peak_flops_per_device()
+  return {
+      "kind": "train", "name": name, "model": model or f"L{c.model_cfg.num_layers}",
+      "batch": rows, "seq_len": seq_len, "tokens_per_s": tokens_per_s,
+      "real_tokens_per_s": tokens_per_s * real, "step_ms": step_s * 1e3,
+      "step_ms_windows": [t * 1e3 for t in times], "tflops": tflops,
+      "mfu": tflops * 1e12 / peak if peak else None, "compile_s": compile_s,
+      **device_memory(), "planned_gib": planned_memory(compiled),
+      "loss": float(last["loss"]), "skipped_updates": float(last["skipped_updates"]),
+      "flops_per_token": flops, "max_predictions": config.masking.max_predictions,
+      "attention": attention_kernel(c.model_cfg.attention, c.model_cfg.compute_dtype),
+      "dtype": c.model_cfg.dtype, "remat": c.model_cfg.remat,
+      "strategy": config.masking.strategy, "steps": steps, "warmup": warmup,
+      "devices": jax.device_count(), "device": jax.devices()[0].device_kind,
+      "jax": jax.__version__,
+  }
+
+
+def _unrolled(masker: Callable, unroll: int) -> Callable:
+  """jit(key, step0, batch, state, embeddings) -> `unroll` MaskedBatches of steps step0, ...
+
+  The arrays are arguments, not closed over: XLA would otherwise embed them as constants.
+  """
+  def many(key, step0, batch, state, embeddings):
+    return [masker(key, batch, step0 + i, state, embeddings) for i in range(unroll)]
+  return jax.jit(many)
+
+
+def bench_masking(s: Setup, strategies: list[str] | None = None, iters: int = 20,
+                  unroll: int = 4, step_ms: float | None = None, model: str = "") -> list[dict]:
+  """Each strategy alone, jitted on the train batch's shape; one record per strategy.
+
+  `unroll` masker calls (different steps, so different masks) run in one jitted program, and
+  `iters` such programs are dispatched before one block: the figure is the device time of a
+  masking call, with the launch overhead a separate dispatch would add amortised away, as
+  inside the train step. Contextual masking gets an embedding table of the model's shape.
+  """
+  config, c = s.config, s.components
+  b, seq = s.rows["input_ids"].shape
+  batch = jax.device_put({k: jnp.asarray(v) for k, v in s.rows.items()})
+  embeddings = jax.random.normal(jax.random.key(1),
+                                 (c.model_cfg.padded_vocab_size, c.model_cfg.hidden_size))
+  records = []
+  for name in strategies or list(masking.STRATEGIES):
+    mask_config = config.masking.copy_and_resolve_references()
+    mask_config.strategy = name
+    many = _unrolled(masking.make_masker(mask_config, c.tables), unroll)
+    args = (batch, masking.init_state(mask_config, c.tables), embeddings)
+    key = jax.random.key(config.seed)
+    start = time.perf_counter()
+    compiled = many.lower(key, jnp.int32(0), *args).compile()
+    compile_s = time.perf_counter() - start
+    jax.block_until_ready(compiled(key, jnp.int32(0), *args))
+    steps = [jnp.int32(unroll * (i + 1)) for i in range(iters)]  # made before the clock starts
+    start = time.perf_counter()
+    jax.block_until_ready([compiled(key, st, *args) for st in steps])
+    call_s = (time.perf_counter() - start) / (iters * unroll)
+    records.append({
+        "kind": "masking", "name": name, "model": model, "batch": b, "seq_len": seq,
+        "tokens_per_s": b * seq / call_s, "step_ms": call_s * 1e3, "compile_s": compile_s,
+        "share_of_step": call_s * 1e3 / step_ms if step_ms else None,
+        "max_predictions": mask_config.max_predictions, "unroll": unroll, "iters": iters,
+        "device": jax.devices()[0].device_kind,
+    })
+  return records
+
+
+# ----------------------------------------------------------------------------- largest batch
+
+
+def is_oom(error: BaseException) -> bool:
+  """An XLA out-of-memory error (raised at compile time or when the step runs)."""
+  return any(m in str(error).lower() for m in OOM_MARKERS)
+
+
+def search_batch(fits: Callable[[int], bool], start: int, limit: int,
+                 refine: int = 2, multiple: int = 8) -> dict:
+  """Doubles the batch from `start` until `fits` fails or `limit` is passed, then bisects.
+
+  `refine` bisection steps narrow the gap between the largest batch that fit and the first
+  that did not, to multiples of `multiple`. Returns largest_batch (None if even `start` failed),
+  first_oom (None if none failed), limit_reached and tried (batch -> fit).
+  """
+  tried: dict[int, bool] = {}
+  good, bad, batch = None, None, start
+  while batch <= limit:
+    tried[batch] = fits(batch)
+    if not tried[batch]:
+      bad = batch
+      break
+    good, batch = batch, batch * 2
+  for _ in range(refine):
+    if good is None or bad is None:
+      break
+    mid = (good + bad) // 2 // multiple * multiple
+    if mid <= good:
+      break
+    tried[mid] = fits(mid)
+    good, bad = (mid, bad) if tried[mid] else (good, mid)
+  return {"largest_batch": good, "first_oom": bad, "limit_reached": bad is None,
+          "tried": {str(k): v for k, v in tried.items()}}
+
+
+def fits_in_memory(config: ml_collections.ConfigDict, batch: int, steps: int = 2) -> bool:
+  """Whether `steps` train steps run at this global batch; frees everything afterwards."""
+  config = config.copy_and_resolve_references()
+  config.train.batch_size = batch
+  try:
+    bench_train(setup(config), steps=steps, warmup=1, windows=1)
+    ok = True
+  except Exception as error:  # pylint: disable=broad-except
+    if not is_oom(error):
+      raise
+    logging.info("batch %d: out of memory (%s)", batch, str(error).splitlines()[0][:200])
+    ok = False
+  jax.clear_caches()
+  gc.collect()
+  return ok
+
+
+def bench_fit(config: ml_collections.ConfigDict, start: int, limit: int, refine: int,
+              model: str = "") -> dict:
+  """The largest global batch that trains at config's shape, remat as configured."""
+  found = search_batch(lambda b: fits_in_memory(config, b), start, limit, refine)
+  return {"kind": "fit", "name": "mlmjax", "model": model, "seq_len": config.data.seq_len,
+          "batch": found["largest_batch"], "remat": bool(config.model.remat),
+          **found, **device_memory(), "device": jax.devices()[0].device_kind}
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def _print_summary(r: dict) -> None:
+  fmt = lambda v, spec: "n/a" if v is None else format(v, spec)
+  print(f"{r['name']} {r['model']} B={r['batch']} S={r['seq_len']} on {r['device']}: "
+        f"{r['tokens_per_s']:,.0f} tokens/s, {r['step_ms']:.2f} ms/step, "
+        f"{r['tflops']:.2f} model TFLOP/s/device, MFU {fmt(r['mfu'], '.1%')}, "
+        f"compile {r['compile_s']:.1f} s, peak {fmt(r['peak_gib'], '.2f')} GiB "
+        f"(XLA plan {fmt(r['planned_gib'], '.2f')} GiB), loss {r['loss']:.3f}")
+
+
+def _main(argv: list[str]) -> None:
+  del argv
+  f = flags.FLAGS
+  if f.report:
+    print(bench.report(bench.load_records(f.report), f.title))
+    return
+  overrides = config_flags.get_override_values(f["config"])
+  config = bench_config(f.config, f.preset, overrides)
+  model = model_name(config)
+  kernel = attention_kernel(config.model.attention, config.model.dtype)
+  print(f"jax {jax.__version__}, {jax.device_count()} x {jax.devices()[0].device_kind}; "
+        f"model {model}, {config.model.dtype}, attention {kernel}, "
+        f"remat {config.model.remat}, strategy {config.masking.strategy}, "
+        f"P={config.masking.max_predictions}", flush=True)
+  records = []
+  if f.find_max_batch:
+    r = bench_fit(config, f.fit_start or config.train.batch_size, f.fit_limit, f.fit_refine,
+                  model)
+    print(f"largest batch at S={r['seq_len']} remat={r['remat']}: {r['largest_batch']}"
+          f"{' (search limit reached)' if r['limit_reached'] else ''}; first out of memory: "
+          f"{r['first_oom']}; tried {r['tried']}")
+    records.append(r)
+  else:
+    s = setup(config, f.pad_fraction)
+    r = bench_train(s, f.steps, f.warmup, f.windows, f.profile_dir, model=model)
+    _print_summary(r)
+    records.append(r)
+    if f.masking:
+      records += bench_masking(s, f.strategies or None, f.masking_iters, f.masking_unroll,
+                               r["step_ms"], model)
+      for m in records[1:]:
+        print(f"masking {m['name']:>10}: {m['step_ms']:.3f} ms per call "
+              f"({m['share_of_step']:.2%} of the step), compile {m['compile_s']:.1f} s")
+  if f.json_out:
+    os.makedirs(os.path.dirname(os.path.abspath(f.json_out)), exist_ok=True)
+    with open(f.json_out, "w", encoding="utf-8") as out:
+      json.dump(records, out, indent=1)
+
+
+def define_flags() -> None:
+  """Defined when the command runs, so importing this module (tests) defines no flags."""
+  config_flags.DEFINE_config_file("config", "configs/quickstart.py",
+                                  "training config file; --config.a.b=value overrides a key")
+  flags.DEFINE_enum("preset", "", ["", *PRESETS], "model shape, set before the overrides")
+  flags.DEFINE_integer("steps", 20, "timed steps")
+  flags.DEFINE_integer("warmup", 3, "steps run before timing")
+  flags.DEFINE_integer("windows", 3, "timed windows (each ends in a block); median is reported")
+  flags.DEFINE_float("pad_fraction", 0.0, "mean share of padding per row (0: full rows)")
+  flags.DEFINE_string("profile_dir", "", "if set, a jax.profiler trace of 3 steps goes here")
+  flags.DEFINE_string("json_out", "", "write the result records (a JSON list) here")
+  flags.DEFINE_bool("masking", False, "also time every masking strategy on the batch's shape")
+  flags.DEFINE_list("strategies", [], "masking strategies to time (default: all)")
+  flags.DEFINE_integer("masking_iters", 20, "dispatches per strategy")
+  flags.DEFINE_integer("masking_unroll", 4, "masker calls per dispatch")
+  flags.DEFINE_bool("find_max_batch", False, "search the largest batch that trains instead")
+  flags.DEFINE_integer("fit_start", 0, "first batch tried (0: config.train.batch_size)")
+  flags.DEFINE_integer("fit_limit", 4096, "largest batch tried")
+  flags.DEFINE_integer("fit_refine", 2, "bisection steps after the doubling")
+  flags.DEFINE_list("report", [], "print one Markdown table of these JSON result files, exit")
+  flags.DEFINE_string("title", "", "heading of the --report table")
+
+
+def main() -> None:
+  define_flags()
+  app.run(_main)
+
+
+if __name__ == "__main__":
+  main()

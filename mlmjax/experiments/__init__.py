@@ -1,0 +1,1 @@
+"""mlmjax.experiments: side-by-side comparison of masking strategies (`mlmjax-compare`)."""
