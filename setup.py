@@ -31,7 +31,16 @@ setuptools.setup(
     extras_require={
         # transformers + torch (CPU) to check the Hugging Face export and run the fill-mask demo.
         "hf": ["transformers>=4.50", TORCH_CPU],
-        "test": ["pytest>=8", "transformers>=4.50", TORCH_CPU],
+        "tfds": ["tensorflow-datasets>=4.9.10"],  # reads ArrayRecord; TensorFlow not needed
+        "spacy": ["spacy>=3.8"],  # entity and part-of-speech annotations
+        "parquet": ["pyarrow>=18"],
+        "datasets": ["datasets>=3.0"],  # local Hugging Face datasets
+        "sentencepiece": ["sentencepiece>=0.2", "protobuf>=4"],  # loading .model vocabularies
+        "plots": ["matplotlib>=3.8"],  # mlmjax-compare's figures
+        # Every optional path runs in CI, so the test extra holds all of them.
+        "test": ["pytest>=8", "transformers>=4.50", TORCH_CPU, "tensorflow-datasets>=4.9.10",
+                 "spacy>=3.8", "pyarrow>=18", "datasets>=3.0", "sentencepiece>=0.2",
+                 "protobuf>=4", "matplotlib>=3.8"],
     },
     entry_points={
         "console_scripts": [
@@ -40,6 +49,11 @@ setuptools.setup(
             "mlmjax-export=mlmjax.main:run_export",
             "mlmjax-fill-mask=mlmjax.main:run_fill_mask",
             "mlmjax-quickstart=mlmjax.main:run_quickstart",
+            "mlmjax-mask=mlmjax.mask_cli:main",
+            "mlmjax-bench-masking=mlmjax.bench.masking:main",
+            "mlmjax-bench-data=mlmjax.bench.data:main",
+            "mlmjax-bench-train=mlmjax.bench.train:main",
+            "mlmjax-compare=mlmjax.experiments.compare:main",
         ],
     },
 )

@@ -11,21 +11,30 @@ shardings, so a checkpoint written on one mesh restores onto another.
 """
 
 import os
+import signal
+import threading
 
 import grain
 import jax
 import orbax.checkpoint as ocp
 from absl import logging
+from jax.experimental import multihost_utils
+
+BEST_METRIC = "eval_loss"  # the checkpoint with the lowest one is kept besides the latest
 
 
 def make_manager(workdir: str, *, save_every: int, keep: int) -> ocp.CheckpointManager:
+  """Saves every `save_every` steps (and on preemption); keeps the last `keep` and the best."""
   policies = ocp.checkpoint_managers
   options = ocp.CheckpointManagerOptions(
       # Every `save_every` steps, and at once when the cluster announces a preemption.
       save_decision_policy=policies.AnySavePolicy([
           policies.FixedIntervalPolicy(max(int(save_every), 1)),
           policies.PreemptionCheckpointingPolicy()]),
-      max_to_keep=max(int(keep), 1),
+      preservation_policy=policies.AnyPreservationPolicy([
+          policies.LatestN(max(int(keep), 1)),
+          policies.BestN(get_metric_fn=lambda metrics: metrics[BEST_METRIC], reverse=True, n=1,
+                         keep_checkpoints_without_metrics=False)]),
       enable_async_checkpointing=True,
       cleanup_tmp_directories=True,  # a save killed half-way leaves a tmp dir: never restored
   )
@@ -34,19 +43,72 @@ def make_manager(workdir: str, *, save_every: int, keep: int) -> ocp.CheckpointM
 
 
 def save(manager: ocp.CheckpointManager, step: int, state, data_iterator, meta: dict,
-         *, force: bool = False) -> bool:
-  """Saves if the interval says so (or `force`); returns whether a save started."""
+         *, force: bool = False, metrics: dict | None = None) -> bool:
+  """Saves if the policy says so (or `force`); returns whether a save started.
+
+  `metrics` (with BEST_METRIC) mark the checkpoint as a candidate for "best".
+  """
   args = ocp.args.Composite(
       state=ocp.args.StandardSave(state),
       data=grain.checkpoint.CheckpointSave(data_iterator),
       meta=ocp.args.JsonSave(meta))
-  return manager.save(int(step), args=args, force=force)
+  return manager.save(int(step), args=args, force=force, metrics=metrics)
 
 
 def abstract_like(state):
   """ShapeDtypeStructs with the shardings of `state` (a restore target on the current mesh)."""
   return jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+
+
+def restore_latest_good(manager: ocp.CheckpointManager, abstract_state, data_iterator,
+                        meta_check) -> tuple[object, dict] | tuple[None, None]:
+  """The newest checkpoint that restores, newest first; (None, None) if there is none.
+
+  A checkpoint that fails to read (truncated or corrupted files) is skipped with a warning that
+  names it, and the one before it is used. `meta_check(saved_meta)` may raise to refuse the
+  workdir (another model, tokenizer or config), and returns whether the data config is the
+  same (else the iterator starts afresh).
+  """
+  for step in sorted(manager.all_steps(), reverse=True):
+    try:
+      meta = read_meta(manager, step)
+    except Exception as e:  # pylint: disable=broad-except
+      logging.warning("Checkpoint %s/%d is unreadable (%s: %s); trying the previous one.",
+                      manager.directory, step, type(e).__name__, e)
+      continue
+    same_data = meta_check(meta)
+    try:
+      return restore(manager, step, abstract_state, data_iterator if same_data else None), meta
+    except Exception as e:  # pylint: disable=broad-except
+      logging.warning("Checkpoint %s/%d is unreadable (%s: %s); trying the previous one.",
+                      manager.directory, step, type(e).__name__, str(e)[:500])
+  return None, None
+
+
+class PreemptionNotice:
+  """Tells the loop when to save and stop because the scheduler is taking the machine back.
+
+  Cloud TPU and SLURM send SIGTERM. With several processes, JAX's preemption service (started
+  by `jax.distributed.initialize`) catches it and all processes agree on the step to save at;
+  a single process installs its own SIGTERM handler.
+  """
+
+  def __init__(self):
+    self._event = threading.Event()
+    self._multi = jax.process_count() > 1
+    if not self._multi and threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, lambda *_: self._event.set())
+
+  def reached(self, step: int) -> bool:
+    """Call at every step, on every process: True at the step to save at."""
+    if self._multi:
+      return multihost_utils.reached_preemption_sync_point(step)
+    return self._event.is_set()
+
+  def close(self) -> None:
+    if not self._multi and hasattr(self, "_previous"):
+      signal.signal(signal.SIGTERM, self._previous)
 
 
 def read_meta(manager: ocp.CheckpointManager, step: int) -> dict:

@@ -17,9 +17,26 @@ def default_config() -> ml_collections.ConfigDict:
   config.init_from_hf = ""  # local HF BERT folder to continue pretraining from ("" = scratch)
 
   config.data = data = ml_collections.ConfigDict()
-  data.source = "embedded"  # "embedded" (Python's own docs) or "files"
-  data.paths = ""  # comma-separated globs of .txt / .jsonl files when source == "files"
-  data.text_field = "text"  # the field holding the text in .jsonl rows
+  data.source = "embedded"  # "embedded" (Python's docs), "files", "tfds" or "hf"
+  data.paths = ""  # comma-separated globs of .txt / .jsonl / .parquet files (source "files")
+  data.text_field = "text"  # the field holding the text in .jsonl / .parquet / TFDS / HF rows
+  data.tfds_name = ""  # TFDS dataset[/config], e.g. "wikipedia/20230601.en" (source "tfds")
+  data.tfds_data_dir = ""  # folder or bucket holding it, prepared as ArrayRecord ("" = default)
+  data.tfds_split = "train"  # TFDS split the training documents come from
+  data.tfds_validation_split = ""  # held-out TFDS split; "" holds out validation_fraction
+  data.hf_path = ""  # local Hugging Face dataset folder (save_to_disk or data files; "hf")
+  data.hf_split = "train"  # split of an HF DatasetDict / data-file folder
+  data.split_seed = 0  # which documents are held out; independent of config.seed
+  data.packing = "full_sentences"  # "full_sentences" (RoBERTa), "per_document", "concatenate"
+  data.annotations = ()  # any of "entity_ids", "pos_class", "ngram_ids", made at preparation
+  data.spacy_pipeline = "auto"  # "auto": en_core_web_sm if installed, else rules; "": rules
+  data.num_workers = 0  # tokenizing processes; 0 = one per core
+  data.pmi = ml_collections.ConfigDict()  # PMI n-gram vocabulary for `ngram_ids`
+  data.pmi.vocab_size = 100_000  # n-grams kept (the paper: 800K for BERT-scale corpora)
+  data.pmi.min_count = 10  # an n-gram must occur this often in the training rows
+  data.pmi.max_n = 5  # longest n-gram, in words (2..5)
+  data.pmi.max_tokens = 50_000_000  # counting covers at most this many tokens
+  data.pmi.seed = 0  # which rows are counted when max_tokens cuts
   data.validation_fraction = 0.05  # share of documents held out (at least one document)
   data.seq_len = 128  # tokens per packed row, [CLS] and [SEP] included
   data.tokenizer_path = ""  # vocab.txt or tokenizer.json to load; "" trains WordPiece
@@ -62,7 +79,9 @@ def default_config() -> ml_collections.ConfigDict:
   train.eval_every = 400  # steps between evaluations (0 = only at the end)
   train.eval_batches = 0  # validation batches per evaluation, fixed masks (0 = whole split)
   train.checkpoint_every = 400  # steps between checkpoints
-  train.keep_checkpoints = 2
+  train.keep_checkpoints = 2  # latest checkpoints kept, plus the one with the best eval loss
+  train.max_consecutive_skips = 20  # stop after this many non-finite updates in a row (0: never)
+  train.allow_config_change = False  # resume a workdir whose config differs (else refused)
 
   config.mesh = mesh = ml_collections.ConfigDict()
   mesh.shape = (-1, 1, 1)  # (data, fsdp, tensor); -1 takes the remaining devices

@@ -36,7 +36,8 @@ def load_trained(workdir: str, step: int | None = None):
   config.mesh.shape = (1, 1, 1)
   tokenizer = tokenizer_lib.get_tokenizer(config.data, workdir)
   tables = masking.VocabTables.from_tokenizer(tokenizer)
-  c = loop.build(config, tables, tokenizer.get_vocab_size(), tokenizer.token_to_id("[PAD]"),
+  pad_id = tokenizer_lib.special_roles(tokenizer)["pad"]
+  c = loop.build(config, tables, tokenizer.get_vocab_size(), pad_id,
                  devices=jax.devices()[:1])
   state = manager.restore(step, args=ocp.args.Composite(
       state=ocp.args.StandardRestore(c.abstract_state)))["state"]
@@ -45,8 +46,10 @@ def load_trained(workdir: str, step: int | None = None):
 
 
 def fill_mask(model: BertForMaskedLM, tokenizer, texts: list[str], top_k: int = 5,
-              mask_token: str = "[MASK]") -> list[list[list[tuple[str, float]]]]:
-  """For each text, for each `[MASK]` in it: the top-k (token, probability) pairs."""
+              ) -> list[list[list[tuple[str, float]]]]:
+  """For each text, for each mask token (`[MASK]`, or `<mask>`...) in it: the top-k
+  (token, probability) pairs."""
+  mask_token = tokenizer_lib.special_tokens(tokenizer)["mask"]
   mask_id = tokenizer.token_to_id(mask_token)
   pad_id = model.cfg.pad_token_id
   encodings = [tokenizer.encode(t).ids for t in texts]

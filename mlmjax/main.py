@@ -65,6 +65,10 @@ def _train(_) -> None:
     return
   _maybe_initialize_distributed()
   results = loop.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  if results.get("preempted"):
+    print(f"Preempted: checkpoint saved at step {results['step']}; rerun the same command "
+          "to resume.")
+    return
   print(_format_results(results))
 
 

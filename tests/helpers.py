@@ -45,3 +45,14 @@ def tiny_config(tmp_path: pathlib.Path):
   config.train.update(batch_size=8, steps=6, warmup_steps=2, log_every=2, eval_every=3,
                       eval_batches=2, checkpoint_every=3, keep_checkpoints=3)
   return config
+
+
+# A run of the real command line, shrunk to seconds (use with `config.data.paths=<corpus>`).
+TRAIN_CLI = "import sys; sys.argv[0] = 'mlmjax-train'; from mlmjax import main; main.run_train()"
+TINY_OVERRIDES = (
+    "--config.data.source=files", "--config.data.vocab_size=200", "--config.data.seq_len=32",
+    "--config.data.validation_fraction=0.1", "--config.masking.max_predictions=6",
+    "--config.model.hidden_size=32", "--config.model.num_layers=2", "--config.model.num_heads=2",
+    "--config.model.intermediate_size=64", "--config.model.max_position_embeddings=32",
+    "--config.train.batch_size=8", "--config.train.warmup_steps=1", "--config.train.log_every=2",
+    "--config.train.eval_every=0", "--config.train.eval_batches=1")

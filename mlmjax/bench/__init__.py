@@ -72,8 +72,10 @@ def _row(r: dict, records: list[dict], base_step_ms: float | None) -> list[str]:
     return [f"masking: {r['name']}", r["model"], shape, _fmt(r.get("tokens_per_s"), ",.0f"),
             _fmt(r["step_ms"], ".3f"), "", "", _fmt(r.get("compile_s"), ".1f"), "",
             "n/a" if share is None else f"{share:.2%} of the step"]
+  tflops = r.get("tflops")
   return [r["name"], r["model"], shape, _fmt(r.get("tokens_per_s"), ",.0f"),
-          _fmt(r.get("step_ms"), ".1f"), _fmt(r.get("tflops"), ".0f"), _fmt(r.get("mfu"), ".1%"),
+          _fmt(r.get("step_ms"), ".1f"), _fmt(tflops, ".0f" if (tflops or 0) >= 10 else ".3f"),
+          _fmt(r.get("mfu"), ".1%"),
           _fmt(r.get("compile_s"), ".1f"), _fmt(r.get("peak_gib"), ".1f"),
           _reference(r, records)]
 
@@ -99,21 +101,37 @@ def _goals(records: list[dict]) -> list[str]:
   for r in records:
     if r["kind"] == "fit":
       found = r.get("largest_batch")
-      what = (f"≥ {found} (search limit)" if r.get("limit_reached") else str(found))
+      what = str(found)
+      if r.get("limit_reached"):
+        what = f"≥ {found} (the search's limit)"
+      elif not r.get("done", True):
+        what = f"≥ {found} (the search was cut short)"
       lines.append(f"- BERT-{r['model']} s{r['seq_len']}, remat={r.get('remat')}: largest "
                    f"batch that trains = {what}; first batch out of memory: "
                    f"{r.get('first_oom') or 'none tried'}")
   return lines
 
 
+def _order(r: dict) -> tuple:
+  """Train rows by model, then sequence length, ours first; masking rows after them."""
+  models = {"tiny": 0, "base": 1, "large": 2}
+  names = {"mlmjax": 0, "HF torch.compile": 1, "HF eager": 2}
+  return (r["kind"] == "masking", models.get(r["model"], 3), r["seq_len"],
+          names.get(r["name"], 3))
+
+
 def report(records: list[dict], title: str = "") -> str:
   """The Markdown table of all train and masking records, then the goal lines."""
-  runs = [r for r in records if r["kind"] in ("train", "masking")]
+  runs = sorted((r for r in records if r["kind"] in ("train", "masking")), key=_order)
   base = _find(records, kind="train", name="mlmjax")
   lines = [f"### {title}", ""] if title else []
-  lines += ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-  for r in runs:
-    lines.append("| " + " | ".join(_row(r, records, base and base.get("step_ms"))) + " |")
+  if runs:
+    lines += ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    for r in runs:
+      lines.append("| " + " | ".join(_row(r, records, base and base.get("step_ms"))) + " |")
+    lines.append("")
   devices = sorted({r["device"] for r in records if r.get("device")})
-  lines += ["", f"Device: {', '.join(devices) or 'unknown'}."]
+  software = sorted({f"{k} {r[k]}" for r in records for k in ("jax", "torch", "transformers")
+                     if r.get(k)})
+  lines.append(f"Device: {', '.join(devices) or 'unknown'}; {', '.join(software)}.")
   return "\n".join(lines + _goals(records))

@@ -139,9 +139,10 @@ def _main(argv) -> None:
         prep.append((name, seq_len, bench_prepare(directory, path, seq_len, wanted)))
       load.append((seq_len, bench_loader(os.path.join(prep[-1][2]["workdir"], "data"),
                                          f.batch_size, f.loader_batches)))
-    print(f"mlmjax data benchmark, {datetime.date.today()}, {platform.processor() or 'cpu'}, "
-          f"{len(os.sched_getaffinity(0))} cores, corpus: embedded x{f.scale} "
-          f"({num_docs:,} documents)")
+    # Other work on the machine slows preparation (every core) far more than the loader.
+    print(f"mlmjax data benchmark, {datetime.date.today()}, {platform.machine()}, "
+          f"{len(os.sched_getaffinity(0))} cores (load average at the end "
+          f"{os.getloadavg()[0]:.1f}), corpus: embedded x{f.scale} ({num_docs:,} documents)")
     print(table(prep, load, f.batch_size))
     print(f"× H100 need: loader tokens/s over {H100_TOKENS_PER_SECOND / 1e6:.2f}M tokens/s "
           "(one H100 at the performance target); the requirement is 10×.")

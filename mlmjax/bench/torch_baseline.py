@@ -38,7 +38,7 @@ CASES = {
 }
 BASE = dict(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
             intermediate_size=3072, max_position_embeddings=512)
-# --tiny: the train bench's "tiny" preset, rows a quarter (s128 -> 32) or an eighth as long.
+# --tiny: the train bench's "tiny" preset, 4 rows a quarter as long (s128 -> 32, s512 -> 128).
 TINY = dict(vocab_size=1024, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
             intermediate_size=256, max_position_embeddings=512)
 MASK_ID, NUM_SPECIAL = 4, 5  # [PAD] [UNK] [CLS] [SEP] [MASK], as mlmjax.bench.train
@@ -75,7 +75,8 @@ def predictions(seq_len: int) -> int:
   return max(1, round(seq_len * PREDICTIONS_PER_128 / 128))
 
 
-def make_step(model, compiled: bool, clip_norm: float, device: str) -> Callable[[dict], Any]:
+def make_step(model, compiled: bool, clip_norm: float, device: str,
+              bf16: bool = True) -> Callable[[dict], Any]:
   """One training step: bf16 autocast forward + loss, backward, clipping, fused AdamW."""
   import torch  # pylint: disable=g-import-not-at-top
   opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01,
@@ -83,7 +84,7 @@ def make_step(model, compiled: bool, clip_norm: float, device: str) -> Callable[
   forward = torch.compile(model) if compiled else model
 
   def step(batch):
-    with torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16):
+    with torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16, enabled=bf16):
       loss = forward(**batch).loss
     loss.backward()
     if clip_norm:
@@ -126,14 +127,15 @@ def flops_per_token(shape: dict, seq_len: int) -> float:
 
 def run_case(name: str, compiled: bool, batch_size: int, seq_len: int, shape: dict,
              device: str, steps: int, warmup: int, windows: int, clip_norm: float,
-             model_label: str) -> dict:
+             model_label: str, bf16: bool = True) -> dict:
   """Builds a fresh model and optimizer, times the step; returns one record."""
   import torch  # pylint: disable=g-import-not-at-top
+  import transformers  # pylint: disable=g-import-not-at-top
   if device.startswith("cuda"):
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
   model = make_model(shape, device)
-  step = make_step(model, compiled, clip_norm, device)
+  step = make_step(model, compiled, clip_norm, device, bf16)
   batch = synthetic_batch(shape["vocab_size"], batch_size, seq_len, device)
 
   start = time.perf_counter()
@@ -166,8 +168,10 @@ def run_case(name: str, compiled: bool, batch_size: int, seq_len: int, shape: di
       "step_ms_windows": [t * 1e3 for t in times], "tflops": tflops,
       "mfu": tflops * 1e12 / peak if peak else None,
       "compile_s": first_s if compiled else None, "first_step_s": first_s, "peak_gib": gib,
-      "loss": float(loss), "flops_per_token": flops, "case": name, "steps": steps,
+      "loss": float(loss), "flops_per_token": flops, "case": name,
+      "dtype": "bfloat16" if bf16 else "float32", "steps": steps,
       "warmup": warmup, "device": device_name(device), "torch": torch.__version__,
+      "transformers": transformers.__version__,
   }
   del model, step, batch
   gc.collect()
@@ -182,6 +186,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   parser.add_argument("--steps", type=int, default=20, help="timed steps per case")
   parser.add_argument("--warmup", type=int, default=3, help="steps after the first, untimed")
   parser.add_argument("--windows", type=int, default=3, help="timed windows; median reported")
+  parser.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"],
+                      help="bf16: autocast (the GPU baseline); fp32: none (CPUs without bf16)")
   parser.add_argument("--clip_norm", type=float, default=1.0, help="0 disables clipping")
   parser.add_argument("--json_out", default="", help="write the records (a JSON list) here")
   return parser.parse_args(argv)
@@ -204,9 +210,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
       raise SystemExit(f"--cases: unknown case {name!r}; choose from {list(CASES)}")
     compiled, batch_size, seq_len = CASES[name]
     if args.tiny:
-      batch_size, seq_len = 4, seq_len // 4 if seq_len == 128 else seq_len // 8
+      batch_size, seq_len = 4, seq_len // 4
     r = run_case(name, compiled, batch_size, seq_len, shape, device, args.steps, args.warmup,
-                 args.windows, args.clip_norm, label)
+                 args.windows, args.clip_norm, label, args.dtype == "bf16")
     fmt = lambda v, spec: "n/a" if v is None else format(v, spec)
     print(f"{r['name']} B={batch_size} S={seq_len}: {r['tokens_per_s']:,.0f} tokens/s, "
           f"{r['step_ms']:.2f} ms/step, {r['tflops']:.2f} model TFLOP/s, MFU "

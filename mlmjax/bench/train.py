@@ -349,45 +349,58 @@ def is_oom(error: BaseException) -> bool:
   return any(m in str(error).lower() for m in OOM_MARKERS)
 
 
-def search_batch(fits: Callable[[int], bool], start: int, limit: int,
-                 refine: int = 2, multiple: int = 8) -> dict:
+def search_batch(fits: Callable[[int], bool], start: int, limit: int, refine: int = 2,
+                 multiple: int = 8, on_try: Callable[[dict], None] | None = None) -> dict:
   """Doubles the batch from `start` until `fits` fails or `limit` is passed, then bisects.
 
   `refine` bisection steps narrow the gap between the largest batch that fit and the first
   that did not, to multiples of `multiple`. Returns largest_batch (None if even `start` failed),
-  first_oom (None if none failed), limit_reached and tried (batch -> fit).
+  first_oom (None if none failed), limit_reached and tried (batch -> fit). `on_try` sees the
+  result so far after every try (a long search that is cut short still leaves its answer).
   """
   tried: dict[int, bool] = {}
-  good, bad, batch = None, None, start
-  while batch <= limit:
+  found = {"largest_batch": None, "first_oom": None}
+
+  def attempt(batch: int) -> bool:
     tried[batch] = fits(batch)
-    if not tried[batch]:
-      bad = batch
-      break
-    good, batch = batch, batch * 2
+    key = "largest_batch" if tried[batch] else "first_oom"
+    found[key] = batch
+    if on_try:
+      on_try(result(done=False))
+    return tried[batch]
+
+  def result(done: bool) -> dict:
+    return {**found, "limit_reached": done and found["first_oom"] is None,
+            "tried": {str(k): v for k, v in tried.items()}, "done": done}
+
+  batch = start
+  while batch <= limit and attempt(batch):
+    batch *= 2
   for _ in range(refine):
+    good, bad = found["largest_batch"], found["first_oom"]
     if good is None or bad is None:
       break
     mid = (good + bad) // 2 // multiple * multiple
     if mid <= good:
       break
-    tried[mid] = fits(mid)
-    good, bad = (mid, bad) if tried[mid] else (good, mid)
-  return {"largest_batch": good, "first_oom": bad, "limit_reached": bad is None,
-          "tried": {str(k): v for k, v in tried.items()}}
+    attempt(mid)
+  return result(done=True)
 
 
 def fits_in_memory(config: ml_collections.ConfigDict, batch: int, steps: int = 2) -> bool:
   """Whether `steps` train steps run at this global batch; frees everything afterwards."""
   config = config.copy_and_resolve_references()
   config.train.batch_size = batch
+  start = time.perf_counter()
   try:
-    bench_train(setup(config), steps=steps, warmup=1, windows=1)
+    r = bench_train(setup(config), steps=steps, warmup=1, windows=1)
+    print(f"batch {batch}: trains (peak {r.get('peak_gib') or 0:.1f} GiB, "
+          f"{time.perf_counter() - start:.0f} s)", flush=True)
     ok = True
   except Exception as error:  # pylint: disable=broad-except
     if not is_oom(error):
       raise
-    logging.info("batch %d: out of memory (%s)", batch, str(error).splitlines()[0][:200])
+    print(f"batch {batch}: out of memory ({str(error).splitlines()[0][:160]})", flush=True)
     ok = False
   jax.clear_caches()
   gc.collect()
@@ -395,12 +408,19 @@ def fits_in_memory(config: ml_collections.ConfigDict, batch: int, steps: int = 2
 
 
 def bench_fit(config: ml_collections.ConfigDict, start: int, limit: int, refine: int,
-              model: str = "") -> dict:
-  """The largest global batch that trains at config's shape, remat as configured."""
-  found = search_batch(lambda b: fits_in_memory(config, b), start, limit, refine)
-  return {"kind": "fit", "name": "mlmjax", "model": model, "seq_len": config.data.seq_len,
-          "batch": found["largest_batch"], "remat": bool(config.model.remat),
-          **found, **device_memory(), "device": jax.devices()[0].device_kind}
+              model: str = "", on_try: Callable[[dict], None] | None = None) -> dict:
+  """The largest global batch that trains at config's shape, remat as configured.
+
+  `on_try` receives the record so far after every try.
+  """
+  def record(found: dict) -> dict:
+    return {"kind": "fit", "name": "mlmjax", "model": model, "seq_len": config.data.seq_len,
+            "batch": found["largest_batch"], "remat": bool(config.model.remat), **found,
+            **device_memory(), "device": jax.devices()[0].device_kind}
+
+  found = search_batch(lambda b: fits_in_memory(config, b), start, limit, refine,
+                       on_try=on_try and (lambda partial: on_try(record(partial))))
+  return record(found)
 
 
 # ----------------------------------------------------------------------------- command line
@@ -415,14 +435,19 @@ def _print_summary(r: dict) -> None:
         f"(XLA plan {fmt(r['planned_gib'], '.2f')} GiB), loss {r['loss']:.3f}")
 
 
+def resolve_config(f: flags.FlagValues) -> ml_collections.ConfigDict:
+  """--config, then --preset, then the --config.* overrides again (they win)."""
+  return bench_config(f.config, f.preset, config_flags.get_override_values(f["config"]))
+
+
 def _main(argv: list[str]) -> None:
   del argv
+  logging.set_verbosity(logging.WARNING)  # no backend-probing chatter
   f = flags.FLAGS
   if f.report:
     print(bench.report(bench.load_records(f.report), f.title))
     return
-  overrides = config_flags.get_override_values(f["config"])
-  config = bench_config(f.config, f.preset, overrides)
+  config = resolve_config(f)
   model = model_name(config)
   kernel = attention_kernel(config.model.attention, config.model.dtype)
   print(f"jax {jax.__version__}, {jax.device_count()} x {jax.devices()[0].device_kind}; "
@@ -432,7 +457,7 @@ def _main(argv: list[str]) -> None:
   records = []
   if f.find_max_batch:
     r = bench_fit(config, f.fit_start or config.train.batch_size, f.fit_limit, f.fit_refine,
-                  model)
+                  model, on_try=lambda partial: write_json(f.json_out, [partial]))
     print(f"largest batch at S={r['seq_len']} remat={r['remat']}: {r['largest_batch']}"
           f"{' (search limit reached)' if r['limit_reached'] else ''}; first out of memory: "
           f"{r['first_oom']}; tried {r['tried']}")
@@ -448,33 +473,41 @@ def _main(argv: list[str]) -> None:
       for m in records[1:]:
         print(f"masking {m['name']:>10}: {m['step_ms']:.3f} ms per call "
               f"({m['share_of_step']:.2%} of the step), compile {m['compile_s']:.1f} s")
-  if f.json_out:
-    os.makedirs(os.path.dirname(os.path.abspath(f.json_out)), exist_ok=True)
-    with open(f.json_out, "w", encoding="utf-8") as out:
+  write_json(f.json_out, records)
+
+
+def write_json(path: str, records: list[dict]) -> None:
+  if path:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as out:
       json.dump(records, out, indent=1)
 
 
-def define_flags() -> None:
+def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
   """Defined when the command runs, so importing this module (tests) defines no flags."""
   config_flags.DEFINE_config_file("config", "configs/quickstart.py",
-                                  "training config file; --config.a.b=value overrides a key")
-  flags.DEFINE_enum("preset", "", ["", *PRESETS], "model shape, set before the overrides")
-  flags.DEFINE_integer("steps", 20, "timed steps")
-  flags.DEFINE_integer("warmup", 3, "steps run before timing")
-  flags.DEFINE_integer("windows", 3, "timed windows (each ends in a block); median is reported")
-  flags.DEFINE_float("pad_fraction", 0.0, "mean share of padding per row (0: full rows)")
-  flags.DEFINE_string("profile_dir", "", "if set, a jax.profiler trace of 3 steps goes here")
-  flags.DEFINE_string("json_out", "", "write the result records (a JSON list) here")
-  flags.DEFINE_bool("masking", False, "also time every masking strategy on the batch's shape")
-  flags.DEFINE_list("strategies", [], "masking strategies to time (default: all)")
-  flags.DEFINE_integer("masking_iters", 20, "dispatches per strategy")
-  flags.DEFINE_integer("masking_unroll", 4, "masker calls per dispatch")
-  flags.DEFINE_bool("find_max_batch", False, "search the largest batch that trains instead")
-  flags.DEFINE_integer("fit_start", 0, "first batch tried (0: config.train.batch_size)")
-  flags.DEFINE_integer("fit_limit", 4096, "largest batch tried")
-  flags.DEFINE_integer("fit_refine", 2, "bisection steps after the doubling")
-  flags.DEFINE_list("report", [], "print one Markdown table of these JSON result files, exit")
-  flags.DEFINE_string("title", "", "heading of the --report table")
+                                  "training config file; --config.a.b=value overrides a key",
+                                  flag_values=fv)
+  define = lambda kind, name, default, text: getattr(flags, f"DEFINE_{kind}")(
+      name, default, text, flag_values=fv)
+  flags.DEFINE_enum("preset", "", ["", *PRESETS], "model shape, set before the overrides",
+                    flag_values=fv)
+  define("integer", "steps", 20, "timed steps")
+  define("integer", "warmup", 3, "steps run before timing")
+  define("integer", "windows", 3, "timed windows (each ends in a block); the median is reported")
+  define("float", "pad_fraction", 0.0, "mean share of padding per row (0: full rows)")
+  define("string", "profile_dir", "", "if set, a jax.profiler trace of 3 steps goes here")
+  define("string", "json_out", "", "write the result records (a JSON list) here")
+  define("bool", "masking", False, "also time every masking strategy on the batch's shape")
+  define("list", "strategies", [], "masking strategies to time (default: all)")
+  define("integer", "masking_iters", 20, "dispatches per strategy")
+  define("integer", "masking_unroll", 4, "masker calls per dispatch")
+  define("bool", "find_max_batch", False, "search the largest batch that trains instead")
+  define("integer", "fit_start", 0, "first batch tried (0: config.train.batch_size)")
+  define("integer", "fit_limit", 4096, "largest batch tried")
+  define("integer", "fit_refine", 2, "bisection steps after the doubling")
+  define("list", "report", [], "print one Markdown table of these JSON result files, and exit")
+  define("string", "title", "", "heading of the --report table")
 
 
 def main() -> None:

@@ -44,7 +44,9 @@ import numpy as np
 
 ENTITY, POS, NGRAM = "entity_ids", "pos_class", "ngram_ids"
 ANNOTATIONS = (ENTITY, POS, NGRAM)
-TEXT_ANNOTATIONS = (ENTITY, POS)  # found on the text; n-grams are found on packed rows
+# Found on the text: entities always, POS classes with spaCy (the vocabulary fallback and the
+# PMI n-grams are found on packed rows).
+TEXT_ANNOTATIONS = (ENTITY, POS)
 POS_UNKNOWN, POS_CONTENT, POS_FUNCTION = 0, 1, 2
 RULES_VERSION = 1
 RULES = f"rules-v{RULES_VERSION}"

@@ -7,9 +7,10 @@ and the trainer assembles the global batch with `jax.make_array_from_process_loc
 
 Order: the split's rows, shuffled anew each epoch (a permutation drawn from (seed, epoch)),
 epochs end to end, form one global stream; global batch k is stream elements k*B to
-(k+1)*B - 1, and process p takes elements p, p + n, p + 2n, ... of it. So every global batch
-holds the same rows whatever the number of processes, and in an epoch the processes together
-read every row once.
+(k+1)*B - 1, and process p of n takes the p-th contiguous block of B/n of them (the block
+`jax.make_array_from_process_local_data` places on its devices). So every global batch holds the
+same rows in the same order whatever the number of processes, and in an epoch the processes
+together read every row once.
 
 Speed: the grain dataset's elements are whole batches (the index of a global batch), and a
 batch's rows are gathered from the memmapped files with one sorted fancy index per field.

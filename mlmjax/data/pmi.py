@@ -106,8 +106,8 @@ def _words(input_ids: np.ndarray, segment_ids: np.ndarray, word_start: np.ndarra
   new_run[0] = True
   new_run[1:] |= (row[1:] != row[:-1]) | (seg[1:] != seg[:-1]) | ~ok[:-1]
   run = np.cumsum(new_run) - 1
-  run_last = np.searchsorted(run, run, side="right") - 1
-  return _Words(word_hash, run_last, ok, token_word, first)
+  last_of_run = np.append(np.flatnonzero(run[1:] != run[:-1]), len(run) - 1)
+  return _Words(word_hash, last_of_run[run], ok, token_word, first)
 
 
 def _ngram_hashes(words: _Words, max_n: int) -> dict[int, tuple[np.ndarray, np.ndarray]]:
@@ -256,28 +256,33 @@ def load_vocab(data_dir: str) -> dict[int, np.ndarray]:
     return {int(k.split("_")[1]): f[k] for k in f.files}
 
 
+def _previous(positions: np.ndarray, active: np.ndarray) -> np.ndarray:
+  """For each entry, the position of the nearest earlier active entry (very negative if none)."""
+  marked = np.where(active, positions, -(2**62))
+  return np.concatenate([[-(2**62)], np.maximum.accumulate(marked)[:-1]])
+
+
 def _resolve(candidate: np.ndarray, n: int) -> np.ndarray:
   """Leftmost-first non-overlapping choice among same-length candidates (starts, bool [M])."""
-  m = len(candidate)
-  index = np.arange(m)
-  back = np.maximum(index - n + 1, 0)
-  undecided, taken = candidate.copy(), np.zeros(m, bool)
+  positions = np.flatnonzero(candidate)
+  undecided = np.ones(len(positions), bool)
+  taken = np.zeros(len(positions), bool)
   for _ in range(_RESOLVE_PASSES):
     if not undecided.any():
-      return taken
-    # A candidate is taken once no earlier one that could still block it remains.
-    occupied = np.concatenate([[0], np.cumsum(undecided | taken)])
-    new = undecided & (occupied[index] - occupied[back] == 0)
+      break
+    # A candidate is taken once no earlier one that could still block it remains; one within
+    # n - 1 words after a taken one is rejected.
+    new = undecided & (positions - _previous(positions, undecided | taken) >= n)
     taken |= new
-    near = np.concatenate([[0], np.cumsum(taken)])
-    undecided &= ~new & (near[index] - near[back] == 0)
-  last = -n
-  for i in np.flatnonzero(undecided | taken).tolist():  # long chains: finish in order
-    if i - last >= n:
-      taken[i], last = True, i
-    else:
-      taken[i] = False
-  return taken
+    undecided &= ~new & (positions - _previous(positions, taken) >= n)
+  else:
+    last = -n
+    for i in np.flatnonzero(undecided | taken).tolist():  # long chains: finish in order
+      taken[i] = positions[i] - last >= n
+      last = positions[i] if taken[i] else last
+  out = np.zeros(len(candidate), bool)
+  out[positions[taken]] = True
+  return out
 
 
 def match(input_ids: np.ndarray, segment_ids: np.ndarray, word_start: np.ndarray,

@@ -16,7 +16,8 @@ import numpy as np
 
 Z_975 = 1.959963984540054
 # Student t 0.975 quantiles where the expansion below is not yet accurate to 1e-4.
-_T_975_SMALL = {1: 12.706204736, 2: 4.302652730, 3: 3.182446305, 4: 2.776445105}
+_T_975_SMALL = {1: 12.706204736, 2: 4.302652730, 3: 3.182446305, 4: 2.776445105,
+                5: 2.570581836, 6: 2.446911851}
 
 CSV_FIELDS = ("train_strategy", "eval_masking", "status", "accuracy", "accuracy_low",
               "accuracy_high", "loss", "loss_low", "loss_high", "batches", "predictions",
@@ -62,8 +63,8 @@ class Matrix:
 def t_quantile_975(df: int) -> float:
   """The 0.975 quantile of Student's t with `df` degrees of freedom (two-sided 95%).
 
-  Exact values for df <= 4, beyond them the Cornish-Fisher expansion (Abramowitz & Stegun
-  26.7.5), whose error there is below 1e-4: no scipy needed.
+  Tabulated for df <= 6, beyond them the Cornish-Fisher expansion (Abramowitz & Stegun
+  26.7.5), whose relative error there is below 5e-5: no scipy needed.
   """
   if df < 1:
     raise ValueError(f"degrees of freedom must be >= 1, got {df}")
@@ -149,12 +150,12 @@ def to_csv(matrix: Matrix) -> str:
   return out.getvalue()
 
 
-def _cell_text(matrix: Matrix, s: str, m: str, best: str | None) -> str:
+def _cell_text(matrix: Matrix, s: str, m: str, best: float | None) -> str:
   if (s, m) not in matrix.cells:
     return "not trained" if matrix.runs[s].get("error") else "n/a"
   acc, loss = cell_stats(matrix.cells[s, m])
   accuracy = f"{100 * acc.mean:.1f}"
-  if s == best:
+  if acc.mean == best:  # ties are all bold
     accuracy = f"**{accuracy}**"
   return f"{accuracy} ±{100 * acc.half_width:.1f} · {loss.mean:.2f} ±{loss.half_width:.2f}"
 
@@ -163,9 +164,9 @@ def results_table(matrix: Matrix) -> str:
   """The matrix as Markdown: rows training strategy, columns evaluation masking.
 
   A cell reads "accuracy % ±half-width · loss ±half-width" (95% over batches); the best
-  accuracy of each column is bold. A last row gives the most-frequent-token baseline.
+  accuracy of each column is bold (ties: all of them). A last row gives the most-frequent-token baseline.
   """
-  best = {m: (ranking(matrix, m) or [(None, 0)])[0][0] for m in matrix.maskings}
+  best = {m: (ranking(matrix, m) or [(None, None)])[0][1] for m in matrix.maskings}
   lines = ["| trained with \\ evaluated on | " + " | ".join(matrix.maskings) + " |",
            "|---" * (len(matrix.maskings) + 1) + "|"]
   for s in matrix.strategies:
@@ -233,6 +234,16 @@ def markdown(matrix: Matrix) -> str:
 
 
 # --------------------------------------------------------------------------------- plots
+
+
+def require_matplotlib() -> None:
+  """Fails early, before any training, when the plots could not be drawn."""
+  try:
+    import matplotlib  # pylint: disable=g-import-not-at-top,unused-import
+  except ImportError as e:
+    # ValueError: the command line prints it as one line naming the fix.
+    raise ValueError("mlmjax-compare draws its plots with matplotlib: pip install "
+                     "'mlmjax[compare]' (or pip install matplotlib).") from e
 
 
 def _pyplot():

@@ -9,8 +9,8 @@ Every strategy reduces to a `Plan` (which tokens move together, and how likely e
    only, until the budget is met;
 4. corruption of the chosen tokens: [MASK] / random id / kept, per token or per unit.
 
-All randomness comes from per-row keys [B] (`rng.row_keys`), so a row's masks depend on the batch key,
-the step and the row's index, never on how the batch is sharded across devices.
+All randomness comes from per-row keys [B] (`rng.row_keys`), so a row's masks depend on the batch
+key, the step and the row's index, never on how the batch is sharded across devices.
 
 How the draw runs without sorting (sorts and top-k are slow on CPU, and the selection must be
 exact): each unit gets a random 32-bit key whose order is a weighted random order (Gumbel keys
@@ -31,6 +31,7 @@ import numpy as np
 
 from mlmjax.masking import corruption
 from mlmjax.masking import rng
+from mlmjax.masking import rows
 from mlmjax.masking.tables import VocabTables
 
 Array = jax.Array
@@ -136,44 +137,6 @@ def as_token_batch(batch: TokenBatch | Mapping[str, Any]) -> TokenBatch:
   return jax.tree.map(jnp.asarray, batch)
 
 
-# ----------------------------------------------------------------------------- scans
-
-
-def cumulative(op: Any, x: Array, fill: Any) -> Array:
-  """Inclusive scan of `op` along axis 1, `fill` its identity.
-
-  log2(S) shifted combines (Hillis-Steele): on CPU several times faster than lax.cummax, and
-  cheaper to compile than lax.associative_scan.
-  """
-  shift = 1
-  while shift < x.shape[1]:
-    x = op(x, jnp.pad(x[:, :-shift], ((0, 0), (shift, 0)), constant_values=fill))
-    shift *= 2
-  return x
-
-
-def prefix_sum(x: Array) -> Array:
-  """[B, S] int32 inclusive prefix sums along axis 1 of small ints (0 <= x <= 256), exact.
-
-  Sums within blocks of 128 are one matmul with a triangular matrix (bf16 inputs, f32
-  accumulation: exact here), then block offsets are added: on CPU ~5x faster than cumsum.
-  """
-  b, s = x.shape
-  block = min(s, 128)
-  pad = -s % block
-  x = jnp.pad(x, ((0, 0), (0, pad))).astype(jnp.bfloat16).reshape(b, -1, block)
-  tri = jnp.triu(jnp.ones((block, block), jnp.bfloat16))
-  within = jnp.einsum("bnk,kj->bnj", x, tri, preferred_element_type=jnp.float32)
-  totals = within[:, :, -1]
-  within = within + (jnp.cumsum(totals, axis=1) - totals)[:, :, None]
-  return within.reshape(b, -1)[:, :s].astype(jnp.int32)
-
-
-def shift_right(x: Array, fill: Any) -> Array:
-  """[B, S] x[:, s - 1] at s, `fill` at s = 0."""
-  return jnp.pad(x[:, :-1], ((0, 0), (1, 0)), constant_values=fill)
-
-
 # ----------------------------------------------------------------------------- units
 
 
@@ -188,9 +151,9 @@ def forced_starts(ids: Array, tables: VocabTables, segment_ids: Array | None) ->
   The first token, a token after a special token (so '##x' after [CLS] is its own unit, and a
   byte-level word is never fused with <s>), and the first token of each document.
   """
-  starts = shift_right(tables.is_special[ids], True)
+  starts = rows.shift_right(tables.is_special[ids], True)
   if segment_ids is not None:
-    starts = starts | (segment_ids != shift_right(segment_ids, -1))
+    starts = starts | (segment_ids != rows.shift_right(segment_ids, -1))
   return starts
 
 
@@ -200,7 +163,7 @@ def unit_heads(start: Array) -> Array:
   With the starts of eligible units (forced starts included), that is each token's unit.
   """
   pos = jnp.arange(start.shape[1], dtype=jnp.int32)
-  return cumulative(jnp.maximum, jnp.where(start, pos, 0), 0)
+  return rows.cumulative(jnp.maximum, jnp.where(start, pos, 0), 0)
 
 
 # ----------------------------------------------------------------------------- budget
@@ -314,8 +277,8 @@ def _skip_fill(v: Array, token_key: Array, head: Array, chosen: Array, left: Arr
   most max(budget) rounds, rarely more than two.
   """
   b, s = v.shape
-  length = jnp.zeros((b, s), jnp.int32).at[jnp.arange(b)[:, None], head].add(
-      (token_key > 0).astype(jnp.int32))  # tokens per unit, at its start
+  length = rows.row_scatter(jnp.zeros((b, s), jnp.int32), head, (token_key > 0).astype(jnp.int32),
+                       add=True)  # tokens per unit, at its start
 
   def candidates(chosen, left):
     return (v > 0) & ~chosen & (length <= left[:, None])
@@ -363,12 +326,9 @@ def select_units(v: Array, width: int, head: Array, eligible: Array, budget: Arr
 def compact(chosen: Array, num_slots: int) -> Array:
   """[B, P] ascending positions of the chosen tokens; S in unused slots. Needs <= P chosen."""
   b, s = chosen.shape
-  slot = jnp.where(chosen, jnp.minimum(prefix_sum(chosen) - 1, num_slots), num_slots)
-  # A flat scatter into [B, P + 1]; slot P collects the unchosen and is dropped.
-  flat = (jnp.arange(b, dtype=jnp.int32)[:, None] * (num_slots + 1) + slot).reshape(-1)
-  pos = jnp.broadcast_to(jnp.arange(s, dtype=jnp.int32), (b, s)).reshape(-1)
-  out = jnp.full((b * (num_slots + 1),), s, jnp.int32).at[flat].set(pos, mode="promise_in_bounds")
-  return out.reshape(b, num_slots + 1)[:, :num_slots]
+  slot = jnp.where(chosen, rows.prefix_sum(chosen) - 1, num_slots)  # unchosen: out of range
+  pos = jnp.broadcast_to(jnp.arange(s, dtype=jnp.int32), (b, s))
+  return rows.row_scatter(jnp.full((b, num_slots), s, jnp.int32), slot, pos)
 
 
 # ----------------------------------------------------------------------------- the core

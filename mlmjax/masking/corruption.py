@@ -10,6 +10,7 @@ import ml_collections
 import numpy as np
 
 from mlmjax.masking import rng
+from mlmjax.masking import rows
 from mlmjax.masking.tables import VocabTables
 
 Array = jax.Array
@@ -95,14 +96,13 @@ def corrupt(ids: Array, positions: Array, used: Array, decide: Array, random_bit
     decide: [B, P] uniforms: < mask_prob -> [MASK], < mask_prob + random_prob -> random id.
     random_bits: [B, P] uint32, random_coin: [B, P] 16-bit: for the random ids.
   """
-  b, s = ids.shape
   original = jnp.take_along_axis(ids, positions, axis=1)
   random_ids = random_token_ids(random_bits, random_coin, table)
   new = jnp.where(decide < config.mask_prob, mask_id,
                   jnp.where(decide < config.mask_prob + config.random_prob, random_ids, original))
   # Unused slots scatter out of bounds and are dropped, so they never touch position 0.
-  target = jnp.where(used, positions, s)
-  return ids.at[jnp.arange(b)[:, None], target].set(new.astype(ids.dtype), mode="drop")
+  target = jnp.where(used, positions, ids.shape[1])
+  return rows.row_scatter(ids, target, new.astype(ids.dtype))
 
 
 def decisions(per_token: Array, per_start: Array | None, positions: Array, head: Array | None,

@@ -195,14 +195,17 @@ def mixture(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context) -
   u = rng.row_uniform(keys, rng.MIXTURE, ())
   choice = jnp.sum(u[:, None] >= cdf[None, :-1], axis=1)  # [B] component of each row
   b, s = batch.input_ids.shape
-  rows = jnp.arange(b)
 
   def pick(values, default):
+    """Each row's value from its component (elementwise selects keep the batch sharded)."""
     if all(v is None for v in values):
       return None
-    stacked = jnp.stack([jnp.broadcast_to(default if v is None else v, default.shape)
-                         for v in values])
-    return stacked[choice, rows]
+    values = [jnp.broadcast_to(default if v is None else v, default.shape) for v in values]
+    row_choice = choice.reshape((b,) + (1,) * (default.ndim - 1))
+    out = values[0]
+    for i, v in enumerate(values[1:], start=1):
+      out = jnp.where(row_choice == i, v, out)
+    return out
 
   truncate = config.fill == "truncate"
   unit_replace = config.replace_per == "unit"

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mlmjax.masking import core
+from mlmjax.masking import rows
 from mlmjax.masking.tables import VocabTables
 
 Array = jax.Array
@@ -37,7 +38,7 @@ def annotated_spans(span_ids: Array, word_start: Array) -> tuple[Array, Array]:
     in_span: [B, S] bool.
   """
   in_span = span_ids > 0
-  changed = span_ids != core.shift_right(span_ids, -1)
+  changed = span_ids != rows.shift_right(span_ids, -1)
   return jnp.where(in_span, changed, changed | word_start), in_span
 
 
@@ -76,11 +77,10 @@ def geometric_spans(u: Array, word_start: Array, p: float, max_words: int) -> Ar
     word_start: [B, S] bool starts of words that may be masked (specials excluded).
   """
   b, s = word_start.shape
-  word = core.prefix_sum(word_start) - 1  # word index of each token
+  word = rows.prefix_sum(word_start) - 1  # word index of each token
   lengths = sample_span_lengths(u, p, max_words)
-  first_word = core.prefix_sum(lengths) - lengths  # first word of span j, for j < S
-  begins = jnp.zeros((b, s + 1), bool).at[jnp.arange(b)[:, None],
-                                          jnp.minimum(first_word, s)].set(True)
+  first_word = rows.prefix_sum(lengths) - lengths  # first word of span j, for j < S
+  begins = rows.row_scatter(jnp.zeros((b, s), bool), first_word, jnp.ones((b, s), bool))
   return word_start & jnp.take_along_axis(begins, jnp.maximum(word, 0), axis=1)
 
 
@@ -126,15 +126,15 @@ def t5_noise(bits: Array, eligible: Array, num_noise: Array, mean_length: float
   keep_cut = _composition(bits[:, 1], keep, spans)
   # Noise token i lies in noise run j (j cuts at or before i), after keep runs 0..j, which
   # end at the (j+1)-th keep cut (or at `keep` for the last run): its rank is i + that end.
-  run = core.prefix_sum(noise_cut)
+  run = rows.prefix_sum(noise_cut)
   keep_ends = core.compact(keep_cut, s)  # ascending keep cut positions, S when unused
   end = jnp.where(run < spans[:, None] - 1, jnp.take_along_axis(keep_ends, run, axis=1),
                   keep[:, None])
   pos = jnp.arange(s)
   rank = jnp.where(pos < num_noise[:, None], pos + end, s)  # S: dropped
-  rows = jnp.arange(b)[:, None]
-  is_noise = jnp.zeros((b, s), bool).at[rows, rank].set(True, mode="drop")
-  is_start = jnp.zeros((b, s), bool).at[rows, rank].set(noise_cut | (pos == 0), mode="drop")
-  token_rank = jnp.maximum(core.prefix_sum(eligible) - 1, 0)
+  is_noise = rows.row_scatter(jnp.zeros((b, s), bool), rank, jnp.ones((b, s), bool))
+  is_start = rows.row_scatter(jnp.zeros((b, s), bool), rank,
+                              jnp.broadcast_to(noise_cut | (pos == 0), (b, s)))
+  token_rank = jnp.maximum(rows.prefix_sum(eligible) - 1, 0)
   noise = eligible & jnp.take_along_axis(is_noise, token_rank, axis=1)
   return noise, noise & jnp.take_along_axis(is_start, token_rank, axis=1)

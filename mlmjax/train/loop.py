@@ -21,7 +21,7 @@ from flax import nnx
 from jax.experimental import multihost_utils
 
 from mlmjax import checkpoint, masking
-from mlmjax.data import pipeline, prepare, tokenizer as tokenizer_lib
+from mlmjax.data import pipeline, prepare, stats as data_stats, tokenizer as tokenizer_lib
 from mlmjax.model.bert import BertConfig, BertForMaskedLM
 from mlmjax.train import metrics as metrics_lib
 from mlmjax.train import optim, partition
@@ -59,7 +59,8 @@ def build(config, vocab_tables: masking.VocabTables, vocab_size: int, pad_id: in
     model = BertForMaskedLM(model_cfg, rngs=nnx.Rngs(params=key))
     params = nnx.state(model, nnx.Param)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                      mask_state=mask_state, skipped=jnp.zeros((), jnp.int32))
+                      mask_state=mask_state, skipped=jnp.zeros((), jnp.int32),
+                      consecutive_skips=jnp.zeros((), jnp.int32))
 
   with partition.mesh_context(mesh, config.mesh.axis_rules):
     graphdef, _ = nnx.split(nnx.eval_shape(lambda: BertForMaskedLM(model_cfg, rngs=nnx.Rngs(0))))
@@ -193,9 +194,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
     multihost_utils.sync_global_devices("mlmjax: data prepared")
   manifest = prepare.prepare(config.data, workdir)
   tokenizer = tokenizer_lib.get_tokenizer(config.data, workdir)
-  tables = masking.VocabTables.from_tokenizer(tokenizer)
-  data_dir = os.path.join(workdir, "data")
-  pad_id = tokenizer.token_to_id("[PAD]")
+  tables = data_stats.vocab_tables(tokenizer, manifest)  # with corpus frequency and IDF
+  pad_id = manifest["tokenizer"]["roles"]["pad"]
 
   # Model, optimizer and masking, sharded on the mesh.
   c = build(config, tables, tokenizer.get_vocab_size(), pad_id)
@@ -220,17 +220,17 @@ def _train(config, workdir, c, manifest, tokenizer, is_main) -> dict:
   meta = {"config": json.loads(config.to_json_best_effort()),
           "tokenizer_hash": manifest["tokenizer"]["sha256"],
           "model": dataclasses.asdict(c.model_cfg)}
-  latest = manager.latest_step()
-  if latest is not None:
-    saved = checkpoint.read_meta(manager, latest)
+  def check_saved(saved: dict) -> bool:
     check_compatible(saved, meta)
+    check_same_experiment(saved["config"], meta["config"], config.train.allow_config_change)
     same_data = saved["config"]["data"] == meta["config"]["data"]
     if not same_data:  # a new phase (e.g. seq 128 -> 512): the model goes on, the data restarts
-      logging.warning("The data config changed since step %d: continuing the model on the new "
-                      "data from its first batch.", latest)
-    state = checkpoint.restore(manager, latest, c.abstract_state,
-                               data_iter if same_data else None)
-  else:
+      logging.warning("The data config changed since the checkpoint: continuing the model on "
+                      "the new data from its first batch.")
+    return same_data
+
+  state, _ = checkpoint.restore_latest_good(manager, c.abstract_state, data_iter, check_saved)
+  if state is None:
     state = c.init_state(jax.random.key(config.seed))
     if config.get("init_from_hf"):  # continued pretraining: HF weights, fresh optimizer
       state = state.replace(params=hf_params(config, c))
@@ -253,6 +253,8 @@ def _train(config, workdir, c, manifest, tokenizer, is_main) -> dict:
                   desc="train", dynamic_ncols=True)
   window_start, window_steps = time.perf_counter(), 0
   last = config.train.stop_after or config.train.steps
+  preemption = checkpoint.PreemptionNotice()
+  previous_metrics = None
   for step in range(start + 1, last + 1):
     batch = partition.global_batch(next(data_iter), c.mesh)
     if compiled is None:  # compiled once, ahead of time: a changed shape fails, never recompiles
@@ -263,9 +265,13 @@ def _train(config, workdir, c, manifest, tokenizer, is_main) -> dict:
     state, step_metrics = compiled(state, batch, train_key)
     window_steps += 1
     bar.update(1)
+    # The previous step's skip counter: read while this step runs, so the device never idles.
+    if previous_metrics is not None:
+      check_consecutive_skips(int(previous_metrics["consecutive_skips"]), step - 1, config)
+    previous_metrics = step_metrics
 
     if step % config.train.log_every == 0 or step == last:
-      scalars = jax.device_get(step_metrics)  # the only host sync, once per log interval
+      scalars = jax.device_get(step_metrics)
       elapsed = time.perf_counter() - window_start
       scalars["tokens_per_second"] = window_steps * rows * seq_len / elapsed
       scalars["step_seconds"] = elapsed / window_steps
@@ -277,18 +283,31 @@ def _train(config, workdir, c, manifest, tokenizer, is_main) -> dict:
       writer.write_scalars(step, scalars)
       bar.set_postfix(loss=f"{scalars['loss']:.3f}", acc=f"{scalars['accuracy']:.3f}",
                       tok_s=f"{scalars['tokens_per_second']:,.0f}")
-      check_skipped(scalars, config)
 
+    eval_metrics = None
     if config.train.eval_every and step % config.train.eval_every == 0 and step < last:
-      writer.write_scalars(step, evaluate(eval_fn, state, eval_batches, config.seed, c.mesh))
+      eval_metrics = evaluate(eval_fn, state, eval_batches, config.seed, c.mesh)
+      writer.write_scalars(step, eval_metrics)
       window_start = time.perf_counter()
-    checkpoint.save(manager, step, state, data_iter, meta)
+    if preemption.reached(step):
+      checkpoint.save(manager, step, state, data_iter, meta, force=True)
+      manager.wait_until_finished()
+      logging.warning("Preempted: saved step %d; rerun the same command to resume.", step)
+      bar.close()
+      writer.close()
+      preemption.close()
+      return {"step": step, "preempted": True}
+    # Evaluated steps are always saved, with their loss, so the best one can be kept.
+    checkpoint.save(manager, step, state, data_iter, meta, force=eval_metrics is not None,
+                    metrics=eval_metrics)
   bar.close()
+  preemption.close()
+  check_consecutive_skips(int(jax.device_get(state.consecutive_skips)), last, config)
 
   results = evaluate(eval_fn, state, eval_batches, config.seed, c.mesh)
   final_step = int(jax.device_get(state.step))
-  checkpoint.save(manager, final_step, state, data_iter, meta, force=final_step not in
-                  manager.all_steps())
+  if final_step not in manager.all_steps():
+    checkpoint.save(manager, final_step, state, data_iter, meta, force=True, metrics=results)
   manager.wait_until_finished()
   writer.write_scalars(final_step, results)
   writer.close()
@@ -320,9 +339,44 @@ def check_compatible(saved: dict, current: dict) -> None:
                      "the prepared data now uses. Use a new --workdir.")
 
 
-def check_skipped(scalars: dict, config) -> None:
-  limit = config.train.get("max_skipped_updates", 0)
-  if limit and scalars["skipped_updates"] > limit:
-    raise RuntimeError(f"{int(scalars['skipped_updates'])} updates were skipped for non-finite "
-                       "loss or gradients; lower config.train.learning_rate or check the data. "
-                       "The last checkpoint is intact.")
+def check_consecutive_skips(count: int, step: int, config) -> None:
+  """Stops the run when too many updates in a row had a non-finite loss or gradient."""
+  limit = config.train.max_consecutive_skips
+  if limit and count >= limit:
+    raise RuntimeError(f"{count} consecutive updates up to step {step} had a non-finite loss "
+                       "or gradient and were skipped; the run stops here. The last checkpoint "
+                       "holds only good updates. Lower config.train.learning_rate, check the "
+                       "data, or raise config.train.max_consecutive_skips.")
+
+
+# Keys that may differ between a checkpoint's config and the resuming run's: run length,
+# logging, the hardware layout and settings that leave the parameters' meaning alone. `data`
+# may change too (a new training phase). Anything else means another experiment.
+RESUMABLE_CHANGES = ("train.steps", "train.stop_after", "train.log_every", "train.eval_every",
+                     "train.eval_batches", "train.checkpoint_every", "train.keep_checkpoints",
+                     "train.grad_accum_steps", "train.allow_config_change",
+                     "train.max_consecutive_skips", "model.dtype", "model.attention",
+                     "model.remat", "mesh.", "data.", "init_from_hf")
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      flat.update(_flatten(value, f"{prefix}{key}."))
+    else:
+      flat[f"{prefix}{key}"] = value
+  return flat
+
+
+def check_same_experiment(saved: dict, current: dict, allow_change: bool) -> None:
+  """Refuses to resume a workdir written by another experiment's config (unless allowed)."""
+  old, new = _flatten(saved), _flatten(current)
+  changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k)
+                   and not any(k == r or (r.endswith(".") and k.startswith(r))
+                               for r in RESUMABLE_CHANGES))
+  if changed and not allow_change:
+    details = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:8])
+    raise ValueError(f"This workdir holds a run of another config ({details}). Use a new "
+                     "--workdir, or pass --config.train.allow_config_change=True to continue "
+                     "this run with the new settings.")

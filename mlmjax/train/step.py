@@ -25,6 +25,7 @@ class TrainState:
   opt_state: Any  # optax state, sharded like the params
   mask_state: Any  # running state of the masking strategy (None for stateless strategies)
   skipped: jax.Array  # int32 scalar: updates skipped for a non-finite loss or gradient
+  consecutive_skips: jax.Array  # int32 scalar: skipped updates since the last good one
 
 
 def word_embeddings(params) -> jax.Array:
@@ -111,7 +112,8 @@ def train_step(state: TrainState, batch: dict, key: jax.Array, *, graphdef: nnx.
       params=keep(params, state.params),
       opt_state=keep(opt_state, state.opt_state),
       mask_state=keep(mask_state, state.mask_state),
-      skipped=state.skipped + (~finite).astype(jnp.int32))
+      skipped=state.skipped + (~finite).astype(jnp.int32),
+      consecutive_skips=jnp.where(finite, 0, state.consecutive_skips + 1))
   metrics = {
       "loss": loss,
       "accuracy": jnp.sum(correct * masked.weights) / jnp.maximum(num_predictions, 1.0),
@@ -120,6 +122,7 @@ def train_step(state: TrainState, batch: dict, key: jax.Array, *, graphdef: nnx.
       "predictions_per_row": num_predictions / masked.weights.shape[0],
       "budget_clipped": jnp.sum(masked.num_clipped).astype(jnp.float32),
       "skipped_updates": new_state.skipped.astype(jnp.float32),
+      "consecutive_skips": new_state.consecutive_skips,
   }
   return new_state, metrics
 

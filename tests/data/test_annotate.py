@@ -96,7 +96,7 @@ def test_encode_chunk_aligns_entities_to_tokens(tok):
 @pytest.fixture(scope="module")
 def spacy_pipeline(tmp_path_factory):
   """A real spaCy pipeline, built offline: entity ruler + attribute ruler setting POS."""
-  spacy = pytest.importorskip("spacy")
+  import spacy  # pylint: disable=g-import-not-at-top  (the test extra has it)
   nlp = spacy.blank("en")
   ruler = nlp.add_pipe("entity_ruler")
   ruler.add_patterns([{"label": "ORG", "pattern": "Python Software Foundation"},
@@ -142,7 +142,7 @@ def test_spacy_pipeline_errors(tmp_path, spacy_pipeline):
   with pytest.raises(annotate.AnnotationError, match="neither an installed spaCy package"):
     annotate.resolve_annotator(str(tmp_path / "missing"))
   assert annotate.resolve_annotator("") == annotate.RULES
-  spacy = pytest.importorskip("spacy")
+  import spacy  # pylint: disable=g-import-not-at-top  (the test extra has it)
   blank = tmp_path / "blank"
   spacy.blank("en").to_disk(blank)
   with pytest.raises(annotate.AnnotationError, match="finds no entities"):

@@ -10,8 +10,8 @@ from mlmjax.data import prepare as prepare_lib
 
 
 def test_parquet_files(tmp_path, data_config, make_documents):
-  pa = pytest.importorskip("pyarrow")
-  pq = pytest.importorskip("pyarrow.parquet")
+  import pyarrow as pa  # pylint: disable=g-import-not-at-top  (the test extra has it)
+  import pyarrow.parquet as pq  # pylint: disable=g-import-not-at-top
   docs = make_documents(5)
   pq.write_table(pa.table({"body": docs[:3] + ["  ", docs[3]], "n": [1, 2, 3, 4, 5]}),
                  tmp_path / "a.parquet")
@@ -37,7 +37,7 @@ def test_parquet_files(tmp_path, data_config, make_documents):
 @pytest.fixture(scope="module")
 def tfds_dir(tmp_path_factory, make_documents):
   """A tiny TFDS dataset in ArrayRecord, built with a TFDS builder, offline, without TF."""
-  tfds = pytest.importorskip("tensorflow_datasets")
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   docs = make_documents(40, seed=5)
 
   class TinyCorpus(tfds.core.GeneratorBasedBuilder):
@@ -105,7 +105,7 @@ def test_tfds_prepare_and_errors(tfds_dir, data_config, tmp_path):
 
 
 def test_hf_datasets_from_disk(tmp_path, data_config, make_documents, write_jsonl):
-  datasets = pytest.importorskip("datasets")
+  import datasets  # pylint: disable=g-import-not-at-top
   docs = make_documents(12, seed=7)
   datasets.DatasetDict({
       "train": datasets.Dataset.from_dict({"content": docs[:10], "id": list(range(10))}),

@@ -158,7 +158,7 @@ _SP_TEXTS = ["New York City is big.", "  Hello   [MASK] world!  Ünïcode ﬁne 
 
 
 def test_sentencepiece_model_encodes_as_sentencepiece(tmp_path, make_documents):
-  spm = pytest.importorskip("sentencepiece")
+  import sentencepiece as spm  # pylint: disable=g-import-not-at-top  (test extra)
   corpus = tmp_path / "corpus.txt"
   corpus.write_text("\n".join(make_documents(200) + _SP_TEXTS[:1] * 20), encoding="utf-8")
   spm.SentencePieceTrainer.train(

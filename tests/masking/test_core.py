@@ -8,6 +8,7 @@ import pytest
 from mlmjax import masking
 from mlmjax.masking import core
 from mlmjax.masking import rng
+from mlmjax.masking import rows
 
 PAD, CLS, SEP, MASK = 0, 2, 3, 4
 B, S, P = 16, 48, 12
@@ -286,15 +287,15 @@ def _reference_units(v, head, eligible, budget, truncate):
 
 @pytest.mark.parametrize("truncate", [False, True])
 def test_select_units_matches_greedy_reference(truncate):
-  rng = np.random.default_rng(4)
+  gen = np.random.default_rng(4)
   b, s = 64, 40
-  eligible = rng.random((b, s)) < 0.9
-  start = eligible & ((rng.random((b, s)) < 0.4) | core.shift_right(~eligible, True))
+  eligible = gen.random((b, s)) < 0.9
+  start = eligible & ((gen.random((b, s)) < 0.4) | rows.shift_right(~eligible, True))
   head = core.unit_heads(jnp.asarray(start))
   keys = rng.row_keys(jax.random.key(0), b)
   v, width = core.order_keys(rng.row_halves(keys, 9, s), jnp.asarray(start),
-                             jnp.asarray(rng.normal(size=(b, s)), jnp.float32))
-  budget = jnp.asarray(rng.integers(0, 16, b))
+                             jnp.asarray(gen.normal(size=(b, s)), jnp.float32))
+  budget = jnp.asarray(gen.integers(0, 16, b))
   got = jax.jit(core.select_units, static_argnums=(1, 5))(v, width, head, jnp.asarray(eligible),
                                                          budget, truncate)
   want = _reference_units(np.asarray(v), np.asarray(head), eligible, np.asarray(budget), truncate)

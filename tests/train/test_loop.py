@@ -56,3 +56,14 @@ def test_resume_refuses_another_model_shape(tiny, tmp_path):
   tiny.model.hidden_size = 64
   with pytest.raises(ValueError, match="new --workdir"):
     loop.train_and_evaluate(tiny, str(workdir))
+
+
+def test_one_compilation_of_each_step_for_the_whole_run(tiny, tmp_path, caplog):
+  """Steps, evaluations (two of them here) and changing learning rates never recompile."""
+  import logging
+  tiny.train.update(steps=6, eval_every=2)
+  with caplog.at_level(logging.WARNING), jax.log_compiles(True):
+    loop.train_and_evaluate(tiny, str(tmp_path / "run"))
+  compiled = [r.getMessage() for r in caplog.records if "Finished XLA compilation" in r.getMessage()]
+  assert sum("jit(train_step)" in m for m in compiled) == 1, compiled
+  assert sum("jit(eval_batch)" in m for m in compiled) == 1, compiled

@@ -1,0 +1,503 @@
+r"""Masking strategy comparison: one model per strategy on one budget, every model on every masking.
+
+    mlmjax-compare --config=configs/compare.py --workdir=DIR [--config.scale=gpu]
+
+Each strategy in `compare.strategies` trains the same model through `loop.train_and_evaluate`:
+same architecture, steps, batch and seed (so the same initial weights and the same data order);
+only `masking.strategy` differs. Then every trained model is evaluated under every masking in
+`compare.eval_maskings`, on the same held-out rows, with the masks drawn once per masking from a
+fixed key: every model answers exactly the same questions.
+
+DIR holds:
+  data/, tokenizer/                   prepared once; each run's data/ and tokenizer/ link here
+  runs/<strategy>/                    a training workdir (checkpoints, tensorboard/metrics.jsonl)
+  runs/<strategy>/compare.json        written when the run has finished: its config and results
+  cells/<strategy>__<masking>.json    per-batch loss and accuracy of one model under one masking
+  results.csv, results.md, loss_curves.png, accuracy_heatmap.png
+
+All of it is cached: run the command again and it resumes an interrupted run from its last
+checkpoint, reuses finished runs and evaluated cells, and rewrites the tables and plots.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.util
+import json
+import os
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import flags, logging
+from flax import nnx
+from ml_collections import config_flags
+
+from mlmjax import inference, masking
+from mlmjax.data import pipeline, prepare, stats, tokenizer as tokenizer_lib
+from mlmjax.experiments import report
+from mlmjax.train import loop, step as step_lib
+
+DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "configs", "compare.py")
+RUNS, CELLS, RUN_RECORD = "runs", "cells", "compare.json"
+OUTPUTS = {"csv": "results.csv", "markdown": "results.md", "curves": "loss_curves.png",
+           "heatmap": "accuracy_heatmap.png"}
+# Blocks of the comparison itself: they are not part of a run's training config.
+COMPARISON_KEYS = ("compare", "scale")
+# Maskings whose masks read the model (adaptive: its running loss; contextual: its embeddings).
+# As evaluation maskings they would give each model other masks, so they are refused there.
+MODEL_DEPENDENT = ("adaptive", "contextual")
+MASKED_FIELDS = ("input_ids", "positions", "labels", "weights")
+
+
+# ---------------------------------------------------------------------------- the config
+
+
+def _components(config: ml_collections.ConfigDict, name: str) -> tuple[str, ...]:
+  return tuple(config.masking.mixture.strategies) if name == "mixture" else (name,)
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Raises one ValueError naming the fix for a comparison that cannot run as configured."""
+  known = sorted(masking.STRATEGIES)
+  for key in ("strategies", "eval_maskings"):
+    names = tuple(config.compare[key])
+    if not names:
+      raise ValueError(f"config.compare.{key} is empty; name at least one of {known}.")
+    unknown = [n for n in names if n not in masking.STRATEGIES]
+    if unknown:
+      raise ValueError(f"config.compare.{key} names {unknown}, which masking.STRATEGIES does "
+                       f"not have; choose from {known}.")
+    if len(set(names)) != len(names):
+      raise ValueError(f"config.compare.{key} repeats a name: {list(names)}.")
+  reads_model = [m for m in config.compare.eval_maskings
+                 if set(_components(config, m)) & set(MODEL_DEPENDENT)]
+  if reads_model:
+    raise ValueError(f"config.compare.eval_maskings has {reads_model}, whose masks depend on "
+                     "the model being evaluated (adaptive: its running loss, contextual: its "
+                     "embeddings), so the models would not see the same masks; use them as "
+                     "training strategies only.")
+  if config.train.stop_after:
+    raise ValueError("config.train.stop_after must be 0 in a comparison: every run trains to "
+                     "train.steps (interrupt the command and run it again to resume).")
+  if jax.process_count() > 1:
+    raise ValueError("mlmjax-compare runs in one process; train multi-host runs with "
+                     "mlmjax-train and compare them on one host.")
+  report.require_matplotlib()
+
+
+def run_config(config: ml_collections.ConfigDict, strategy: str) -> ml_collections.ConfigDict:
+  """The training config of one run: the shared config, `masking.strategy` set, no compare keys."""
+  run = ml_collections.ConfigDict(config.to_dict())  # an unlocked deep copy
+  for key in COMPARISON_KEYS:
+    if key in run:
+      del run[key]
+  run.masking.strategy = strategy
+  return run
+
+
+def _flatten(tree, prefix: str = "") -> dict:
+  if not isinstance(tree, dict):
+    return {prefix: tree}
+  out = {}
+  for key, value in tree.items():
+    out.update(_flatten(value, f"{prefix}.{key}" if prefix else key))
+  return out
+
+
+def config_diff(old: dict, new: dict) -> list[str]:
+  """Dotted keys whose values differ between two configs (as JSON dicts)."""
+  a, b = _flatten(old), _flatten(new)
+  return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+
+def _read_json(path: str) -> dict | None:
+  if not os.path.exists(path):
+    return None
+  with open(path, encoding="utf-8") as f:
+    return json.load(f)
+
+
+def _write_json(path: str, value: dict) -> None:
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path + ".tmp", "w", encoding="utf-8") as f:
+    json.dump(value, f, indent=1)
+  os.replace(path + ".tmp", path)  # a crash never leaves a half-written cache entry
+
+
+def _sha256(value) -> str:
+  if isinstance(value, dict):
+    value = json.dumps(value, sort_keys=True)
+  return hashlib.sha256(value.encode("utf-8")).hexdigest()
+
+
+# ------------------------------------------------------------------------------ training
+
+
+def link_shared_data(workdir: str, run_dir: str) -> None:
+  """Points a run's data/ and tokenizer/ at the comparison's: one preparation, identical rows."""
+  os.makedirs(run_dir, exist_ok=True)
+  for name in (prepare.DATA_DIR, tokenizer_lib.CACHE_DIR):
+    target, link = os.path.join(workdir, name), os.path.join(run_dir, name)
+    if os.path.exists(target) and not os.path.lexists(link):
+      os.symlink(os.path.relpath(target, run_dir), link)  # relative: the workdir may move
+
+
+def eval_curve(run_dir: str) -> list[list[float]]:
+  """[[step, eval_loss], ...] from the run's metrics.jsonl; a resumed step keeps its last value."""
+  path = os.path.join(run_dir, "tensorboard", "metrics.jsonl")
+  curve = {}
+  if os.path.exists(path):
+    with open(path, encoding="utf-8") as f:
+      for line in f:
+        record = json.loads(line)
+        if "eval_loss" in record:
+          curve[int(record["step"])] = float(record["eval_loss"])
+  return [[s, curve[s]] for s in sorted(curve)]
+
+
+def train_run(config: ml_collections.ConfigDict, strategy: str, workdir: str) -> dict:
+  """Trains, resumes or reuses one strategy's model; returns its run record.
+
+  A finished run (its compare.json holds this very config) is reused without touching JAX. A
+  strategy that cannot be trained here (the loop refuses it with a ValueError, e.g. missing
+  annotations or vocabulary statistics) gives a record with its "error": the other runs go on
+  and the tables say why this row is missing.
+  """
+  run_dir = os.path.join(workdir, RUNS, strategy)
+  run = run_config(config, strategy)
+  wanted = json.loads(run.to_json_best_effort())
+  record_path = os.path.join(run_dir, RUN_RECORD)
+  saved = _read_json(record_path)
+  if saved is not None:
+    if saved["config"] != wanted:
+      raise ValueError(f"{run_dir} was trained with another config (differs in "
+                       f"{config_diff(saved['config'], wanted)}); use a new --workdir or delete "
+                       "that folder to retrain it.")
+    return {**saved, "curve": eval_curve(run_dir)}
+  link_shared_data(workdir, run_dir)
+  logging.info("Training %s in %s", strategy, run_dir)
+  start = time.perf_counter()
+  try:
+    results = loop.train_and_evaluate(run, run_dir)
+  except ValueError as e:
+    logging.error("Strategy %s cannot be trained: %s", strategy, e)
+    return {"error": str(e), "step": None, "seconds": None, "curve": []}
+  record = {"config": wanted, "config_sha256": _sha256(wanted), "results": results,
+            "step": results["step"], "seconds": time.perf_counter() - start, "error": None}
+  _write_json(record_path, record)
+  return {**record, "curve": eval_curve(run_dir)}
+
+
+# ------------------------------------------------------------------------ evaluation masks
+
+
+def eval_masking_config(config: ml_collections.ConfigDict,
+                        name: str) -> ml_collections.ConfigDict:
+  """The masking config of one evaluation masking: the training one with `name`, at step 0.
+
+  A constant rate (a schedule's rate at step 0 would not be the budget the table claims) and
+  the evaluation replacement mix (`compare.eval_mask_prob` / `eval_random_prob`).
+  """
+  cfg = ml_collections.ConfigDict(config.masking.to_dict())
+  cfg.strategy = name
+  cfg.schedule.kind = "constant"
+  cfg.dynamic.mode = "every_step"
+  cfg.mask_prob = config.compare.eval_mask_prob
+  cfg.random_prob = config.compare.eval_random_prob
+  return cfg
+
+
+def eval_key(seed: int) -> jax.Array:
+  """The evaluation masks' key: the training loop's fixed evaluation stream."""
+  return jax.random.fold_in(jax.random.key(seed), loop.EVAL_STREAM)
+
+
+def eval_rows(config: ml_collections.ConfigDict, data_dir: str) -> list[dict[str, np.ndarray]]:
+  """The held-out batches every model is scored on: full batches of the validation split.
+
+  Only full batches, so that each batch (the unit of the interval) holds as many rows.
+  """
+  size = config.compare.eval_batch_size
+  available = len(pipeline.PackedRows(data_dir, "validation")) // size
+  count = min(config.compare.eval_batches or available, available)
+  if count < 2:
+    raise ValueError(f"The validation split holds {available} full batch(es) of "
+                     f"compare.eval_batch_size={size} rows; an interval needs at least 2. "
+                     "Lower compare.eval_batch_size or raise data.validation_fraction.")
+  return pipeline.eval_batches(data_dir, "validation", size, count, process_index=0,
+                               process_count=1)
+
+
+def draw_masks(mask_config: ml_collections.ConfigDict, tables: masking.VocabTables,
+               rows: list[dict[str, np.ndarray]], key: jax.Array) -> list[dict[str, np.ndarray]]:
+  """Batch i masked with fold_in(key, i) at step 0: {input_ids [B, S], positions, labels,
+  weights [B, P]} per batch. A function of the key, rows and tables only: no model is read."""
+  masker = jax.jit(masking.make_masker(mask_config, tables))
+  masked = []
+  for i, batch in enumerate(rows):
+    out = masker(jax.random.fold_in(key, i), batch, 0)
+    masked.append({f: np.asarray(getattr(out, f)) for f in MASKED_FIELDS})
+  return masked
+
+
+def masks_sha256(masked: list[dict[str, np.ndarray]]) -> str:
+  """One hash of every masked input, position, label and weight: equal hashes, equal masks."""
+  digest = hashlib.sha256()
+  for batch in masked:
+    for field in MASKED_FIELDS:
+      digest.update(np.ascontiguousarray(batch[field]).tobytes())
+  return digest.hexdigest()
+
+
+def rows_sha256(rows: list[dict[str, np.ndarray]]) -> str:
+  digest = hashlib.sha256()
+  for batch in rows:
+    digest.update(np.ascontiguousarray(batch["input_ids"]).tobytes())
+  return digest.hexdigest()
+
+
+def _gather(field: np.ndarray, positions: np.ndarray) -> np.ndarray:
+  return np.take_along_axis(field, positions, axis=1)
+
+
+def masks_profile(masked: list[dict[str, np.ndarray]], rows: list[dict[str, np.ndarray]],
+                  baseline_token: int) -> dict:
+  """What a masking predicts: how many tokens, the share inside entity spans and PMI n-grams,
+  the mean length of runs of adjacent predicted tokens, and the most-frequent-token accuracy."""
+  total, runs, baseline = 0.0, 0.0, 0.0
+  inside = {"entity_ids": 0.0, "ngram_ids": 0.0}
+  for m, batch in zip(masked, rows):
+    w, pos = m["weights"], m["positions"]
+    total += w.sum()
+    # A run starts at a predicted slot whose position does not follow the previous slot's.
+    follows = np.concatenate([np.zeros_like(pos[:, :1], bool), pos[:, 1:] == pos[:, :-1] + 1], 1)
+    runs += (w * ~follows).sum()
+    baseline += (w * (m["labels"] == baseline_token)).sum()
+    for field in inside:
+      if field in batch:
+        inside[field] += (w * (_gather(batch[field], pos) > 0)).sum()
+  share = lambda field: (float(inside[field] / max(total, 1.0))
+                         if field in rows[0] else None)
+  return {"predictions": int(total), "in_entities": share("entity_ids"),
+          "in_ngrams": share("ngram_ids"), "run_length": float(total / max(runs, 1.0)),
+          "baseline_accuracy": float(baseline / max(total, 1.0))}
+
+
+def evaluation_masks(config: ml_collections.ConfigDict, name: str, tables: masking.VocabTables,
+                     rows: list[dict[str, np.ndarray]], baseline_token: int) -> dict:
+  """{"batches", "sha256", profile..., "error"} of one evaluation masking.
+
+  A masking the prepared data cannot support (entity or PMI masking without entity_ids /
+  ngram_ids) is reported with the masker's own message and the annotations to request: the
+  column is marked unavailable, never filled in with another masking.
+  """
+  try:
+    masked = draw_masks(eval_masking_config(config, name), tables, rows, eval_key(config.seed))
+  except ValueError as e:
+    asked = tuple(config.data.get("annotations", ()) or ())
+    return {"error": f"{e} (config.data.annotations is {asked}; request the annotation there)",
+            "batches": None}
+  return {"batches": masked, "sha256": masks_sha256(masked), "error": None,
+          **masks_profile(masked, rows, baseline_token)}
+
+
+# -------------------------------------------------------------------------- scoring cells
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _score_batch(graphdef: nnx.GraphDef, params, masked: dict) -> dict:
+  """Sums over one masked batch: loss, correct predictions, predictions."""
+  logits = nnx.merge(graphdef, params)(masked["input_ids"], masked["positions"])
+  _, per_slot, correct = step_lib.mlm_loss(logits, masked["labels"], masked["weights"])
+  w = masked["weights"]
+  return {"loss_sum": jnp.sum(per_slot * w), "correct": jnp.sum(correct * w),
+          "count": jnp.sum(w)}
+
+
+def score(graphdef: nnx.GraphDef, params, masked: list[dict[str, np.ndarray]]) -> dict:
+  """Per-batch mean loss, accuracy and prediction count of one model on fixed masked batches.
+
+  Batches without a prediction (possible only for a masking that finds no unit) are left out.
+  """
+  loss, accuracy, predictions = [], [], []
+  for batch in masked:
+    sums = jax.device_get(_score_batch(graphdef, params, batch))
+    count = float(sums["count"])
+    if count > 0:
+      loss.append(float(sums["loss_sum"]) / count)
+      accuracy.append(float(sums["correct"]) / count)
+      predictions.append(count)
+  return {"loss": loss, "accuracy": accuracy, "predictions": predictions}
+
+
+def cell_path(workdir: str, strategy: str, masking_name: str) -> str:
+  return os.path.join(workdir, CELLS, f"{strategy}__{masking_name}.json")
+
+
+def cross_evaluate(workdir: str, runs: dict, masks: dict, rows_hash: str) -> dict:
+  """(strategy, masking) -> cell, from the cache when the model, masks and rows are unchanged."""
+  cells = {}
+  for strategy, run in runs.items():
+    if run.get("error"):
+      continue
+    todo = []
+    for name, mask in masks.items():
+      if mask["error"]:
+        continue
+      fingerprint = {"run": run["config_sha256"], "step": run["step"],
+                     "masks": mask["sha256"], "rows": rows_hash}
+      cached = _read_json(cell_path(workdir, strategy, name))
+      if cached is not None and cached["fingerprint"] == fingerprint:
+        cells[strategy, name] = cached
+      else:
+        todo.append((name, fingerprint))
+    if not todo:
+      continue
+    model, _, _ = inference.load_trained(os.path.join(workdir, RUNS, strategy), run["step"])
+    graphdef, params = nnx.split(model)
+    for name, fingerprint in todo:
+      logging.info("Evaluating %s under %s masking", strategy, name)
+      cell = {"strategy": strategy, "masking": name, "step": run["step"],
+              "mask_sha256": masks[name]["sha256"], "rows_sha256": rows_hash,
+              "fingerprint": fingerprint, **score(graphdef, params, masks[name]["batches"])}
+      _write_json(cell_path(workdir, strategy, name), cell)
+      cells[strategy, name] = cell
+  return cells
+
+
+# ---------------------------------------------------------------------------- the whole
+
+
+def describe(config: ml_collections.ConfigDict, manifest: dict, rows: list) -> dict:
+  """The setup lines printed above the results table."""
+  train, data, model, ev = config.train, config.data, config.model, config.compare
+  tokens = train.steps * train.batch_size * data.seq_len
+  split = manifest["splits"]["train"]
+  passes = tokens / max(split["rows"] * data.seq_len, 1)
+  return {
+      "training": (f"{train.steps} steps x {train.batch_size} rows x {data.seq_len} tokens per "
+                   f"strategy ({tokens:,} token slots, {passes:.1f} passes over the training "
+                   f"split); seed {config.seed}: same initial weights and data order for all"),
+      "model": (f"BERT, {model.num_layers} layers, hidden {model.hidden_size}, "
+                f"{model.num_heads} heads, vocabulary {manifest['tokenizer']['vocab_size']}"),
+      "data": (f"{data.source}: {split['rows']} training rows ({split['tokens']:,} tokens), "
+               f"{manifest['splits']['validation']['rows']} validation rows; annotations "
+               f"{manifest.get('annotations')} by {manifest.get('annotator')}"),
+      "evaluation": (f"{len(rows)} batches x {ev.eval_batch_size} validation rows; masks "
+                     f"drawn once per masking (key fold_in(key({config.seed}), "
+                     f"{loop.EVAL_STREAM}), batch i: fold_in(key, i)); rate "
+                     f"{config.masking.rate}, chosen tokens -> [MASK] {ev.eval_mask_prob:.0%}, "
+                     f"random {ev.eval_random_prob:.0%}, kept "
+                     f"{1 - ev.eval_mask_prob - ev.eval_random_prob:.0%}"),
+  }
+
+
+def write_outputs(matrix: report.Matrix, workdir: str) -> dict[str, str]:
+  """results.csv, results.md and the two plots in the workdir; returns their paths."""
+  paths = {k: os.path.join(workdir, name) for k, name in OUTPUTS.items()}
+  with open(paths["csv"], "w", encoding="utf-8") as f:
+    f.write(report.to_csv(matrix))
+  with open(paths["markdown"], "w", encoding="utf-8") as f:
+    f.write(report.markdown(matrix))
+  report.plot_curves(matrix, paths["curves"])
+  report.plot_heatmap(matrix, paths["heatmap"])
+  return paths
+
+
+def compare(config: ml_collections.ConfigDict, workdir: str) -> report.Matrix:
+  """Runs (or resumes) the whole comparison in `workdir` and writes its outputs there."""
+  check_config(config)
+  workdir = os.path.abspath(workdir)
+  start = time.perf_counter()
+
+  # Data and evaluation masks first: they need no model, and a masking the data cannot
+  # support is reported before any training time is spent.
+  manifest = prepare.prepare(config.data, workdir)
+  data_dir = os.path.join(workdir, prepare.DATA_DIR)
+  tokenizer = tokenizer_lib.get_tokenizer(config.data, workdir)
+  tables = stats.vocab_tables(tokenizer, manifest)
+  rows = eval_rows(config, data_dir)
+  baseline_token = loop.most_frequent_token(
+      np.load(os.path.join(data_dir, "train.npy"), mmap_mode="r"), tables)
+  masks = {m: evaluation_masks(config, m, tables, rows, baseline_token)
+           for m in config.compare.eval_maskings}
+
+  runs = {s: train_run(config, s, workdir) for s in config.compare.strategies}
+  cells = cross_evaluate(workdir, runs, masks, rows_sha256(rows))
+
+  setup = {"description": describe(config, manifest, rows),
+           "baseline_token": tokenizer.id_to_token(baseline_token),
+           "seconds": time.perf_counter() - start}
+  matrix = report.Matrix(
+      strategies=tuple(config.compare.strategies), maskings=tuple(config.compare.eval_maskings),
+      cells=cells, runs={s: {k: v for k, v in r.items() if k != "config"}
+                         for s, r in runs.items()},
+      masks={m: {k: v for k, v in info.items() if k != "batches"} for m, info in masks.items()},
+      setup=setup)
+  write_outputs(matrix, workdir)
+  return matrix
+
+
+# ---------------------------------------------------------------------- command line
+
+
+def load_config_file(path: str, scale: str) -> ml_collections.ConfigDict:
+  """`get_config(scale)` of a config file, as `--config=path:scale` would load it."""
+  spec = importlib.util.spec_from_file_location("mlmjax_compare_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  try:
+    return module.get_config(scale)
+  except TypeError as e:
+    raise ValueError(f"--config.scale needs a config file whose get_config(scale) takes the "
+                     f"preset's name, as configs/compare.py does; {path} does not.") from e
+
+
+def with_scale(config: ml_collections.ConfigDict, config_flag) -> ml_collections.ConfigDict:
+  """Applies `--config.scale=NAME`: the file's preset NAME, then the other overrides again.
+
+  A preset sets many sizes at once; a key given on the command line still wins over it.
+  """
+  overrides = config_flags.get_override_values(config_flag)
+  if "scale" not in overrides:
+    return config
+  rebuilt = load_config_file(config_flags.get_config_filename(config_flag), overrides["scale"])
+  rebuilt.update_from_flattened_dict(overrides)
+  return rebuilt
+
+
+def _main(argv) -> None:
+  del argv
+  config = with_scale(flags.FLAGS.config, flags.FLAGS["config"])
+  start = time.perf_counter()
+  matrix = compare(config, flags.FLAGS.workdir)
+  print(report.results_table(matrix))
+  print(f"\n{len(matrix.cells)} cells in {(time.perf_counter() - start) / 60:.1f} min; "
+        f"outputs in {os.path.abspath(flags.FLAGS.workdir)}: {', '.join(OUTPUTS.values())}")
+  missing = ([s for s, r in matrix.runs.items() if r.get("error")]
+             + [m for m, info in matrix.masks.items() if info.get("error")])
+  if missing:
+    sys.exit(f"mlmjax-compare: {missing} could not be compared; results.md says why.")
+
+
+def main() -> None:
+  """The `mlmjax-compare` console script."""
+  from mlmjax import main as cli  # pylint: disable=g-import-not-at-top  (flags live there)
+
+  def define() -> None:
+    config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "Comparison config file "
+                                    "(configs/compare.py).", lock_config=True)
+    flags.DEFINE_string("workdir", None, "Directory for the runs, caches and results.")
+    flags.mark_flag_as_required("workdir")
+
+  cli._run(_main, define)  # pylint: disable=protected-access  (the CLIs' shared error handling)
+
+
+if __name__ == "__main__":
+  main()

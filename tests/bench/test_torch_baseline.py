@@ -1,0 +1,39 @@
+"""The Hugging Face PyTorch baseline runs on CPU at tiny shapes (no timing is asserted)."""
+
+import json
+import math
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from mlmjax.bench import torch_baseline  # noqa: E402
+
+
+def test_tiny_eager_on_cpu(tmp_path):
+  out = tmp_path / "hf.json"
+  records = torch_baseline.main(["--device=cpu", "--tiny", "--cases=eager-s128", "--steps=1",
+                                 "--warmup=0", "--windows=1", "--dtype=fp32",
+                                 f"--json_out={out}"])
+  (r,) = records
+  assert r["name"] == "HF eager" and (r["batch"], r["seq_len"]) == (4, 32)
+  assert r["tokens_per_s"] > 0 and math.isfinite(r["loss"]) and r["mfu"] is None
+  assert json.loads(out.read_text()) == records
+
+
+def test_same_flop_formula_as_ours():
+  from mlmjax.model.bert import BertConfig
+  from mlmjax.train import metrics
+  ours = BertConfig(vocab_size=30522)  # BERT-base
+  assert torch_baseline.flops_per_token(torch_baseline.BASE, 128) == pytest.approx(
+      metrics.flops_per_token(ours, 128, 20))
+  assert torch_baseline.predictions(512) == 80
+
+
+def test_synthetic_batch_predicts_p_positions():
+  b = torch_baseline.synthetic_batch(1024, 3, 32, "cpu")
+  labelled = (b["labels"] != -100).sum(1)
+  assert labelled.tolist() == [5, 5, 5]  # 32 * 20/128
+  assert (b["input_ids"][b["labels"] != -100] == torch_baseline.MASK_ID).all()
+  assert (b["input_ids"][:, 0] == 2).all() and (b["input_ids"][:, -1] == 3).all()

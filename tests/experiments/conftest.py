@@ -1,0 +1,33 @@
+"""Fixtures of the comparison tests: a miniature comparison on a synthetic corpus."""
+
+import pytest
+
+from helpers import load_config, tiny_config
+
+
+def tiny_compare_config(path, strategies=("random", "span"),
+                        eval_maskings=("random", "span", "pmi")):
+  """configs/compare.py shrunk to seconds: the model, data and steps of `tiny_config`."""
+  config = load_config("compare")
+  tiny = tiny_config(path)
+  for block in ("data", "model", "train"):
+    config[block].update(tiny[block].to_dict())
+  config.masking.max_predictions = tiny.masking.max_predictions
+  config.compare.update(strategies=strategies, eval_maskings=eval_maskings, eval_batch_size=4,
+                        eval_batches=3)
+  return config
+
+
+@pytest.fixture(scope="module")
+def comparison(tmp_path_factory):
+  """(config, workdir, matrix) of one miniature comparison, shared by a module's tests."""
+  from mlmjax.experiments import compare
+  path = tmp_path_factory.mktemp("compare")
+  config = tiny_compare_config(path)
+  workdir = str(path / "workdir")
+  return config, workdir, compare.compare(config, workdir)
+
+
+@pytest.fixture
+def tiny_compare(tmp_path):
+  return tiny_compare_config(tmp_path)

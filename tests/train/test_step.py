@@ -1,0 +1,83 @@
+"""The train step: a non-finite loss skips the update and is counted; no hidden transfers."""
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from helpers import load_config
+from mlmjax import masking
+from mlmjax.train import loop, optim, partition
+from mlmjax.train.step import train_step
+
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(59)]
+
+
+@pytest.fixture(scope="module")
+def setup():
+  config = load_config("quickstart")
+  config.data.seq_len = 16
+  config.masking.max_predictions = 4
+  config.model.update(hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32,
+                      max_position_embeddings=16)
+  config.train.update(batch_size=4, steps=10, warmup_steps=1)
+  tables = masking.VocabTables.from_vocab(VOCAB)
+  c = loop.build(config, tables, len(VOCAB), 0)
+  rng = np.random.default_rng(0)
+  ids = rng.integers(5, len(VOCAB), (4, 16)).astype(np.int32)
+  ids[:, 0], ids[:, -1] = 2, 3
+  return config, c, {"input_ids": jnp.asarray(ids)}
+
+
+def poisoned(masker, poison_step):
+  """A masker whose prediction weights are NaN at one step (a batch with a NaN loss)."""
+  def wrapped(key, batch, step, state=None, embeddings=None):
+    out = masker(key, batch, step, state, embeddings)
+    nan = jnp.where(step == poison_step, jnp.nan, 1.0)
+    return dataclasses.replace(out, weights=out.weights * nan)
+  return wrapped
+
+
+def test_nan_loss_is_skipped_counted_and_training_continues(setup):
+  config, c, batch = setup
+  step = jax.jit(functools.partial(
+      train_step, graphdef=c.graphdef, masker=poisoned(c.masker, 1), tx=c.tx,
+      mask_config=config.masking, learning_rate=optim.learning_rate_schedule(config.train)))
+  with partition.mesh_context(c.mesh, config.mesh.axis_rules):
+    state = c.init_state(jax.random.key(0))
+    state, m0 = step(state, batch, jax.random.key(0))  # step 0: fine
+    before = jax.device_get(state.params)
+    state, m1 = step(state, batch, jax.random.key(0))  # step 1: NaN loss
+    after = jax.device_get(state.params)
+    assert not np.isfinite(float(m1["loss"]))
+    assert float(m1["skipped_updates"]) == 1 and int(m1["consecutive_skips"]) == 1
+    for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after)):
+      np.testing.assert_array_equal(a, b)  # the update was not applied
+    assert int(state.step) == 2  # but the step counter moves on (new masks next time)
+    state, m2 = step(state, batch, jax.random.key(0))  # step 2: fine again
+    assert np.isfinite(float(m2["loss"])) and int(m2["consecutive_skips"]) == 0
+    assert float(m2["skipped_updates"]) == 1
+
+
+def test_too_many_consecutive_skips_stop_the_run(setup):
+  config, _, _ = setup
+  loop.check_consecutive_skips(19, 100, config)  # under the limit: nothing happens
+  with pytest.raises(RuntimeError, match="20 consecutive updates up to step 100"):
+    loop.check_consecutive_skips(20, 100, config)
+
+
+def test_step_makes_no_hidden_host_transfers(setup):
+  config, c, batch = setup
+  with partition.mesh_context(c.mesh, config.mesh.axis_rules):
+    state = c.init_state(jax.random.key(0))
+    step = loop.jit_train_step(config, c)
+    key = jax.random.key(0)
+    batch = partition.global_batch(jax.device_get(batch), c.mesh)
+    state, _ = step(state, batch, key)  # compile outside the guard
+    with jax.transfer_guard("disallow"):
+      for _ in range(2):
+        state, metrics = step(state, batch, key)
+  assert np.isfinite(float(metrics["loss"]))
