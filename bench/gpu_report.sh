@@ -2,7 +2,7 @@
 # One-command performance report of mlmjax on one GPU, every ratio measured on the same card.
 #
 #   bash bench/gpu_report.sh               # the report: one Markdown table, < 5 min on one H100
-#   bash bench/gpu_report.sh fit           # largest BERT-large s512 batch, remat off and on
+#   bash bench/gpu_report.sh fit [remat|noremat]  # largest BERT-large s512 batch (both: default)
 #   bash bench/gpu_report.sh smoke         # the same pipeline with tiny shapes, on CPU (a test)
 #   bash bench/gpu_report.sh fetch-wheels  # on a machine with network: fill bench/wheels
 #   bash bench/gpu_report.sh install       # only install what is missing from bench/wheels
@@ -21,7 +21,8 @@
 #
 # Environment: PYTHON (python3), BUDGET_S (seconds for the whole report, default 290; a stage
 # that would start with less than 20 s left is skipped and named in the report), STEPS (timed
-# steps per case, default 20), ATTENTION (xla or cudnn instead of the configs' "auto"),
+# steps per case, default 20), FIT_REFINE (bisection steps after the doubling in `fit`,
+# default 0), ATTENTION (xla or cudnn instead of the configs' "auto"),
 # OUT (where the report goes), XLA_PYTHON_CLIENT_MEM_FRACTION
 # (default 0.95 here, so the fit search may use the card's memory, not JAX's default 75%).
 
@@ -185,15 +186,24 @@ case "$MODE" in
     report "mlmjax vs Hugging Face PyTorch, $HEADLINE"
     ;;
   fit)
-    BUDGET=${BUDGET_S:-570}
+    # Doubling from a batch that fits to the first that does not, remat off then on; every try
+    # compiles BERT-large afresh. `fit remat` or `fit noremat` runs one search alone.
+    BUDGET=${BUDGET_S:-500}
+    WHICH=${2:-both}
     ensure_packages
     header | tee -a "$LOG"
-    stage "BERT-large s512 largest batch, no remat" 270 "${TRAIN[@]}" \
-      --config=configs/bert_large.py:512 --config.model.remat=False --find_max_batch \
-      --fit_start=32 --fit_limit=1024 --json_out="$WORK/fit_noremat.json"
-    stage "BERT-large s512 largest batch, remat" 290 "${TRAIN[@]}" \
-      --config=configs/bert_large.py:512 --config.model.remat=True --find_max_batch \
-      --fit_start=128 --fit_limit=4096 --json_out="$WORK/fit_remat.json"
+    large=("${TRAIN[@]}" --config=configs/bert_large.py:512 --find_max_batch
+           --fit_refine="${FIT_REFINE:-0}")
+    if [[ $WHICH == both || $WHICH == noremat ]]; then
+      stage "BERT-large s512 largest batch, no remat" 240 "${large[@]}" \
+        --config.model.remat=False --fit_start=32 --fit_limit=1024 \
+        --json_out="$WORK/fit_noremat.json"
+    fi
+    if [[ $WHICH == both || $WHICH == remat ]]; then
+      stage "BERT-large s512 largest batch, remat" 480 "${large[@]}" \
+        --config.model.remat=True --fit_start=256 --fit_limit=4096 \
+        --json_out="$WORK/fit_remat.json"
+    fi
     report "Largest batch, $HEADLINE" fit
     ;;
   smoke)

@@ -69,10 +69,9 @@ def get_config(scale: str = "cpu") -> ml_collections.ConfigDict:
   config.data.spacy_pipeline = ""  # "" rules; "auto" spaCy's en_core_web_sm when installed
 
   config.compare = compare = ml_collections.ConfigDict()
-  # One model each, trained alike. The five unit-based strategies of the seed, one per kind of
-  # unit the evaluation maskings probe. frequency and semantic need corpus statistics in the
-  # training loop's vocabulary tables (not there yet); adaptive, contextual, syntax and mixture
-  # fit by name when time allows (see docs/COMPARISON.md).
+  # One model each, trained alike: the seed's five unit-based strategies, one per kind of unit
+  # the evaluation maskings probe; five runs are what fits 30 minutes on 2 cores. Any name in
+  # masking.STRATEGIES may be added (see docs/COMPARISON.md for which ones work today).
   compare.strategies = ("random", "whole_word", "span", "entity", "pmi")
   compare.eval_maskings = ("random", "whole_word", "span", "entity", "pmi")  # every model on each
   compare.eval_batch_size = 16  # rows per evaluation batch: the unit of the 95% intervals

@@ -106,9 +106,11 @@ def _goals(records: list[dict]) -> list[str]:
         what = f"≥ {found} (the search's limit)"
       elif not r.get("done", True):
         what = f"≥ {found} (the search was cut short)"
+      estimate = r.get("plan_estimate")
       lines.append(f"- BERT-{r['model']} s{r['seq_len']}, remat={r.get('remat')}: largest "
                    f"batch that trains = {what}; first batch out of memory: "
-                   f"{r.get('first_oom') or 'none tried'}")
+                   f"{r.get('first_oom') or 'none tried'}"
+                   + (f"; XLA's memory plan extrapolates to ~{estimate}" if estimate else ""))
   return lines
 
 
@@ -133,5 +135,6 @@ def report(records: list[dict], title: str = "") -> str:
   devices = sorted({r["device"] for r in records if r.get("device")})
   software = sorted({f"{k} {r[k]}" for r in records for k in ("jax", "torch", "transformers")
                      if r.get(k)})
-  lines.append(f"Device: {', '.join(devices) or 'unknown'}; {', '.join(software)}.")
+  lines.append(f"Device: {', '.join(devices) or 'unknown'}"
+               + (f"; {', '.join(software)}." if software else "."))
   return "\n".join(lines + _goals(records))

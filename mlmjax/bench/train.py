@@ -69,6 +69,9 @@ PAD, CLS, SEP = 0, 2, 3
 FUNCTION_WORDS = ("the", "of", "and", "to", "a", "in", "is", "that", "for", "it", "as", "with")
 ANNOTATED = {"entity": "entity_ids", "pmi": "ngram_ids", "syntax": "pos_class"}
 OOM_MARKERS = ("resource_exhausted", "out of memory")
+# The quickstart config of the checkout this module lives in, whatever the working directory.
+DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "configs", "quickstart.py")
 
 
 # ----------------------------------------------------------------------------- config
@@ -192,7 +195,7 @@ def batch_fields(config: ml_collections.ConfigDict) -> tuple[str, ...]:
 
 @dataclasses.dataclass
 class Setup:
-  """The built components, the train state and one device batch."""
+  """What the benchmarks share: the config, the built components and one batch of host rows."""
   config: ml_collections.ConfigDict
   components: loop.Components
   rows: dict[str, np.ndarray]
@@ -387,14 +390,20 @@ def search_batch(fits: Callable[[int], bool], start: int, limit: int, refine: in
   return result(done=True)
 
 
-def fits_in_memory(config: ml_collections.ConfigDict, batch: int, steps: int = 2) -> bool:
-  """Whether `steps` train steps run at this global batch; frees everything afterwards."""
+def fits_in_memory(config: ml_collections.ConfigDict, batch: int, plans: dict[int, float],
+                   steps: int = 2) -> bool:
+  """Whether `steps` train steps run at this global batch; frees everything afterwards.
+
+  A batch that trains leaves XLA's memory plan for its step (GiB) in `plans[batch]`.
+  """
   config = config.copy_and_resolve_references()
   config.train.batch_size = batch
   start = time.perf_counter()
   try:
     r = bench_train(setup(config), steps=steps, warmup=1, windows=1)
-    print(f"batch {batch}: trains (peak {r.get('peak_gib') or 0:.1f} GiB, "
+    plans[batch] = r.get("planned_gib")
+    peak = r.get("peak_gib")
+    print(f"batch {batch}: trains (peak {'n/a' if peak is None else f'{peak:.1f}'} GiB, "
           f"{time.perf_counter() - start:.0f} s)", flush=True)
     ok = True
   except Exception as error:  # pylint: disable=broad-except
@@ -407,18 +416,37 @@ def fits_in_memory(config: ml_collections.ConfigDict, batch: int, steps: int = 2
   return ok
 
 
+def plan_estimate(plans: dict[int, float], limit_gib: float | None) -> int | None:
+  """The batch at which XLA's plan would fill `limit_gib`, extrapolated linearly.
+
+  Activations grow with the batch; parameters and optimizer state do not. Two planned batches
+  give both parts; one alone counts all of its plan as growing (an underestimate).
+  """
+  known = sorted((b, g) for b, g in plans.items() if g)
+  if not known or not limit_gib:
+    return None
+  (b0, g0), (b1, g1) = known[0], known[-1]
+  per_row = (g1 - g0) / (b1 - b0) if b1 > b0 else g1 / b1
+  return int(b1 + (limit_gib - g1) / per_row) if per_row > 0 else None
+
+
 def bench_fit(config: ml_collections.ConfigDict, start: int, limit: int, refine: int,
               model: str = "", on_try: Callable[[dict], None] | None = None) -> dict:
   """The largest global batch that trains at config's shape, remat as configured.
 
   `on_try` receives the record so far after every try.
   """
+  plans: dict[int, float] = {}
+
   def record(found: dict) -> dict:
+    memory = device_memory()
     return {"kind": "fit", "name": "mlmjax", "model": model, "seq_len": config.data.seq_len,
             "batch": found["largest_batch"], "remat": bool(config.model.remat), **found,
-            **device_memory(), "device": jax.devices()[0].device_kind}
+            "planned_gib": {str(b): g for b, g in plans.items()},
+            "plan_estimate": plan_estimate(plans, memory["limit_gib"]), **memory,
+            "device": jax.devices()[0].device_kind, "jax": jax.__version__}
 
-  found = search_batch(lambda b: fits_in_memory(config, b), start, limit, refine,
+  found = search_batch(lambda b: fits_in_memory(config, b, plans), start, limit, refine,
                        on_try=on_try and (lambda partial: on_try(record(partial))))
   return record(found)
 
@@ -460,7 +488,8 @@ def _main(argv: list[str]) -> None:
                   model, on_try=lambda partial: write_json(f.json_out, [partial]))
     print(f"largest batch at S={r['seq_len']} remat={r['remat']}: {r['largest_batch']}"
           f"{' (search limit reached)' if r['limit_reached'] else ''}; first out of memory: "
-          f"{r['first_oom']}; tried {r['tried']}")
+          f"{r['first_oom']}; tried {r['tried']}; XLA's plan extrapolates to "
+          f"{r['plan_estimate']} rows at {r['limit_gib']} GiB")
     records.append(r)
   else:
     s = setup(config, f.pad_fraction)
@@ -485,7 +514,7 @@ def write_json(path: str, records: list[dict]) -> None:
 
 def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
   """Defined when the command runs, so importing this module (tests) defines no flags."""
-  config_flags.DEFINE_config_file("config", "configs/quickstart.py",
+  config_flags.DEFINE_config_file("config", DEFAULT_CONFIG,
                                   "training config file; --config.a.b=value overrides a key",
                                   flag_values=fv)
   define = lambda kind, name, default, text: getattr(flags, f"DEFINE_{kind}")(

@@ -58,6 +58,10 @@ MASKED_FIELDS = ("input_ids", "positions", "labels", "weights")
 # ---------------------------------------------------------------------------- the config
 
 
+class Preempted(Exception):
+  """The scheduler took the machine back during a run; its checkpoint is saved."""
+
+
 def _components(config: ml_collections.ConfigDict, name: str) -> tuple[str, ...]:
   return tuple(config.masking.mixture.strategies) if name == "mixture" else (name,)
 
@@ -188,6 +192,9 @@ def train_run(config: ml_collections.ConfigDict, strategy: str, workdir: str) ->
   except ValueError as e:
     logging.error("Strategy %s cannot be trained: %s", strategy, e)
     return {"error": str(e), "step": None, "seconds": None, "curve": []}
+  if results.get("preempted"):  # checkpointed, not finished: never cache it as a result
+    raise Preempted(f"Preempted while training {strategy} (saved at step {results['step']}); "
+                    "run the same command again to resume.")
   record = {"config": wanted, "config_sha256": _sha256(wanted), "results": results,
             "step": results["step"], "seconds": time.perf_counter() - start, "error": None}
   _write_json(record_path, record)
@@ -341,7 +348,10 @@ def cell_path(workdir: str, strategy: str, masking_name: str) -> str:
 
 
 def cross_evaluate(workdir: str, runs: dict, masks: dict, rows_hash: str) -> dict:
-  """(strategy, masking) -> cell, from the cache when the model, masks and rows are unchanged."""
+  """(strategy, masking) -> cell, from the cache when the model, masks and rows are unchanged.
+
+  A model that cannot be loaded gets its run record's "error" set (its row then says why).
+  """
   cells = {}
   for strategy, run in runs.items():
     if run.get("error"):
@@ -359,7 +369,12 @@ def cross_evaluate(workdir: str, runs: dict, masks: dict, rows_hash: str) -> dic
         todo.append((name, fingerprint))
     if not todo:
       continue
-    model, _, _ = inference.load_trained(os.path.join(workdir, RUNS, strategy), run["step"])
+    try:
+      model, _, _ = inference.load_trained(os.path.join(workdir, RUNS, strategy), run["step"])
+    except ValueError as e:  # reported in the row, like a run that could not train
+      logging.error("The %s model cannot be loaded for evaluation: %s", strategy, e)
+      run["error"] = f"trained, but the model could not be loaded for evaluation: {e}"
+      continue
     graphdef, params = nnx.split(model)
     for name, fingerprint in todo:
       logging.info("Evaluating %s under %s masking", strategy, name)
@@ -476,7 +491,10 @@ def _main(argv) -> None:
   del argv
   config = with_scale(flags.FLAGS.config, flags.FLAGS["config"])
   start = time.perf_counter()
-  matrix = compare(config, flags.FLAGS.workdir)
+  try:
+    matrix = compare(config, flags.FLAGS.workdir)
+  except Preempted as e:
+    sys.exit(f"mlmjax-compare: {e}")
   print(report.results_table(matrix))
   print(f"\n{len(matrix.cells)} cells in {(time.perf_counter() - start) / 60:.1f} min; "
         f"outputs in {os.path.abspath(flags.FLAGS.workdir)}: {', '.join(OUTPUTS.values())}")

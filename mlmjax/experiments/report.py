@@ -135,7 +135,7 @@ def csv_rows(matrix: Matrix) -> list[dict]:
                    loss_high=loss.high, batches=acc.n, predictions=int(sum(cell["predictions"])),
                    train_step=cell["step"], mask_sha256=cell["mask_sha256"])
       elif matrix.runs[s].get("error"):
-        row.update(status="not_trained", note=matrix.runs[s]["error"])
+        row.update(status="no_model", note=matrix.runs[s]["error"])
       else:
         row.update(status="unavailable", note=matrix.masks[m]["error"])
       rows.append(row)
@@ -152,7 +152,7 @@ def to_csv(matrix: Matrix) -> str:
 
 def _cell_text(matrix: Matrix, s: str, m: str, best: float | None) -> str:
   if (s, m) not in matrix.cells:
-    return "not trained" if matrix.runs[s].get("error") else "n/a"
+    return "no model" if matrix.runs[s].get("error") else "n/a"
   acc, loss = cell_stats(matrix.cells[s, m])
   accuracy = f"{100 * acc.mean:.1f}"
   if acc.mean == best:  # ties are all bold
@@ -220,7 +220,7 @@ def markdown(matrix: Matrix) -> str:
             "column. Bold: best accuracy in the column.", "", results_table(matrix), "",
             "## Evaluation maskings", "", masks_table(matrix), "",
             "## Best per column (paired over the same batches)", "", leads_table(matrix)]
-  failures = [f"- `{s}` not trained: {r['error']}" for s, r in matrix.runs.items()
+  failures = [f"- `{s}` has no model: {r['error']}" for s, r in matrix.runs.items()
               if r.get("error")]
   failures += [f"- `{m}` unavailable: {info['error']}" for m, info in matrix.masks.items()
                if info.get("error")]
@@ -243,7 +243,7 @@ def require_matplotlib() -> None:
   except ImportError as e:
     # ValueError: the command line prints it as one line naming the fix.
     raise ValueError("mlmjax-compare draws its plots with matplotlib: pip install "
-                     "'mlmjax[compare]' (or pip install matplotlib).") from e
+                     "'mlmjax[plots]' (or pip install matplotlib).") from e
 
 
 def _pyplot():

@@ -104,6 +104,12 @@ def test_search_batch_doubles_then_bisects():
   assert bench_train.search_batch(lambda b: False, 8, 64)["largest_batch"] is None
 
 
+def test_plan_estimate():
+  assert bench_train.plan_estimate({8: 5.0, 16: 9.0}, 41.0) == 80  # 1 GiB + 0.5 GiB per row
+  assert bench_train.plan_estimate({10: 5.0}, 20.0) == 40  # one point: all of it grows
+  assert bench_train.plan_estimate({10: 5.0}, None) is None
+
+
 def test_is_oom():
   assert bench_train.is_oom(RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to "
                                          "allocate 123 bytes"))
@@ -114,12 +120,17 @@ def test_fit_search_catches_only_out_of_memory(small, monkeypatch):
   def fake_bench(setup, **kwargs):  # out of memory above 8 rows, as XLA says it
     if setup.config.train.batch_size > 8:
       raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate")
-    return {}
+    return {"planned_gib": 1.0 + 0.5 * setup.config.train.batch_size}
   monkeypatch.setattr(bench_train, "setup", lambda config: SimpleNamespace(config=config))
   monkeypatch.setattr(bench_train, "bench_train", fake_bench)
-  r = bench_train.bench_fit(small.config, start=2, limit=64, refine=0, model="small")
+  partial = []
+  r = bench_train.bench_fit(small.config, start=2, limit=64, refine=0, model="small",
+                            on_try=partial.append)
   assert (r["largest_batch"], r["first_oom"], r["limit_reached"]) == (8, 16, False)
-  assert r["tried"] == {"2": True, "4": True, "8": True, "16": False}
+  assert r["tried"] == {"2": True, "4": True, "8": True, "16": False} and r["done"]
+  assert [p["largest_batch"] for p in partial] == [2, 4, 8, 8]  # one record per try
+  assert r["planned_gib"] == {"2": 2.0, "4": 3.0, "8": 5.0}
+  assert not partial[-1]["done"] and "cut short" in bench.report(partial[:2])
 
   def broken(setup, **kwargs):
     raise ValueError("not a memory problem")

@@ -10,7 +10,9 @@ def tiny_compare_config(path, strategies=("random", "span"),
   """configs/compare.py shrunk to seconds: the model, data and steps of `tiny_config`."""
   config = load_config("compare")
   tiny = tiny_config(path)
-  for block in ("data", "model", "train"):
+  annotated = ("annotations", "spacy_pipeline")  # the comparison's, not the quickstart's
+  config.data.update({k: v for k, v in tiny.data.items() if k not in annotated})
+  for block in ("model", "train"):
     config[block].update(tiny[block].to_dict())
   config.masking.max_predictions = tiny.masking.max_predictions
   config.compare.update(strategies=strategies, eval_maskings=eval_maskings, eval_batch_size=4,

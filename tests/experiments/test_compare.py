@@ -47,7 +47,7 @@ def test_miniature_comparison_writes_every_output(comparison):
   assert [r[0] for r in rows[1:]] == [*strategies, "*always `" + matrix.setup["baseline_token"]
                                       + "`*"]
   assert all(len(r) == 1 + len(maskings) for r in rows)
-  assert not any("n/a" in cell or "not trained" in cell for r in rows for cell in r)
+  assert not any("n/a" in cell or "no model" in cell for r in rows for cell in r)
 
   # CSV: one row per (strategy, masking), every cell evaluated on every batch.
   with open(os.path.join(workdir, "results.csv"), encoding="utf-8") as f:
@@ -121,6 +121,14 @@ def test_a_run_that_fails_is_reported_and_the_others_go_on(tiny_compare, tmp_pat
   assert not os.path.exists(tmp_path / "w" / "runs" / "span" / compare.RUN_RECORD)
 
 
+def test_a_preempted_run_stops_the_comparison_uncached(tiny_compare, tmp_path, monkeypatch):
+  monkeypatch.setattr(loop, "train_and_evaluate",
+                      lambda config, workdir: {"step": 3, "preempted": True})
+  with pytest.raises(compare.Preempted, match="step 3.*again to resume"):
+    compare.train_run(tiny_compare, "span", str(tmp_path / "w"))
+  assert not os.path.exists(tmp_path / "w" / "runs" / "span" / compare.RUN_RECORD)
+
+
 def test_a_masking_the_data_cannot_support_is_unavailable(tiny_compare):
   tables = masking.VocabTables.from_vocab(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a",
                                            "b", "##c"])
@@ -161,10 +169,12 @@ def test_run_config_sets_only_the_strategy(tiny_compare):
 
 
 def test_scale_preset_then_command_line_overrides():
+  argv = ["prog", "--config.scale=smoke", "--config.train.steps=7"]
   values = flags.FlagValues()
-  path = str(ROOT / "configs" / "compare.py")
-  config_flags.DEFINE_config_file("config", path, flag_values=values)
-  values(["prog", f"--config={path}", "--config.scale=smoke", "--config.train.steps=7"])
+  # The override flags are made from the argv the config flag is defined with.
+  config_flags.DEFINE_config_file("config", str(ROOT / "configs" / "compare.py"),
+                                  flag_values=values, sys_argv=argv)
+  values(argv)
   config = compare.with_scale(values.config, values["config"])
   assert config.scale == "smoke" and config.model.num_layers == 1  # the preset
   assert config.train.steps == 7  # the command line wins over it

@@ -53,15 +53,15 @@ def test_table_shape_bold_best_and_missing_cells():
   assert len(lines) == 2 + 3 + 1  # header, separator, strategies, baseline
   assert lines[2].startswith("| random | 25.0 ±")
   assert lines[3].startswith("| span | **35.0** ±") and lines[3].endswith("| n/a |")
-  assert lines[4] == "| pmi | not trained | not trained |"
+  assert lines[4] == "| pmi | no model | no model |"
   assert lines[5] == "| *always `.`* | 5.0 | n/a |"
   statuses = [(r["train_strategy"], r["eval_masking"], r["status"])
               for r in report.csv_rows(matrix)]
   assert statuses == [("random", "random", "ok"), ("random", "span", "unavailable"),
                       ("span", "random", "ok"), ("span", "span", "unavailable"),
-                      ("pmi", "random", "not_trained"), ("pmi", "span", "not_trained")]
+                      ("pmi", "random", "no_model"), ("pmi", "span", "no_model")]
   text = report.markdown(matrix)
-  assert "`pmi` not trained: pmi needs ngram_ids" in text
+  assert "`pmi` has no model: pmi needs ngram_ids" in text
   assert "`span` unavailable: span needs something" in text
 
 
