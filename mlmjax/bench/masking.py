@@ -7,8 +7,9 @@ Prints tokens/s per strategy at each batch shape [B, S]. Our maskers run jitted 
 already on the device (as inside the train step); each call is timed to completion (blocking),
 and the median is reported. The Hugging Face rows time `DataCollatorForLanguageModeling` called
 as a DataLoader would, on pre-tokenized examples that carry `special_tokens_mask` (its fast path)
-and, for whole-word masking, `offset_mapping`. Text: docstrings of the Python standard library,
-tokenized with a WordPiece vocabulary trained on them (8192 ids); nothing is downloaded.
+and, for whole-word masking, `offset_mapping`. Contextual masking reads a random [V, 64] table.
+Text: docstrings of the Python standard library, tokenized with a WordPiece vocabulary trained on
+them (8192 ids); nothing is downloaded.
 """
 
 from __future__ import annotations

@@ -8,6 +8,10 @@ renaming of leaves plus kernel transposes:
     <LayerNorm>/scale              <->  <LayerNorm>.weight
     .../bias                       <->  .../bias
 
+A model built with `scan_layers` holds the layers stacked (`bert/encoder/layers/<...>` with a
+leading [num_layers] axis): export indexes the stack into `bert.encoder.layer.{i}.<...>`, import
+stacks the HF layers back.
+
 The vocabulary is padded to a multiple of 128 inside mlmjax; export slices it back, import pads.
 The decoder is tied to the word embeddings, so `cls.predictions.decoder.*` is not written
 (transformers re-ties it on load, as its own `save_pretrained` does).
@@ -26,6 +30,8 @@ from mlmjax.model.bert import BertConfig
 _LEAF_TO_HF = {"kernel": ("weight", True), "embedding": ("weight", False),
                "scale": ("weight", False), "bias": ("bias", False)}
 _VOCAB_ROWS = ("bert.embeddings.word_embeddings.weight", "cls.predictions.bias")
+_STACKED = "bert/encoder/layers/"  # scanned layout: one leaf per parameter, layers stacked
+_LISTED = "bert/encoder/layer/{}/"  # HF layout: one subtree per layer
 
 
 def flatten_params(params) -> dict[str, np.ndarray]:
@@ -34,10 +40,35 @@ def flatten_params(params) -> dict[str, np.ndarray]:
           for path, v in nnx.to_flat_state(params)}
 
 
-def to_hf_tensors(flat: dict[str, np.ndarray], vocab_size: int) -> dict[str, np.ndarray]:
-  """Our flat params -> `BertForMaskedLM` state-dict tensors (vocab padding removed)."""
-  tensors = {}
+def unstack_layers(flat: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """Scanned layout -> HF layout: `layers/<p>` [L, ...] becomes `layer/{i}/<p>` for each i."""
+  out = {}
   for path, value in flat.items():
+    if path.startswith(_STACKED):
+      rest = path[len(_STACKED):]
+      out.update({_LISTED.format(i) + rest: v for i, v in enumerate(value)})
+    else:
+      out[path] = value
+  return out
+
+
+def stack_layers(flat: dict[str, np.ndarray], template: dict[str, np.ndarray],
+                 ) -> dict[str, np.ndarray]:
+  """HF layout -> the layout of `template`; stacks `layer/{i}/<p>` where it holds `layers/<p>`."""
+  out = {}
+  for path, like in template.items():
+    if path.startswith(_STACKED):
+      rest = path[len(_STACKED):]
+      out[path] = np.stack([flat[_LISTED.format(i) + rest] for i in range(like.shape[0])])
+    else:
+      out[path] = flat[path]
+  return out
+
+
+def to_hf_tensors(flat: dict[str, np.ndarray], vocab_size: int) -> dict[str, np.ndarray]:
+  """Our flat params (either layout) -> `BertForMaskedLM` tensors (vocab padding removed)."""
+  tensors = {}
+  for path, value in unstack_layers(flat).items():
     *modules, leaf = path.split("/")
     name, transpose = _LEAF_TO_HF[leaf]
     key = ".".join(modules + [name])
@@ -50,9 +81,9 @@ def to_hf_tensors(flat: dict[str, np.ndarray], vocab_size: int) -> dict[str, np.
 
 def from_hf_tensors(tensors: dict[str, np.ndarray], template: dict[str, np.ndarray],
                     ) -> dict[str, np.ndarray]:
-  """`BertForMaskedLM` tensors -> our flat params, shaped like `template` (padded vocab)."""
+  """`BertForMaskedLM` tensors -> our flat params, laid out like `template` (padded vocab)."""
   flat = {}
-  for path, like in template.items():
+  for path, like in unstack_layers(template).items():
     key = next(iter(to_hf_tensors({path: like}, like.shape[0])))
     if key not in tensors:
       raise ValueError(f"The Hugging Face checkpoint has no tensor {key!r}; only BERT "
@@ -65,7 +96,7 @@ def from_hf_tensors(tensors: dict[str, np.ndarray], template: dict[str, np.ndarr
     if value.shape != like.shape:
       raise ValueError(f"{key}: shape {value.shape} does not match the model's {like.shape}")
     flat[path] = value.astype(np.float32)
-  return flat
+  return stack_layers(flat, template)
 
 
 def hf_config(cfg: BertConfig) -> dict:

@@ -6,7 +6,7 @@ Each strategy in `compare.strategies` trains the same model through `loop.train_
 same architecture, steps, batch and seed (so the same initial weights and the same data order);
 only `masking.strategy` differs. Then every trained model is evaluated under every masking in
 `compare.eval_maskings`, on the same held-out rows, with the masks drawn once per masking from a
-fixed key: every model answers exactly the same questions.
+fixed key: every model answers exactly the same questions (evaluate.py).
 
 DIR holds:
   data/, tokenizer/                   prepared once; each run's data/ and tokenizer/ link here
@@ -21,7 +21,6 @@ checkpoint, reuses finished runs and evaluated cells, and rewrites the tables an
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import importlib.util
 import json
@@ -30,7 +29,6 @@ import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import flags, logging
@@ -38,9 +36,9 @@ from flax import nnx
 from ml_collections import config_flags
 
 from mlmjax import inference, masking
-from mlmjax.data import pipeline, prepare, stats, tokenizer as tokenizer_lib
-from mlmjax.experiments import report
-from mlmjax.train import loop, step as step_lib
+from mlmjax.data import prepare, stats, tokenizer as tokenizer_lib
+from mlmjax.experiments import evaluate, report
+from mlmjax.train import loop
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))), "configs", "compare.py")
@@ -49,10 +47,6 @@ OUTPUTS = {"csv": "results.csv", "markdown": "results.md", "curves": "loss_curve
            "heatmap": "accuracy_heatmap.png"}
 # Blocks of the comparison itself: they are not part of a run's training config.
 COMPARISON_KEYS = ("compare", "scale")
-# Maskings whose masks read the model (adaptive: its running loss; contextual: its embeddings).
-# As evaluation maskings they would give each model other masks, so they are refused there.
-MODEL_DEPENDENT = ("adaptive", "contextual")
-MASKED_FIELDS = ("input_ids", "positions", "labels", "weights")
 
 
 # ---------------------------------------------------------------------------- the config
@@ -80,7 +74,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     if len(set(names)) != len(names):
       raise ValueError(f"config.compare.{key} repeats a name: {list(names)}.")
   reads_model = [m for m in config.compare.eval_maskings
-                 if set(_components(config, m)) & set(MODEL_DEPENDENT)]
+                 if set(_components(config, m)) & set(evaluate.MODEL_DEPENDENT)]
   if reads_model:
     raise ValueError(f"config.compare.eval_maskings has {reads_model}, whose masks depend on "
                      "the model being evaluated (adaptive: its running loss, contextual: its "
@@ -201,146 +195,7 @@ def train_run(config: ml_collections.ConfigDict, strategy: str, workdir: str) ->
   return {**record, "curve": eval_curve(run_dir)}
 
 
-# ------------------------------------------------------------------------ evaluation masks
-
-
-def eval_masking_config(config: ml_collections.ConfigDict,
-                        name: str) -> ml_collections.ConfigDict:
-  """The masking config of one evaluation masking: the training one with `name`, at step 0.
-
-  A constant rate (a schedule's rate at step 0 would not be the budget the table claims) and
-  the evaluation replacement mix (`compare.eval_mask_prob` / `eval_random_prob`).
-  """
-  cfg = ml_collections.ConfigDict(config.masking.to_dict())
-  cfg.strategy = name
-  cfg.schedule.kind = "constant"
-  cfg.dynamic.mode = "every_step"
-  cfg.mask_prob = config.compare.eval_mask_prob
-  cfg.random_prob = config.compare.eval_random_prob
-  return cfg
-
-
-def eval_key(seed: int) -> jax.Array:
-  """The evaluation masks' key: the training loop's fixed evaluation stream."""
-  return jax.random.fold_in(jax.random.key(seed), loop.EVAL_STREAM)
-
-
-def eval_rows(config: ml_collections.ConfigDict, data_dir: str) -> list[dict[str, np.ndarray]]:
-  """The held-out batches every model is scored on: full batches of the validation split.
-
-  Only full batches, so that each batch (the unit of the interval) holds as many rows.
-  """
-  size = config.compare.eval_batch_size
-  available = len(pipeline.PackedRows(data_dir, "validation")) // size
-  count = min(config.compare.eval_batches or available, available)
-  if count < 2:
-    raise ValueError(f"The validation split holds {available} full batch(es) of "
-                     f"compare.eval_batch_size={size} rows; an interval needs at least 2. "
-                     "Lower compare.eval_batch_size or raise data.validation_fraction.")
-  return pipeline.eval_batches(data_dir, "validation", size, count, process_index=0,
-                               process_count=1)
-
-
-def draw_masks(mask_config: ml_collections.ConfigDict, tables: masking.VocabTables,
-               rows: list[dict[str, np.ndarray]], key: jax.Array) -> list[dict[str, np.ndarray]]:
-  """Batch i masked with fold_in(key, i) at step 0: {input_ids [B, S], positions, labels,
-  weights [B, P]} per batch. A function of the key, rows and tables only: no model is read."""
-  masker = jax.jit(masking.make_masker(mask_config, tables))
-  masked = []
-  for i, batch in enumerate(rows):
-    out = masker(jax.random.fold_in(key, i), batch, 0)
-    masked.append({f: np.asarray(getattr(out, f)) for f in MASKED_FIELDS})
-  return masked
-
-
-def masks_sha256(masked: list[dict[str, np.ndarray]]) -> str:
-  """One hash of every masked input, position, label and weight: equal hashes, equal masks."""
-  digest = hashlib.sha256()
-  for batch in masked:
-    for field in MASKED_FIELDS:
-      digest.update(np.ascontiguousarray(batch[field]).tobytes())
-  return digest.hexdigest()
-
-
-def rows_sha256(rows: list[dict[str, np.ndarray]]) -> str:
-  digest = hashlib.sha256()
-  for batch in rows:
-    digest.update(np.ascontiguousarray(batch["input_ids"]).tobytes())
-  return digest.hexdigest()
-
-
-def _gather(field: np.ndarray, positions: np.ndarray) -> np.ndarray:
-  return np.take_along_axis(field, positions, axis=1)
-
-
-def masks_profile(masked: list[dict[str, np.ndarray]], rows: list[dict[str, np.ndarray]],
-                  baseline_token: int) -> dict:
-  """What a masking predicts: how many tokens, the share inside entity spans and PMI n-grams,
-  the mean length of runs of adjacent predicted tokens, and the most-frequent-token accuracy."""
-  total, runs, baseline = 0.0, 0.0, 0.0
-  inside = {"entity_ids": 0.0, "ngram_ids": 0.0}
-  for m, batch in zip(masked, rows):
-    w, pos = m["weights"], m["positions"]
-    total += w.sum()
-    # A run starts at a predicted slot whose position does not follow the previous slot's.
-    follows = np.concatenate([np.zeros_like(pos[:, :1], bool), pos[:, 1:] == pos[:, :-1] + 1], 1)
-    runs += (w * ~follows).sum()
-    baseline += (w * (m["labels"] == baseline_token)).sum()
-    for field in inside:
-      if field in batch:
-        inside[field] += (w * (_gather(batch[field], pos) > 0)).sum()
-  share = lambda field: (float(inside[field] / max(total, 1.0))
-                         if field in rows[0] else None)
-  return {"predictions": int(total), "in_entities": share("entity_ids"),
-          "in_ngrams": share("ngram_ids"), "run_length": float(total / max(runs, 1.0)),
-          "baseline_accuracy": float(baseline / max(total, 1.0))}
-
-
-def evaluation_masks(config: ml_collections.ConfigDict, name: str, tables: masking.VocabTables,
-                     rows: list[dict[str, np.ndarray]], baseline_token: int) -> dict:
-  """{"batches", "sha256", profile..., "error"} of one evaluation masking.
-
-  A masking the prepared data cannot support (entity or PMI masking without entity_ids /
-  ngram_ids) is reported with the masker's own message and the annotations to request: the
-  column is marked unavailable, never filled in with another masking.
-  """
-  try:
-    masked = draw_masks(eval_masking_config(config, name), tables, rows, eval_key(config.seed))
-  except ValueError as e:
-    asked = tuple(config.data.get("annotations", ()) or ())
-    return {"error": f"{e} (config.data.annotations is {asked}; request the annotation there)",
-            "batches": None}
-  return {"batches": masked, "sha256": masks_sha256(masked), "error": None,
-          **masks_profile(masked, rows, baseline_token)}
-
-
 # -------------------------------------------------------------------------- scoring cells
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _score_batch(graphdef: nnx.GraphDef, params, masked: dict) -> dict:
-  """Sums over one masked batch: loss, correct predictions, predictions."""
-  logits = nnx.merge(graphdef, params)(masked["input_ids"], masked["positions"])
-  _, per_slot, correct = step_lib.mlm_loss(logits, masked["labels"], masked["weights"])
-  w = masked["weights"]
-  return {"loss_sum": jnp.sum(per_slot * w), "correct": jnp.sum(correct * w),
-          "count": jnp.sum(w)}
-
-
-def score(graphdef: nnx.GraphDef, params, masked: list[dict[str, np.ndarray]]) -> dict:
-  """Per-batch mean loss, accuracy and prediction count of one model on fixed masked batches.
-
-  Batches without a prediction (possible only for a masking that finds no unit) are left out.
-  """
-  loss, accuracy, predictions = [], [], []
-  for batch in masked:
-    sums = jax.device_get(_score_batch(graphdef, params, batch))
-    count = float(sums["count"])
-    if count > 0:
-      loss.append(float(sums["loss_sum"]) / count)
-      accuracy.append(float(sums["correct"]) / count)
-      predictions.append(count)
-  return {"loss": loss, "accuracy": accuracy, "predictions": predictions}
 
 
 def cell_path(workdir: str, strategy: str, masking_name: str) -> str:
@@ -378,9 +233,10 @@ def cross_evaluate(workdir: str, runs: dict, masks: dict, rows_hash: str) -> dic
     graphdef, params = nnx.split(model)
     for name, fingerprint in todo:
       logging.info("Evaluating %s under %s masking", strategy, name)
+      scores = evaluate.score(graphdef, params, masks[name]["batches"])
       cell = {"strategy": strategy, "masking": name, "step": run["step"],
               "mask_sha256": masks[name]["sha256"], "rows_sha256": rows_hash,
-              "fingerprint": fingerprint, **score(graphdef, params, masks[name]["batches"])}
+              "fingerprint": fingerprint, **scores}
       _write_json(cell_path(workdir, strategy, name), cell)
       cells[strategy, name] = cell
   return cells
@@ -437,14 +293,14 @@ def compare(config: ml_collections.ConfigDict, workdir: str) -> report.Matrix:
   data_dir = os.path.join(workdir, prepare.DATA_DIR)
   tokenizer = tokenizer_lib.get_tokenizer(config.data, workdir)
   tables = stats.vocab_tables(tokenizer, manifest)
-  rows = eval_rows(config, data_dir)
+  rows = evaluate.eval_rows(config, data_dir)
   baseline_token = loop.most_frequent_token(
       np.load(os.path.join(data_dir, "train.npy"), mmap_mode="r"), tables)
-  masks = {m: evaluation_masks(config, m, tables, rows, baseline_token)
+  masks = {m: evaluate.evaluation_masks(config, m, tables, rows, baseline_token)
            for m in config.compare.eval_maskings}
 
   runs = {s: train_run(config, s, workdir) for s in config.compare.strategies}
-  cells = cross_evaluate(workdir, runs, masks, rows_sha256(rows))
+  cells = cross_evaluate(workdir, runs, masks, evaluate.rows_sha256(rows))
 
   setup = {"description": describe(config, manifest, rows),
            "baseline_token": tokenizer.id_to_token(baseline_token),

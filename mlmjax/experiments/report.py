@@ -164,7 +164,8 @@ def results_table(matrix: Matrix) -> str:
   """The matrix as Markdown: rows training strategy, columns evaluation masking.
 
   A cell reads "accuracy % ±half-width · loss ±half-width" (95% over batches); the best
-  accuracy of each column is bold (ties: all of them). A last row gives the most-frequent-token baseline.
+  accuracy of each column is bold (ties: all of them). A last row gives the baseline of
+  always predicting the most frequent training token, on the same masks.
   """
   best = {m: (ranking(matrix, m) or [(None, None)])[0][1] for m in matrix.maskings}
   lines = ["| trained with \\ evaluated on | " + " | ".join(matrix.maskings) + " |",
@@ -229,7 +230,8 @@ def markdown(matrix: Matrix) -> str:
   runs = [f"{s} {r['seconds'] / 60:.1f} min" for s, r in matrix.runs.items()
           if r.get("seconds") is not None]
   if runs:
-    lines += ["", f"Training wall time per run on this machine: {', '.join(runs)}."]
+    lines += ["", f"Training wall time per run on this machine (the session that finished "
+              f"it): {', '.join(runs)}."]
   return "\n".join(lines) + "\n"
 
 

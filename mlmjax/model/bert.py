@@ -9,6 +9,11 @@ positions, token types. Parameters are float32; `dtype` sets the compute dtype (
 accelerators). Dropout takes an explicit PRNG key (no hidden RNG state in the module), so the
 train step stays a pure function of (params, batch, key).
 
+With `scan_layers` the encoder keeps one `Layer` whose parameters are stacked on a leading
+'layers' axis (`bert/encoder/layers/...`) and runs it under `nnx.scan`: one layer is compiled
+instead of `num_layers`, at a throughput cost (see docs), so it is off by default. The HF
+converter indexes the stack on export and stacks on import.
+
 The MLM head gathers the `positions` to predict first, so the vocabulary matmul runs on
 `P = max_predictions` tokens per row instead of all `S`.
 """
@@ -22,6 +27,18 @@ from flax import nnx
 
 LAYER_NORM_EPS = 1e-12
 VOCAB_MULTIPLE = 128  # pad the vocabulary for the matmul units; padded logits are masked out
+LAYERS_AXIS = "layers"  # logical name of the stacked-layer axis (never sharded by the rules)
+
+# Rematerialisation policies: what each layer's forward pass keeps for the backward pass.
+# "full" keeps only the layer inputs; the "dots_*" policies also keep matmul outputs, trading
+# memory for less recomputation.
+REMAT_POLICIES = {
+    "none": None,
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots_saveable": jax.checkpoint_policies.dots_saveable,
+    "dots_with_no_batch_dims_saveable":
+        jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,7 +57,21 @@ class BertConfig:
   pad_token_id: int = 0
   dtype: str = "float32"
   attention: str = "auto"  # "xla" (boolean mask, any device), "cudnn" (GPU flash), "auto"
-  remat: bool = False
+  remat: bool = False  # legacy switch: True means remat_policy "full" when that is "none"
+  remat_policy: str = "none"  # a key of REMAT_POLICIES: what the backward pass may keep
+  scan_layers: bool = False  # stack the layers and run them with nnx.scan (faster compile)
+
+  def __post_init__(self):
+    if self.remat_policy not in REMAT_POLICIES:
+      raise ValueError(f"config.model.remat_policy must be one of {sorted(REMAT_POLICIES)}, "
+                       f"got {self.remat_policy!r}")
+
+  @property
+  def effective_remat_policy(self) -> str:
+    """remat_policy, with the old boolean `remat=True` read as "full"."""
+    if self.remat_policy == "none" and self.remat:
+      return "full"
+    return self.remat_policy
 
   @property
   def padded_vocab_size(self) -> int:
@@ -193,19 +224,58 @@ class Layer(nnx.Module):
 
 
 class Encoder(nnx.Module):
+  """`num_layers` blocks: a list (HF layout, default) or one stacked block under `nnx.scan`."""
 
   def __init__(self, cfg: BertConfig, rngs: nnx.Rngs):
     self.cfg = cfg
-    self.layer = nnx.List([Layer(cfg, rngs) for _ in range(cfg.num_layers)])
+    if cfg.scan_layers:
+      self.layers = _stacked_layers(cfg, rngs)
+    else:
+      self.layer = nnx.List([Layer(cfg, rngs) for _ in range(cfg.num_layers)])
 
   def __call__(self, x, lengths, key):
+    apply = _remat(lambda layer, x, k: layer(x, lengths, k), self.cfg.effective_remat_policy,
+                   prevent_cse=not self.cfg.scan_layers)
+    if self.cfg.scan_layers:
+      return _scan_layers(apply, self.layers, x, key, self.cfg.num_layers)
     for i, layer in enumerate(self.layer):
-      layer_key = None if key is None else jax.random.fold_in(key, i)
-      if self.cfg.remat:
-        x = nnx.remat(lambda l, x, k: l(x, lengths, k))(layer, x, layer_key)
-      else:
-        x = layer(x, lengths, layer_key)
+      x = apply(layer, x, _layer_key(key, i))
     return x
+
+
+def _layer_key(key, i):
+  # Folded from the layer index, so scanned and unscanned layers draw the same dropout masks.
+  return None if key is None else jax.random.fold_in(key, i)
+
+
+def _remat(fn, policy: str, prevent_cse: bool):
+  if policy == "none":
+    return fn
+  # Inside scan XLA cannot CSE across iterations anyway, and prevent_cse would only add
+  # optimisation barriers (the jax.checkpoint docs recommend False there).
+  return nnx.remat(fn, policy=REMAT_POLICIES[policy], prevent_cse=prevent_cse)
+
+
+def _stacked_layers(cfg: BertConfig, rngs: nnx.Rngs) -> Layer:
+  """One `Layer` whose every parameter has a leading [num_layers] axis named 'layers'."""
+
+  @nnx.split_rngs(splits=cfg.num_layers)
+  @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: LAYERS_AXIS})
+  def create(rngs):
+    return Layer(cfg, rngs)
+
+  return create(rngs)
+
+
+def _scan_layers(apply, layers: Layer, x, key, num_layers: int):
+  """Runs the stacked `layers` over `x`; the layer index feeds the dropout key."""
+
+  @nnx.scan(in_axes=(0, nnx.Carry, 0), out_axes=nnx.Carry,
+            transform_metadata={nnx.PARTITION_NAME: LAYERS_AXIS})
+  def step(layer, x, i):
+    return apply(layer, x, _layer_key(key, i))
+
+  return step(layers, x, jnp.arange(num_layers))
 
 
 class BertModel(nnx.Module):

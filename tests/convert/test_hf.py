@@ -55,17 +55,19 @@ def our_logits(graphdef, state, ids):
   return np.asarray(model(jnp.asarray(ids), jnp.asarray(positions)))[..., : model.cfg.vocab_size]
 
 
-def test_import_matches_transformers(torch_dir):
+@pytest.mark.parametrize("scan", [False, True])  # the scanned model stacks the HF layers
+def test_import_matches_transformers(torch_dir, scan):
   ids, lengths = inputs()
-  cfg = hf.config_from_hf(torch_dir)
+  cfg = hf.config_from_hf(torch_dir, scan_layers=scan)
   graphdef, state = hf.import_params(hf.read_hf_tensors(torch_dir), cfg)
   ours, theirs = our_logits(graphdef, state, ids), torch_logits(torch_dir, ids, lengths)
   for row, n in enumerate(lengths):  # padding positions are not defined outputs
     np.testing.assert_allclose(ours[row, :n], theirs[row, :n], atol=ATOL)
 
 
-def test_export_of_import_reproduces_tensors_exactly(torch_dir, tmp_path):
-  cfg = hf.config_from_hf(torch_dir)
+@pytest.mark.parametrize("scan", [False, True])
+def test_export_of_import_reproduces_tensors_exactly(torch_dir, scan):
+  cfg = hf.config_from_hf(torch_dir, scan_layers=scan)
   original = hf.read_hf_tensors(torch_dir)
   _, state = hf.import_params(original, cfg)
   exported = hf.to_hf_tensors(hf.flatten_params(state), cfg.vocab_size)
@@ -75,10 +77,11 @@ def test_export_of_import_reproduces_tensors_exactly(torch_dir, tmp_path):
                                               "cls.predictions.decoder.bias"}
 
 
-def test_export_loads_in_transformers_with_same_logits(tmp_path):
+@pytest.mark.parametrize("scan", [False, True])  # a scanned model's stack is indexed per layer
+def test_export_loads_in_transformers_with_same_logits(tmp_path, scan):
   from mlmjax.model.bert import BertConfig, BertForMaskedLM
   cfg = BertConfig(vocab_size=99, hidden_size=32, num_layers=2, num_heads=4,
-                   intermediate_size=64, max_position_embeddings=40)
+                   intermediate_size=64, max_position_embeddings=40, scan_layers=scan)
   with nnx.use_eager_sharding(False):
     model = BertForMaskedLM(cfg, rngs=nnx.Rngs(3))
   graphdef, state = nnx.split(model)

@@ -3,7 +3,6 @@
 import csv
 import os
 
-import jax
 import numpy as np
 import pytest
 from absl import flags
@@ -12,7 +11,7 @@ from ml_collections import config_flags
 from helpers import ROOT
 from mlmjax import masking
 from mlmjax.data import stats, tokenizer as tokenizer_lib
-from mlmjax.experiments import compare, report
+from mlmjax.experiments import compare, evaluate
 from mlmjax.train import loop
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -72,18 +71,18 @@ def test_evaluation_masks_are_identical_across_models(comparison):
   # Recomputed here from the key, the rows and the tables alone, with a fresh masker.
   tokenizer = tokenizer_lib.get_tokenizer(config.data, workdir)
   tables = stats.vocab_tables(tokenizer, os.path.join(workdir, "data"))
-  rows = compare.eval_rows(config, os.path.join(workdir, "data"))
+  rows = evaluate.eval_rows(config, os.path.join(workdir, "data"))
   for m in config.compare.eval_maskings:
     cells = [matrix.cells[s, m] for s in config.compare.strategies]
     assert len({c["mask_sha256"] for c in cells}) == 1, m
-    assert {c["rows_sha256"] for c in cells} == {compare.rows_sha256(rows)}
+    assert {c["rows_sha256"] for c in cells} == {evaluate.rows_sha256(rows)}
     # Same masks, same number of predictions per batch for every model.
     assert len({tuple(c["predictions"]) for c in cells}) == 1
   hashes = {}
   for m in ("random", "span"):
-    masked = compare.draw_masks(compare.eval_masking_config(config, m), tables, rows,
-                                compare.eval_key(config.seed))
-    hashes[m] = compare.masks_sha256(masked)
+    masked = evaluate.draw_masks(evaluate.eval_masking_config(config, m), tables, rows,
+                                evaluate.eval_key(config.seed))
+    hashes[m] = evaluate.masks_sha256(masked)
     assert matrix.cells["random", m]["mask_sha256"] == hashes[m]
   # The hash tells maskings apart (it is not a constant), and models differ in what they answer.
   assert hashes["random"] != hashes["span"]
@@ -134,10 +133,10 @@ def test_a_masking_the_data_cannot_support_is_unavailable(tiny_compare):
                                            "b", "##c"])
   ids = np.array([[2, 5, 6, 7, 5, 6, 3, 0]] * 4, np.int32)
   rows = [{"input_ids": ids, "segment_ids": (ids != 0).astype(np.int32)}] * 2
-  info = compare.evaluation_masks(tiny_compare, "entity", tables, rows, baseline_token=5)
+  info = evaluate.evaluation_masks(tiny_compare, "entity", tables, rows, baseline_token=5)
   assert info["batches"] is None
   assert "entity_ids" in info["error"] and "config.data.annotations" in info["error"]
-  fine = compare.evaluation_masks(tiny_compare, "whole_word", tables, rows, baseline_token=5)
+  fine = evaluate.evaluation_masks(tiny_compare, "whole_word", tables, rows, baseline_token=5)
   assert fine["error"] is None and fine["predictions"] > 0 and fine["in_entities"] is None
 
 

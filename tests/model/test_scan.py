@@ -1,0 +1,122 @@
+"""Scanned layers and remat policies: same function as the default layout, sharding still planned."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+from flax import nnx
+
+from mlmjax import config as mlmjax_config
+from mlmjax.convert import hf
+from mlmjax.model.bert import BertConfig, BertForMaskedLM
+from mlmjax.train import partition
+
+CFG = BertConfig(vocab_size=100, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64,
+                 max_position_embeddings=32, hidden_dropout=0.1)
+SCAN = dataclasses.replace(CFG, scan_layers=True)
+IDS = jnp.array([[2, 10, 11, 12, 3, 0], [2, 13, 14, 15, 16, 3]], jnp.int32)
+POS = jnp.array([[1, 2], [3, 4]], jnp.int32)
+
+
+def make_model(cfg, seed=0):
+  with nnx.use_eager_sharding(False):
+    return BertForMaskedLM(cfg, rngs=nnx.Rngs(seed))
+
+
+def relayout(model, cfg):
+  """`model`'s weights in a model built for `cfg` (the other layer layout), via the HF names."""
+  flat = hf.flatten_params(nnx.state(model, nnx.Param))
+  return nnx.merge(*hf.import_params(hf.to_hf_tensors(flat, cfg.vocab_size), cfg))
+
+
+def run(model, key=jax.random.key(3)):
+  """Logits, loss and gradients (in the HF layout) of one jitted step with dropout on."""
+  graphdef, params = nnx.split(model, nnx.Param)
+
+  def loss(params):
+    logits = nnx.merge(graphdef, params)(IDS, POS, dropout_key=key)
+    return jnp.mean(jnp.tanh(logits[..., :CFG.vocab_size])), logits  # touches every parameter
+
+  (value, logits), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
+  return logits, value, hf.unstack_layers(hf.flatten_params(grads))
+
+
+@pytest.fixture(scope="module")
+def reference():
+  """Per layout, no remat: the same weights (moved between layouts) run once each."""
+  plain = make_model(CFG)
+  scanned = relayout(plain, SCAN)
+  return {False: run(plain), True: run(scanned), "plain_model": plain, "scanned_model": scanned}
+
+
+def assert_same(a, b, atol=1e-6):
+  (logits_a, loss_a, grads_a), (logits_b, loss_b, grads_b) = a, b
+  np.testing.assert_allclose(logits_a, logits_b, atol=1e-5)
+  np.testing.assert_allclose(loss_a, loss_b, atol=atol)
+  assert grads_a.keys() == grads_b.keys()
+  for k in grads_a:
+    np.testing.assert_allclose(grads_a[k], grads_b[k], atol=atol, err_msg=k)
+
+
+def test_scanned_parameters_are_stacked_on_a_layers_axis(reference):
+  params = dict(nnx.to_flat_state(nnx.state(reference["scanned_model"], nnx.Param)))
+  kernel = params[("bert", "encoder", "layers", "attention", "self", "query", "kernel")]
+  assert kernel.shape == (2, 32, 32)
+  assert kernel.get_metadata()["out_sharding"] == ("layers", "embed", "heads")
+  assert not any("layer" in p for p in params)  # no per-layer copies next to the stack
+
+
+def test_scanned_equals_unscanned(reference):
+  # Dropout keys are folded from the layer index in both layouts, so even the masks agree.
+  assert_same(reference[True], reference[False])
+
+
+# Every policy once, over both layouts (they share `_remat`), to keep the compiles few.
+@pytest.mark.parametrize("scan,policies", [
+    (True, ["full", "dots_with_no_batch_dims_saveable"]), (False, ["dots_saveable"])])
+def test_remat_policies_leave_loss_and_grads_alone(reference, scan, policies):
+  plain = reference["plain_model"]
+  for policy in policies:
+    cfg = dataclasses.replace(CFG, scan_layers=scan, remat_policy=policy)
+    assert_same(run(relayout(plain, cfg)), reference[scan])
+
+
+def test_boolean_remat_still_means_full():
+  assert BertConfig(vocab_size=10, remat=True).effective_remat_policy == "full"
+  assert BertConfig(vocab_size=10).effective_remat_policy == "none"
+  assert BertConfig(vocab_size=10, remat=True,
+                    remat_policy="dots_saveable").effective_remat_policy == "dots_saveable"
+  old = BertConfig.from_config(ml_collections.ConfigDict({"remat": True}), vocab_size=10)
+  assert old.effective_remat_policy == "full" and not old.scan_layers
+  with pytest.raises(ValueError, match="remat_policy"):
+    BertConfig(vocab_size=10, remat_policy="everything")
+
+
+def test_plan_leaves_the_layers_axis_unsharded():
+  rules = mlmjax_config.default_config().mesh.axis_rules
+  scanned = {r["path"]: r for r in partition.plan(SCAN, (1, 2, 2), rules)}
+  plain = {r["path"]: r for r in partition.plan(CFG, (1, 2, 2), rules)}
+  for path, row in plain.items():
+    if "/layer/" not in path:
+      assert scanned[path]["spec"] == row["spec"]
+      continue
+    if not path.startswith("bert/encoder/layer/0/"):
+      continue
+    stacked = scanned[path.replace("layer/0/", "layers/")]
+    assert stacked["shape"] == (CFG.num_layers, *row["shape"])
+    assert stacked["logical"] == ("layers", *row["logical"])
+    assert tuple(stacked["spec"]) == (None, *row["spec"])
+    assert stacked["bytes_per_device"] == CFG.num_layers * row["bytes_per_device"]
+
+
+def test_scanned_model_builds_sharded_on_a_mesh():
+  config = mlmjax_config.default_config()
+  mesh = partition.make_mesh((1, 1, 1), jax.devices()[:1])
+  with partition.mesh_context(mesh, config.mesh.axis_rules):
+    model = BertForMaskedLM(SCAN, rngs=nnx.Rngs(0))
+    logits = nnx.jit(lambda m: m(IDS, POS))(model)  # no dropout key: the evaluation path
+  assert logits.shape == (2, 2, 128)
+  assert model.bert.encoder.layers.intermediate.dense.kernel[...].shape == (2, 32, 64)
