@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-from helpers import ROOT
+from helpers import ROOT, TINY_OVERRIDES
 
 
 def run_cli(entry: str, *args: str, cwd=None) -> subprocess.CompletedProcess:
@@ -36,14 +36,8 @@ def test_empty_corpus_is_one_line(tmp_path):
   assert "Traceback" not in out.stderr
 
 
-TINY_OVERRIDES = (
-    "--config.data.source=files", "--config.data.vocab_size=200", "--config.data.seq_len=32",
-    "--config.data.validation_fraction=0.1", "--config.masking.max_predictions=6",
-    "--config.model.hidden_size=32", "--config.model.num_layers=2", "--config.model.num_heads=2",
-    "--config.model.intermediate_size=64", "--config.model.max_position_embeddings=32",
-    "--config.train.batch_size=8", "--config.train.steps=4", "--config.train.warmup_steps=1",
-    "--config.train.log_every=2", "--config.train.eval_every=0", "--config.train.eval_batches=1",
-    "--config.train.checkpoint_every=2")
+QUICKSTART_OVERRIDES = (*TINY_OVERRIDES, "--config.train.steps=4",
+                        "--config.train.checkpoint_every=2")
 
 
 def test_quickstart_trains_exports_and_demos(tmp_path):
@@ -51,7 +45,7 @@ def test_quickstart_trains_exports_and_demos(tmp_path):
   corpus = write_corpus(tmp_path / "corpus.txt")
   workdir = tmp_path / "run"
   out = run_cli("mlmjax-quickstart", f"--workdir={workdir}", f"--config.data.paths={corpus}",
-                *TINY_OVERRIDES)
+                *QUICKSTART_OVERRIDES)
   assert out.returncode == 0, out.stderr[-3000:]
   assert "held-out MLM loss" in out.stdout and "[MASK]:" in out.stdout
   assert (workdir / "hf" / "model.safetensors").exists()

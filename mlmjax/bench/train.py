@@ -288,7 +288,7 @@ def bench_train(s: Setup, steps: int = 20, warmup: int = 3, windows: int = 3,
       "loss": float(last["loss"]), "skipped_updates": float(last["skipped_updates"]),
       "flops_per_token": flops, "max_predictions": config.masking.max_predictions,
       "attention": attention_kernel(c.model_cfg.attention, c.model_cfg.compute_dtype),
-      "dtype": c.model_cfg.dtype, "remat": c.model_cfg.remat,
+      "dtype": c.model_cfg.dtype, "remat": c.model_cfg.effective_remat_policy,
       "strategy": config.masking.strategy, "steps": steps, "warmup": warmup,
       "devices": jax.device_count(), "device": jax.devices()[0].device_kind,
       "jax": jax.__version__,
@@ -441,7 +441,7 @@ def bench_fit(config: ml_collections.ConfigDict, start: int, limit: int, refine:
   def record(found: dict) -> dict:
     memory = device_memory()
     return {"kind": "fit", "name": "mlmjax", "model": model, "seq_len": config.data.seq_len,
-            "batch": found["largest_batch"], "remat": bool(config.model.remat), **found,
+            "batch": found["largest_batch"], "remat": _remat_of(config), **found,
             "planned_gib": {str(b): g for b, g in plans.items()},
             "plan_estimate": plan_estimate(plans, memory["limit_gib"]), **memory,
             "device": jax.devices()[0].device_kind, "jax": jax.__version__}
@@ -480,7 +480,7 @@ def _main(argv: list[str]) -> None:
   kernel = attention_kernel(config.model.attention, config.model.dtype)
   print(f"jax {jax.__version__}, {jax.device_count()} x {jax.devices()[0].device_kind}; "
         f"model {model}, {config.model.dtype}, attention {kernel}, "
-        f"remat {config.model.remat}, strategy {config.masking.strategy}, "
+        f"remat {_remat_of(config)}, strategy {config.masking.strategy}, "
         f"P={config.masking.max_predictions}", flush=True)
   records = []
   if f.find_max_batch:
@@ -546,3 +546,9 @@ def main() -> None:
 
 if __name__ == "__main__":
   main()
+
+
+def _remat_of(config) -> str:
+  """The remat policy a config asks for (the legacy bool `remat` means "full")."""
+  policy = config.model.get("remat_policy", "none")
+  return "full" if policy == "none" and config.model.remat else policy

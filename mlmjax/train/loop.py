@@ -320,7 +320,7 @@ def _train(config, workdir, c, manifest, tokenizer, is_main) -> dict:
 
 
 SHAPE_FIELDS = ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
-                "max_position_embeddings", "type_vocab_size")
+                "max_position_embeddings", "type_vocab_size", "scan_layers")
 
 
 def check_compatible(saved: dict, current: dict) -> None:
@@ -356,7 +356,7 @@ RESUMABLE_CHANGES = ("train.steps", "train.stop_after", "train.log_every", "trai
                      "train.eval_batches", "train.checkpoint_every", "train.keep_checkpoints",
                      "train.grad_accum_steps", "train.allow_config_change",
                      "train.max_consecutive_skips", "model.dtype", "model.attention",
-                     "model.remat", "mesh.", "data.", "init_from_hf")
+                     "model.remat", "model.remat_policy", "mesh.", "data.", "init_from_hf")
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:

@@ -13,7 +13,8 @@ def learning_rate_schedule(train_config) -> optax.Schedule:
   if decay_kind == "linear":
     decay = optax.linear_schedule(peak, end, max(total - warmup, 1))
   elif decay_kind == "cosine":
-    decay = optax.cosine_decay_schedule(peak, max(total - warmup, 1), alpha=end / peak if peak else 0)
+    alpha = end / peak if peak else 0.0
+    decay = optax.cosine_decay_schedule(peak, max(total - warmup, 1), alpha=alpha)
   else:
     raise ValueError(f"config.train.schedule must be 'linear' or 'cosine', got {decay_kind!r}")
   return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), decay], [warmup])

@@ -107,7 +107,8 @@ def format_plan(config, num_devices: int) -> str:
       continue  # every layer is sharded like layer 0
     lines.append(f"{r['path']:<58} {str(r['shape']):>14} {str(tuple(r['spec'])):<28} "
                  f"{r['bytes_per_device'] / 2**20:>10.2f}")
-  per_layer = "(layers 1.. are sharded like layer 0)"
+  per_layer = ("(layers stacked on a leading axis)" if model_cfg.scan_layers
+               else "(layers 1.. are sharded like layer 0)")
   # AdamW keeps two float32 moments per parameter, sharded like it; gradients add one more
   # transiently. Activations are not counted: they depend on batch, remat and the kernel.
   lines += [per_layer,

@@ -7,19 +7,11 @@ import sys
 import numpy as np
 from flax import nnx
 
-from helpers import ROOT, write_corpus
+from helpers import ROOT, TINY_OVERRIDES, TRAIN_CLI, write_corpus
 from mlmjax import inference
 
-TRAIN = "import sys; sys.argv[0] = 'mlmjax-train'; from mlmjax import main; main.run_train()"
-OVERRIDES = (
-    "--config.data.source=files", "--config.data.vocab_size=200", "--config.data.seq_len=32",
-    "--config.data.validation_fraction=0.1", "--config.masking.max_predictions=6",
-    "--config.model.hidden_size=32", "--config.model.num_layers=2", "--config.model.num_heads=2",
-    "--config.model.intermediate_size=64", "--config.model.max_position_embeddings=32",
-    "--config.train.batch_size=8", "--config.train.steps=4", "--config.train.warmup_steps=1",
-    "--config.train.log_every=2", "--config.train.eval_every=0", "--config.train.eval_batches=1",
-    "--config.train.checkpoint_every=2", "--config.mesh.shape=(2,2,2)",
-    "--config.model.hidden_dropout=0.0")
+OVERRIDES = (*TINY_OVERRIDES, "--config.train.steps=4", "--config.train.checkpoint_every=2",
+             "--config.mesh.shape=(2,2,2)", "--config.model.hidden_dropout=0.0")
 
 
 def params_of(workdir):
@@ -36,14 +28,14 @@ def test_two_processes_equal_one_process_on_eight_devices(tmp_path):
   single = tmp_path / "single"
   env = {**os.environ, "JAX_PLATFORMS": "cpu",
          "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
-  out = subprocess.run([sys.executable, "-c", TRAIN, f"--workdir={single}", *args], env=env,
+  out = subprocess.run([sys.executable, "-c", TRAIN_CLI, f"--workdir={single}", *args], env=env,
                        capture_output=True, text=True, timeout=600, check=False)
   assert out.returncode == 0, out.stderr[-3000:]
 
   multi = tmp_path / "multi"
   tokenizer = single / "tokenizer" / "tokenizer.json"
   launcher = [sys.executable, str(ROOT / "launch" / "local.py"), "--processes=2",
-              "--devices_per_process=4", "--", sys.executable, "-c", TRAIN,
+              "--devices_per_process=4", "--", sys.executable, "-c", TRAIN_CLI,
               f"--workdir={multi}", *args, f"--config.data.tokenizer_path={tokenizer}"]
   out = subprocess.run(launcher, capture_output=True, text=True, timeout=600, check=False)
   assert out.returncode == 0, out.stderr[-4000:]
