@@ -76,6 +76,9 @@ def get_config(scale: str = "cpu") -> ml_collections.ConfigDict:
   compare.eval_maskings = ("random", "whole_word", "span", "entity", "pmi")  # every model on each
   compare.eval_batch_size = 16  # rows per evaluation batch: the unit of the 95% intervals
   compare.eval_batches = 0  # at most this many full batches of the validation split (0 = all)
+  # Key of the evaluation masks, apart from config.seed: comparisons trained with other seeds
+  # are scored on the very same masks, so their cells pair up (seed-to-seed noise).
+  compare.eval_seed = 0
   # Evaluation replaces every chosen token by [MASK]: kept tokens (BERT's 10%) would be free
   # answers that dilute the differences between models.
   compare.eval_mask_prob = 1.0

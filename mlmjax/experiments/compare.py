@@ -47,6 +47,12 @@ OUTPUTS = {"csv": "results.csv", "markdown": "results.md", "curves": "loss_curve
            "heatmap": "accuracy_heatmap.png"}
 # Blocks of the comparison itself: they are not part of a run's training config.
 COMPARISON_KEYS = ("compare", "scale")
+# Keys that change how a run executes or logs, not the model it trains: a finished run is
+# reused when only these differ (or are new keys of a later mlmjax). A prefix ends with ".".
+EXECUTION_KEYS = ("train.log_every", "train.eval_every", "train.eval_batches",
+                  "train.checkpoint_every", "train.keep_checkpoints", "train.allow_config_change",
+                  "train.max_consecutive_skips", "model.attention", "model.remat",
+                  "model.remat_policy", "model.scan_layers", "mesh.", "data.num_workers")
 
 
 # ---------------------------------------------------------------------------- the config
@@ -108,10 +114,11 @@ def _flatten(tree, prefix: str = "") -> dict:
   return out
 
 
-def config_diff(old: dict, new: dict) -> list[str]:
-  """Dotted keys whose values differ between two configs (as JSON dicts)."""
+def config_diff(old: dict, new: dict, ignore: tuple[str, ...] = ()) -> list[str]:
+  """Dotted keys whose values differ between two configs (as JSON dicts), but `ignore`d ones."""
   a, b = _flatten(old), _flatten(new)
-  return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+  ignored = lambda k: any(k == i or (i.endswith(".") and k.startswith(i)) for i in ignore)
+  return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and not ignored(k))
 
 
 def _read_json(path: str) -> dict | None:
@@ -162,7 +169,7 @@ def eval_curve(run_dir: str) -> list[list[float]]:
 def train_run(config: ml_collections.ConfigDict, strategy: str, workdir: str) -> dict:
   """Trains, resumes or reuses one strategy's model; returns its run record.
 
-  A finished run (its compare.json holds this very config) is reused without touching JAX. A
+  A finished run (its compare.json holds this config, up to EXECUTION_KEYS) is reused as is. A
   strategy that cannot be trained here (the loop refuses it with a ValueError, e.g. missing
   annotations or vocabulary statistics) gives a record with its "error": the other runs go on
   and the tables say why this row is missing.
@@ -173,10 +180,10 @@ def train_run(config: ml_collections.ConfigDict, strategy: str, workdir: str) ->
   record_path = os.path.join(run_dir, RUN_RECORD)
   saved = _read_json(record_path)
   if saved is not None:
-    if saved["config"] != wanted:
-      raise ValueError(f"{run_dir} was trained with another config (differs in "
-                       f"{config_diff(saved['config'], wanted)}); use a new --workdir or delete "
-                       "that folder to retrain it.")
+    changed = config_diff(saved["config"], wanted, ignore=EXECUTION_KEYS)
+    if changed:
+      raise ValueError(f"{run_dir} was trained with another config (differs in {changed}); "
+                       "use a new --workdir or delete that folder to retrain it.")
     return {**saved, "curve": eval_curve(run_dir)}
   link_shared_data(workdir, run_dir)
   logging.info("Training %s in %s", strategy, run_dir)
@@ -261,7 +268,7 @@ def describe(config: ml_collections.ConfigDict, manifest: dict, rows: list) -> d
                f"{manifest['splits']['validation']['rows']} validation rows; annotations "
                f"{manifest.get('annotations')} by {manifest.get('annotator')}"),
       "evaluation": (f"{len(rows)} batches x {ev.eval_batch_size} validation rows; masks "
-                     f"drawn once per masking (key fold_in(key({config.seed}), "
+                     f"drawn once per masking (key fold_in(key({ev.eval_seed}), "
                      f"{loop.EVAL_STREAM}), batch i: fold_in(key, i)); rate "
                      f"{config.masking.rate}, chosen tokens -> [MASK] {ev.eval_mask_prob:.0%}, "
                      f"random {ev.eval_random_prob:.0%}, kept "

@@ -46,7 +46,7 @@ def eval_masking_config(config: ml_collections.ConfigDict,
 
 
 def eval_key(seed: int) -> jax.Array:
-  """The evaluation masks' key: the training loop's fixed evaluation stream."""
+  """The evaluation masks' key (`compare.eval_seed`): the training loop's evaluation stream."""
   return jax.random.fold_in(jax.random.key(seed), loop.EVAL_STREAM)
 
 
@@ -130,7 +130,8 @@ def evaluation_masks(config: ml_collections.ConfigDict, name: str, tables: maski
   column is marked unavailable, never filled in with another masking.
   """
   try:
-    masked = draw_masks(eval_masking_config(config, name), tables, rows, eval_key(config.seed))
+    masked = draw_masks(eval_masking_config(config, name), tables, rows,
+                        eval_key(config.compare.eval_seed))
   except ValueError as e:
     asked = tuple(config.data.get("annotations", ()) or ())
     return {"error": f"{e} (config.data.annotations is {asked}; request the annotation there)",

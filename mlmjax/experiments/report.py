@@ -102,19 +102,19 @@ def ranking(matrix: Matrix, masking: str) -> list[tuple[str, float]]:
   return sorted(scored, key=lambda item: -item[1])
 
 
-def paired_lead(matrix: Matrix, masking: str) -> tuple[str, str, Interval] | None:
-  """(best, runner-up, interval of their accuracy difference) in one column.
+def paired_gap(matrix: Matrix, strategy: str, masking: str, metric: str,
+               reference: str) -> Interval | None:
+  """`metric` of `strategy` minus that of `reference`, batch by batch, with its 95% interval.
 
-  The masks and rows are the same for every model, so the difference is taken batch by batch
-  (a paired interval): much tighter than comparing two independent intervals.
+  Every model is scored on the same masked batches, so the difference is taken per batch (a
+  paired interval): batch-to-batch difficulty cancels, and the interval is far tighter than two
+  independent ones would suggest. None when either cell is missing.
   """
-  ranked = ranking(matrix, masking)
-  if len(ranked) < 2:
+  if (strategy, masking) not in matrix.cells or (reference, masking) not in matrix.cells:
     return None
-  best, second = ranked[0][0], ranked[1][0]
-  diff = (np.asarray(matrix.cells[best, masking]["accuracy"])
-          - np.asarray(matrix.cells[second, masking]["accuracy"]))
-  return best, second, mean_interval(diff)
+  diff = (np.asarray(matrix.cells[strategy, masking][metric])
+          - np.asarray(matrix.cells[reference, masking][metric]))
+  return mean_interval(diff)
 
 
 # -------------------------------------------------------------------------------- tables
@@ -195,32 +195,44 @@ def masks_table(matrix: Matrix) -> str:
   return "\n".join(lines)
 
 
-def leads_table(matrix: Matrix) -> str:
-  """Per column: the best strategy, the runner-up, and the paired 95% interval of the gap."""
-  lines = ["| evaluated on | best | runner-up | accuracy gap (points), paired 95% | clear? |",
-           "|---|---|---|---|---|"]
-  for m in matrix.maskings:
-    lead = paired_lead(matrix, m)
-    if lead is None:
-      lines.append(f"| {m} | — | — | — | — |")
-      continue
-    best, second, gap = lead
-    clear = "yes" if gap.low > 0 else "no (interval includes 0)"
-    lines.append(f"| {m} | {best} | {second} | {100 * gap.mean:+.2f} "
-                 f"[{100 * gap.low:+.2f}, {100 * gap.high:+.2f}] | {clear} |")
+def paired_table(matrix: Matrix, metric: str) -> str:
+  """Each strategy against the first one (the reference, e.g. random): paired 95% intervals.
+
+  Loss in nats, accuracy in points; bold where the interval excludes 0.
+  """
+  reference = matrix.strategies[0]
+  scale, digits = (100, 2) if metric == "accuracy" else (1, 3)
+  lines = [f"| {metric}: trained with − {reference} \\ evaluated on | "
+           + " | ".join(matrix.maskings) + " |", "|---" * (len(matrix.maskings) + 1) + "|"]
+  for s in matrix.strategies[1:]:
+    texts = []
+    for m in matrix.maskings:
+      gap = paired_gap(matrix, s, m, metric, reference)
+      if gap is None:
+        texts.append("—")
+        continue
+      text = (f"{scale * gap.mean:+.{digits}f} [{scale * gap.low:+.{digits}f}, "
+              f"{scale * gap.high:+.{digits}f}]")
+      texts.append(f"**{text}**" if gap.low > 0 or gap.high < 0 else text)
+    lines.append(f"| {s} | " + " | ".join(texts) + " |")
   return "\n".join(lines)
 
 
 def markdown(matrix: Matrix) -> str:
-  """results.md: what was compared, the matrix, the maskings, the leads, and any failures."""
+  """results.md: what was compared, the matrix, the maskings, paired gaps, and failures."""
   setup = matrix.setup
   lines = ["# Masking strategy comparison", ""]
   lines += [f"- {key}: {value}" for key, value in setup.get("description", {}).items()]
   lines += ["", "Cells: held-out MLM accuracy % ±95% half-width · loss ±95% half-width, "
             "over evaluation batches. Every model saw the same masks on the same rows in a "
             "column. Bold: best accuracy in the column.", "", results_table(matrix), "",
-            "## Evaluation maskings", "", masks_table(matrix), "",
-            "## Best per column (paired over the same batches)", "", leads_table(matrix)]
+            "## Evaluation maskings", "", masks_table(matrix)]
+  if len(matrix.strategies) > 1:
+    lines += ["", f"## Against `{matrix.strategies[0]}`, paired over the same batches", "",
+              f"Each cell: the strategy's value minus `{matrix.strategies[0]}`'s on the same "
+              "masked batches, mean and 95% interval. Lower loss and higher accuracy are "
+              "better; bold: the interval excludes 0.", "", paired_table(matrix, "loss"), "",
+              paired_table(matrix, "accuracy")]
   failures = [f"- `{s}` has no model: {r['error']}" for s, r in matrix.runs.items()
               if r.get("error")]
   failures += [f"- `{m}` unavailable: {info['error']}" for m, info in matrix.masks.items()

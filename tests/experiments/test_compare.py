@@ -81,7 +81,7 @@ def test_evaluation_masks_are_identical_across_models(comparison):
   hashes = {}
   for m in ("random", "span"):
     masked = evaluate.draw_masks(evaluate.eval_masking_config(config, m), tables, rows,
-                                evaluate.eval_key(config.seed))
+                                evaluate.eval_key(config.compare.eval_seed))
     hashes[m] = evaluate.masks_sha256(masked)
     assert matrix.cells["random", m]["mask_sha256"] == hashes[m]
   # The hash tells maskings apart (it is not a constant), and models differ in what they answer.
@@ -107,6 +107,14 @@ def test_changed_config_in_the_same_workdir_is_refused(comparison):
   changed.masking.rate = 0.3
   with pytest.raises(ValueError, match=r"masking\.rate.*new --workdir"):
     compare.train_run(changed, config.compare.strategies[0], workdir)
+
+
+def test_execution_settings_do_not_invalidate_a_finished_run(comparison):
+  config, workdir, matrix = comparison
+  changed = config.copy_and_resolve_references()
+  changed.train.log_every = 1  # how the run logs, not what it trains
+  record = compare.train_run(changed, config.compare.strategies[0], workdir)
+  assert record["step"] == config.train.steps and record["error"] is None
 
 
 def test_a_run_that_fails_is_reported_and_the_others_go_on(tiny_compare, tmp_path,

@@ -65,15 +65,21 @@ def test_table_shape_bold_best_and_missing_cells():
   assert "`span` unavailable: span needs something" in text
 
 
-def test_paired_lead_uses_batch_differences():
-  # span is better on every batch by 1 point, although the batches vary a lot.
+def test_paired_gaps_use_batch_differences():
+  # span is better than random on every batch by 1 point, although the batches vary a lot.
   base = np.array([0.1, 0.5, 0.3, 0.7])
   cells = {("random", "random"): _cell(base, base), ("span", "random"): _cell(base + 0.01, base),
-           ("pmi", "random"): _cell(base - 0.02, base)}
-  best, second, gap = report.paired_lead(_matrix(cells), "random")
-  assert (best, second) == ("span", "random")
+           ("pmi", "random"): _cell(base - 0.02, base + 0.1 * np.array([1, -1, 1, -1]))}
+  gap = report.paired_gap(_matrix(cells), "span", "random", "accuracy", "random")
   assert gap.mean == pytest.approx(0.01) and gap.low > 0  # clear, paired
   assert report.mean_interval(base + 0.01).low < report.mean_interval(base).high  # unpaired: not
+  assert report.paired_gap(_matrix(cells), "span", "span", "loss", "random") is None
+  lines = report.paired_table(_matrix(cells), "accuracy").split("\n")
+  assert lines[0] == "| accuracy: trained with − random \\ evaluated on | random | span |"
+  assert lines[2] == "| span | **+1.00 [+1.00, +1.00]** | — |"
+  assert lines[3].startswith("| pmi | **-2.00")
+  loss = report.paired_table(_matrix(cells), "loss").split("\n")
+  assert loss[3].startswith("| pmi | +0.000 [")  # +-0.1 per batch: the interval holds 0
 
 
 def test_plots_are_written(tmp_path):
