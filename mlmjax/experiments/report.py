@@ -225,7 +225,10 @@ def markdown(matrix: Matrix) -> str:
   lines += [f"- {key}: {value}" for key, value in setup.get("description", {}).items()]
   lines += ["", "Cells: held-out MLM accuracy % ±95% half-width · loss ±95% half-width, "
             "over evaluation batches. Every model saw the same masks on the same rows in a "
-            "column. Bold: best accuracy in the column.", "", results_table(matrix), "",
+            "column. Bold: best accuracy in the column. The intervals cover the choice of "
+            "evaluation batches, not training noise: each strategy was trained once, with one "
+            "seed (rerun with --config.seed to see how much that moves).", "",
+            results_table(matrix), "",
             "## Evaluation maskings", "", masks_table(matrix)]
   if len(matrix.strategies) > 1:
     lines += ["", f"## Against `{matrix.strategies[0]}`, paired over the same batches", "",
