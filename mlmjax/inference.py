@@ -35,7 +35,12 @@ def load_trained(workdir: str, step: int | None = None):
   config = ml_collections.ConfigDict(meta["config"])
   config.mesh.shape = (1, 1, 1)
   tokenizer = tokenizer_lib.get_tokenizer(config.data, workdir)
-  tables = masking.VocabTables.from_tokenizer(tokenizer)
+  data_dir = os.path.join(os.path.abspath(workdir), "data")
+  if os.path.exists(os.path.join(data_dir, "token_stats.npz")):  # the training run's tables
+    from mlmjax.data import stats as data_stats
+    tables = data_stats.vocab_tables(tokenizer, data_dir)
+  else:  # a workdir copied without its data: the masker then lacks corpus statistics
+    tables = masking.VocabTables.from_tokenizer(tokenizer)
   pad_id = tokenizer_lib.special_roles(tokenizer)["pad"]
   c = loop.build(config, tables, tokenizer.get_vocab_size(), pad_id,
                  devices=jax.devices()[:1])
