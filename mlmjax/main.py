@@ -160,7 +160,8 @@ def _user_errors_as_messages(main):
   return wrapped
 
 
-def _run(main, define) -> None:
+def run_app(main, define) -> None:
+  """Defines flags with `define`, then runs `main` as an absl app with mlmjax's error handling."""
   _exit_on_bad_flags(define)
   logging.get_absl_handler().addFilter(_QuietLibraries())
   jax.config.config_with_absl()
@@ -169,15 +170,15 @@ def _run(main, define) -> None:
 
 
 def run_train() -> None:
-  _run(_train, _define_config_and_workdir)
+  run_app(_train, _define_config_and_workdir)
 
 
 def run_prepare() -> None:
-  _run(_prepare, _define_config_and_workdir)
+  run_app(_prepare, _define_config_and_workdir)
 
 
 def run_quickstart() -> None:
-  _run(_quickstart, _define_config_and_workdir)
+  run_app(_quickstart, _define_config_and_workdir)
 
 
 def run_export() -> None:
@@ -186,7 +187,7 @@ def run_export() -> None:
     flags.DEFINE_string("out", None, "Output folder for the Hugging Face model.")
     flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).")
     flags.mark_flags_as_required(["workdir", "out"])
-  _run(_export, define)
+  run_app(_export, define)
 
 
 def run_fill_mask() -> None:
@@ -196,7 +197,7 @@ def run_fill_mask() -> None:
     flags.DEFINE_string("checkpoint", None, "A step directory WORKDIR/checkpoints/STEP, "
                         "instead of --workdir and --step.")
     flags.DEFINE_integer("top_k", 5, "Predictions shown per [MASK].")
-  _run(_fill_mask, define)
+  run_app(_fill_mask, define)
 
 
 if __name__ == "__main__":

@@ -377,7 +377,7 @@ def main() -> None:
     flags.DEFINE_string("workdir", None, "Directory for the runs, caches and results.")
     flags.mark_flag_as_required("workdir")
 
-  cli._run(_main, define)  # pylint: disable=protected-access  (the CLIs' shared error handling)
+  cli.run_app(_main, define)  # the CLIs' shared flag parsing and one-line errors
 
 
 if __name__ == "__main__":
