@@ -138,3 +138,22 @@ def report(records: list[dict], title: str = "") -> str:
   lines.append(f"Device: {', '.join(devices) or 'unknown'}"
                + (f"; {', '.join(software)}." if software else "."))
   return "\n".join(lines + _goals(records))
+
+
+def time_steps(run, steps: int, windows: int, sync) -> list[float]:
+  """Seconds per step in each of `windows` windows of `steps // windows` calls of `run()`.
+
+  `sync(out)` blocks until the device has finished `out` (jax.block_until_ready, or a CUDA
+  synchronize for PyTorch), so each window measures finished work.
+  """
+  import time  # pylint: disable=g-import-not-at-top
+  windows = max(1, min(windows, steps))
+  per_window = max(1, steps // windows)
+  times = []
+  for _ in range(windows):
+    start = time.perf_counter()
+    for _ in range(per_window):
+      out = run()
+    sync(out)
+    times.append((time.perf_counter() - start) / per_window)
+  return times

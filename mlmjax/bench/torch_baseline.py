@@ -145,15 +145,7 @@ def run_case(name: str, compiled: bool, batch_size: int, seq_len: int, shape: di
   for _ in range(warmup):
     loss = step(batch)
   sync(device)
-  windows = max(1, min(windows, steps))
-  per_window = max(1, steps // windows)
-  times = []
-  for _ in range(windows):
-    start = time.perf_counter()
-    for _ in range(per_window):
-      loss = step(batch)
-    sync(device)
-    times.append((time.perf_counter() - start) / per_window)
+  times = bench.time_steps(lambda: step(batch), steps, windows, lambda _: sync(device))
 
   step_s = statistics.median(times)
   tokens_per_s = batch_size * seq_len / step_s

@@ -228,20 +228,6 @@ def planned_memory(compiled) -> float | None:
     return None
 
 
-def time_steps(run: Callable[[], Any], steps: int, windows: int) -> list[float]:
-  """Seconds per step in each of `windows` windows of `steps // windows` steps, blocked."""
-  windows = max(1, min(windows, steps))
-  per_window = max(1, steps // windows)
-  times = []
-  for _ in range(windows):
-    start = time.perf_counter()
-    for _ in range(per_window):
-      out = run()
-    jax.block_until_ready(out)
-    times.append((time.perf_counter() - start) / per_window)
-  return times
-
-
 def bench_train(s: Setup, steps: int = 20, warmup: int = 3, windows: int = 3,
                 profile_dir: str = "", name: str = "mlmjax", model: str = "") -> dict:
   """Compiles the train step ahead of time, warms up, times it; returns one record."""
@@ -266,7 +252,7 @@ def bench_train(s: Setup, steps: int = 20, warmup: int = 3, windows: int = 3,
     for _ in range(warmup):
       run()
     jax.block_until_ready(holder["state"])
-    times = time_steps(run, steps, windows)
+    times = bench.time_steps(run, steps, windows, jax.block_until_ready)
     if profile_dir:
       with jax.profiler.trace(profile_dir):
         jax.block_until_ready([run() for _ in range(3)])

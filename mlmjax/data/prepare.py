@@ -296,7 +296,8 @@ def _add_ngrams(tok, data_dir: str, manifest_splits: dict, pmi_config: pmi.PmiCo
   return entry
 
 
-def _token_tables(tok: tokenizers.Tokenizer) -> dict[str, np.ndarray]:
+def token_tables(tok: tokenizers.Tokenizer) -> dict[str, np.ndarray]:
+  """Per-id tables the annotators read: specials, word starts, function words."""
   from mlmjax.masking import tables  # pylint: disable=g-import-not-at-top  (JAX: main only)
   vocab = tok.get_vocab()
   tokens = [None] * (max(vocab.values()) + 1)
@@ -420,7 +421,7 @@ def prepare(data_config: ml_collections.ConfigDict, workdir: str) -> dict:
   spacy = annotator.startswith("spacy:")
   text_fields = tuple(a for a in wanted
                       if a == annotate.ENTITY or (a == annotate.POS and spacy))
-  tables = _token_tables(tok)
+  tables = token_tables(tok)
   plan = {"seq_len": data_config.seq_len, "packing": mode, "workers": num_workers(data_config),
           "wanted": wanted, "tables": tables,
           "job": {"wanted": text_fields, "annotator": annotator,

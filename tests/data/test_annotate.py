@@ -6,7 +6,6 @@ import pytest
 from mlmjax.data import annotate
 from mlmjax.data import prepare as prepare_lib
 from mlmjax.data import tokenizer as tokenizer_lib
-from mlmjax.masking import tables as masking_tables
 
 TEXT = ("The Python Software Foundation was founded on March 6, 2001 in Delaware. Guido van "
         "Rossum wrote 3.5% of it, and 1,000 people met the Bank of England. In 1991 utf8 and "
@@ -53,13 +52,7 @@ def tok(make_documents):
 
 
 def _tables(tok):
-  vocab = tok.get_vocab()
-  tokens = [None] * (max(vocab.values()) + 1)
-  for t, i in vocab.items():
-    tokens[i] = t
-  special = np.zeros(len(tokens), bool)
-  special[list(tokenizer_lib.special_roles(tok).values())] = True
-  return annotate.vocab_tables(tokens, special, masking_tables.DEFAULT_FUNCTION_WORDS)
+  return prepare_lib.token_tables(tok)
 
 
 def test_vocab_pos_classes_share_a_class_per_word(tok):
