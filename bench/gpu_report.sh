@@ -3,6 +3,7 @@
 #
 #   bash bench/gpu_report.sh               # the report: one Markdown table, < 5 min on one H100
 #   bash bench/gpu_report.sh fit [remat|noremat]  # largest BERT-large s512 batch (both: default)
+#   bash bench/gpu_report.sh profile       # BERT-base 256x128 traced, and one-change variants
 #   bash bench/gpu_report.sh smoke         # the same pipeline with tiny shapes, on CPU (a test)
 #   bash bench/gpu_report.sh fetch-wheels  # on a machine with network: fill bench/wheels
 #   bash bench/gpu_report.sh install       # only install what is missing from bench/wheels
@@ -23,7 +24,9 @@
 # that would start with less than 20 s left is skipped and named in the report), STEPS (timed
 # steps per case, default 20), FIT_REFINE (bisection steps after the doubling in `fit`,
 # default 0), ATTENTION (xla or cudnn instead of the configs' "auto"),
-# OUT (where the report goes), XLA_PYTHON_CLIENT_MEM_FRACTION
+# BENCH_ARGS (extra flags for every mlmjax run, e.g. "--preset=tiny" to try a mode on CPU),
+# OUT (where the report goes; the log gpu_report.log is appended to, one header per mode),
+# XLA_PYTHON_CLIENT_MEM_FRACTION
 # (default 0.95 here, so the fit search may use the card's memory, not JAX's default 75%).
 
 set -uo pipefail
@@ -43,7 +46,6 @@ RESULTS=${OUT:-$WORK}
 mkdir -p "$RESULTS"
 LOG=$RESULTS/gpu_report.log
 NOTES=$WORK/notes.txt
-: >"$LOG"
 : >"$NOTES"
 START=$SECONDS
 
@@ -159,7 +161,9 @@ transformers.__version__)"
 }
 
 HEADLINE=$(headline)
-TRAIN=("$PY" -m mlmjax.bench.train ${ATTENTION:+--config.model.attention=$ATTENTION})
+# shellcheck disable=SC2206  # BENCH_ARGS is split into flags on purpose
+TRAIN=("$PY" -m mlmjax.bench.train ${ATTENTION:+--config.model.attention=$ATTENTION}
+       ${BENCH_ARGS:-})
 TORCH=("$PY" -m mlmjax.bench.torch_baseline)
 case "$MODE" in
   fetch-wheels)
@@ -185,6 +189,32 @@ case "$MODE" in
       --json_out="$WORK/4_large512.json"
     report "mlmjax vs Hugging Face PyTorch, $HEADLINE"
     ;;
+  profile)
+    # Where the base step's time goes (a jax.profiler trace, summarised by mlmjax.bench.trace),
+    # then the same step with one thing changed each: what each choice costs or buys.
+    BUDGET=${BUDGET_S:-200}
+    ensure_packages
+    header | tee -a "$LOG"
+    base=("${TRAIN[@]}" --config=configs/bert_base.py --steps="$STEPS")
+    stage "mlmjax BERT-base 256x128, traced" 90 "${base[@]}" --profile_dir="$WORK/trace" \
+      --json_out="$WORK/p0.json"
+    trace=$(find "$WORK/trace" -name perfetto_trace.json.gz 2>/dev/null | head -n 1)
+    if [[ -n "$trace" ]]; then
+      cp "$trace" "$RESULTS/trace_base128.json.gz"
+      "$PY" -m mlmjax.bench.trace "$trace" >"$WORK/trace.md" 2>&1
+    fi
+    stage "variant: XLA attention" 60 "${base[@]}" --config.model.attention=xla \
+      --name="mlmjax, XLA attention" --json_out="$WORK/p1.json"
+    stage "variant: no dropout" 60 "${base[@]}" --config.model.hidden_dropout=0.0 \
+      --name="mlmjax, no dropout" --json_out="$WORK/p2.json"
+    stage "variant: batch 512" 60 "${base[@]}" --config.train.batch_size=512 \
+      --name="mlmjax, batch 512" --json_out="$WORK/p3.json"
+    report "Profile and variants of BERT-base 256x128, $HEADLINE" profile
+    if [[ -f "$WORK/trace.md" ]]; then
+      { echo; echo "#### Device time of the traced base step"; echo; cat "$WORK/trace.md"; } \
+        | tee -a "$RESULTS/profile.md"
+    fi
+    ;;
   fit)
     # Doubling from a batch that fits to the first that does not, remat off then on; every try
     # compiles BERT-large afresh. `fit remat` or `fit noremat` runs one search alone.
@@ -196,7 +226,7 @@ case "$MODE" in
            --fit_refine="${FIT_REFINE:-0}")
     if [[ $WHICH == both || $WHICH == noremat ]]; then
       stage "BERT-large s512 largest batch, no remat" 240 "${large[@]}" \
-        --config.model.remat=False --fit_start=32 --fit_limit=1024 \
+        --config.model.remat=False --fit_start="${FIT_START:-32}" --fit_limit=1024 \
         --json_out="$WORK/fit_noremat.json"
     fi
     if [[ $WHICH == both || $WHICH == remat ]]; then
@@ -223,7 +253,7 @@ case "$MODE" in
     report "CPU smoke run (tiny shapes; not a performance figure), $HEADLINE"
     ;;
   *)
-    echo "usage: bash bench/gpu_report.sh [report|fit|smoke|fetch-wheels|install]" >&2
+    echo "usage: bash bench/gpu_report.sh [report|fit|profile|smoke|fetch-wheels|install]" >&2
     exit 2
     ;;
 esac

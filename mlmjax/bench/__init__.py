@@ -56,6 +56,10 @@ def _reference(r: dict, records: list[dict]) -> str:
   """The same-card ratio shown beside a train record."""
   if r["name"].startswith("HF"):
     return ""
+  if r["name"].startswith("mlmjax, "):  # a variant: compared with the unchanged run
+    ref = _find(records, kind="train", name="mlmjax", model=r["model"], seq_len=r["seq_len"])
+    if ref and ref.get("tokens_per_s") and r.get("tokens_per_s"):
+      return f"{r['tokens_per_s'] / ref['tokens_per_s']:.2f}× mlmjax"
   for name in ("HF torch.compile", "HF eager"):
     ref = _find(records, kind="train", name=name, model=r["model"], seq_len=r["seq_len"])
     if ref and ref.get("tokens_per_s") and r.get("tokens_per_s"):

@@ -254,7 +254,7 @@ def bench_train(s: Setup, steps: int = 20, warmup: int = 3, windows: int = 3,
     jax.block_until_ready(holder["state"])
     times = bench.time_steps(run, steps, windows, jax.block_until_ready)
     if profile_dir:
-      with jax.profiler.trace(profile_dir):
+      with jax.profiler.trace(profile_dir, create_perfetto_trace=True):  # + a JSON trace
         jax.block_until_ready([run() for _ in range(3)])
     last = jax.device_get(holder["metrics"])
 
@@ -440,6 +440,12 @@ def bench_fit(config: ml_collections.ConfigDict, start: int, limit: int, refine:
 # ----------------------------------------------------------------------------- command line
 
 
+def _remat_of(config) -> str:
+  """The remat policy a config asks for (the legacy bool `remat` means "full")."""
+  policy = config.model.get("remat_policy", "none")
+  return "full" if policy == "none" and config.model.remat else policy
+
+
 def _print_summary(r: dict) -> None:
   fmt = lambda v, spec: "n/a" if v is None else format(v, spec)
   print(f"{r['name']} {r['model']} B={r['batch']} S={r['seq_len']} on {r['device']}: "
@@ -479,7 +485,7 @@ def _main(argv: list[str]) -> None:
     records.append(r)
   else:
     s = setup(config, f.pad_fraction)
-    r = bench_train(s, f.steps, f.warmup, f.windows, f.profile_dir, model=model)
+    r = bench_train(s, f.steps, f.warmup, f.windows, f.profile_dir, name=f.name, model=model)
     _print_summary(r)
     records.append(r)
     if f.masking:
@@ -507,6 +513,7 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
       name, default, text, flag_values=fv)
   flags.DEFINE_enum("preset", "", ["", *PRESETS], "model shape, set before the overrides",
                     flag_values=fv)
+  define("string", "name", "mlmjax", "the run's name in the report (e.g. a variant's)")
   define("integer", "steps", 20, "timed steps")
   define("integer", "warmup", 3, "steps run before timing")
   define("integer", "windows", 3, "timed windows (each ends in a block); the median is reported")
@@ -533,8 +540,3 @@ def main() -> None:
 if __name__ == "__main__":
   main()
 
-
-def _remat_of(config) -> str:
-  """The remat policy a config asks for (the legacy bool `remat` means "full")."""
-  policy = config.model.get("remat_policy", "none")
-  return "full" if policy == "none" and config.model.remat else policy
