@@ -95,5 +95,6 @@ def default_config() -> ml_collections.ConfigDict:
       ("mlp", "tensor"),
       ("heads", "tensor"),
       ("vocab", "tensor"),
+      ("layers", None),  # the stacked-layer axis of scan_layers: never sharded
   )
   return config

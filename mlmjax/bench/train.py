@@ -30,6 +30,7 @@ import gc
 import json
 import os
 import statistics
+import sys
 import time
 from typing import Any, Callable
 
@@ -199,15 +200,23 @@ class Setup:
   config: ml_collections.ConfigDict
   components: loop.Components
   rows: dict[str, np.ndarray]
+  started: float  # time.perf_counter() when setup began
+
+
+def progress(message: str) -> None:
+  """A phase line on stderr: a run cut short by a time limit still says where it was."""
+  print(f"  [{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def setup(config: ml_collections.ConfigDict, pad_fraction: float = 0.0) -> Setup:
+  started = time.perf_counter()
   vocab = synthetic_vocab(config.data.vocab_size)
   tables = synthetic_tables(vocab)
   c = loop.build(config, tables, len(vocab), pad_id=PAD)
   rows = synthetic_rows(tables, config.train.batch_size, config.data.seq_len, config.seed,
                         pad_fraction)
-  return Setup(config, c, rows)
+  progress(f"built model, masker and batch in {time.perf_counter() - started:.1f} s")
+  return Setup(config, c, rows, started)
 
 
 def device_memory() -> dict[str, float | None]:
@@ -239,9 +248,11 @@ def bench_train(s: Setup, steps: int = 20, warmup: int = 3, windows: int = 3,
     state = c.init_state(jax.random.key(config.seed))
     batch = partition.global_batch({k: s.rows[k] for k in fields}, c.mesh)
     key = jax.random.key(config.seed)
+    progress(f"state initialised ({time.perf_counter() - s.started:.1f} s since start)")
     start = time.perf_counter()
     compiled = train_fn.lower(state, batch, key).compile()
     compile_s = time.perf_counter() - start
+    progress(f"train step compiled in {compile_s:.1f} s")
 
     holder = {"state": state, "metrics": None}
 
@@ -252,6 +263,7 @@ def bench_train(s: Setup, steps: int = 20, warmup: int = 3, windows: int = 3,
     for _ in range(warmup):
       run()
     jax.block_until_ready(holder["state"])
+    progress(f"{warmup} warm-up steps done; timing {steps}")
     times = bench.time_steps(run, steps, windows, jax.block_until_ready)
     if profile_dir:
       with jax.profiler.trace(profile_dir, create_perfetto_trace=True):  # + a JSON trace

@@ -112,7 +112,7 @@ def _layer_norm(cfg: BertConfig, rngs: nnx.Rngs) -> nnx.LayerNorm:
 
 def _embed(cfg: BertConfig, n: int, axes: tuple, rngs: nnx.Rngs) -> nnx.Embed:
   init = jax.nn.initializers.normal(cfg.initializer_range)
-  return nnx.Embed(n, cfg.hidden_size, dtype=cfg.compute_dtype, rngs=rngs,
+  return nnx.Embed(n, cfg.hidden_size, rngs=rngs,  # looked up in float32 (Embeddings)
                    embedding_init=nnx.with_partitioning(init, axes))
 
 
@@ -135,10 +135,16 @@ class Embeddings(nnx.Module):
     self.LayerNorm = _layer_norm(cfg, rngs)
 
   def __call__(self, input_ids, token_type_ids, key):
+    # In float32 up to the LayerNorm, as HF's mixed precision does: the word embedding's
+    # gradient is then a float32 scatter-add (a bfloat16 one rounds the sums of frequent
+    # tokens), positions are a slice and token types a select, whose gradients are plain sums
+    # (a scatter into 2 rows would make every token of the batch contend for them).
     seq_len = input_ids.shape[1]
-    x = (self.word_embeddings(input_ids)
-         + self.position_embeddings.embedding[:seq_len][None].astype(self.cfg.compute_dtype)
-         + self.token_type_embeddings(token_type_ids))
+    types = self.token_type_embeddings.embedding[...]
+    x = (jnp.take(self.word_embeddings.embedding[...], input_ids, axis=0)
+         + self.position_embeddings.embedding[:seq_len][None]
+         + sum(jnp.where((token_type_ids == t)[..., None], types[t], 0.0)
+               for t in range(types.shape[0])))
     x = self.LayerNorm(x).astype(self.cfg.compute_dtype)
     return dropout(x, self.cfg.hidden_dropout, key)
 
@@ -354,7 +360,8 @@ class BertForMaskedLM(nnx.Module):
     """Head on gathered hidden states [B, P, D] -> [B, P, V_padded] float32."""
     cfg, head = self.cfg, self.cls.predictions
     h = head.transform(hidden).astype(cfg.compute_dtype)
-    logits = self.bert.embeddings.word_embeddings.attend(h).astype(jnp.float32)
+    table = self.bert.embeddings.word_embeddings.embedding[...].astype(cfg.compute_dtype)
+    logits = jnp.einsum("bpd,vd->bpv", h, table, preferred_element_type=jnp.float32)
     logits = logits + head.bias[...]
     real = jnp.arange(cfg.padded_vocab_size) < cfg.vocab_size
     return jnp.where(real, logits, -1e9)

@@ -81,3 +81,20 @@ def test_step_makes_no_hidden_host_transfers(setup):
       for _ in range(2):
         state, metrics = step(state, batch, key)
   assert np.isfinite(float(metrics["loss"]))
+
+
+def test_scan_layers_builds_and_trains_through_the_loop(setup):
+  """scan_layers stacks parameters on a 'layers' axis that the default rules leave unsharded."""
+  config, _, batch = setup
+  config = config.copy_and_resolve_references()
+  config.model.update(scan_layers=True, num_layers=2)
+  c = loop.build(config, masking.VocabTables.from_vocab(VOCAB), len(VOCAB), 0)
+  stacked = c.abstract_state.params["bert"]["encoder"]["layers"]
+  assert all(leaf.shape[0] == 2 and leaf.sharding.spec[:1] in ((), (None,))
+             for leaf in jax.tree.leaves(stacked))
+  with partition.mesh_context(c.mesh, config.mesh.axis_rules):
+    state = c.init_state(jax.random.key(0))
+    step = loop.jit_train_step(config, c)
+    state, m = step(state, partition.global_batch(jax.device_get(batch), c.mesh),
+                    jax.random.key(0))
+  assert np.isfinite(float(m["loss"])) and int(state.step) == 1
