@@ -10,7 +10,6 @@ import ml_collections
 import numpy as np
 
 from mlmjax.masking import rng
-from mlmjax.masking import rows
 from mlmjax.masking.tables import VocabTables
 
 Array = jax.Array
@@ -24,14 +23,19 @@ class ReplacementTable:
     ids: [N] int32 candidate ids.
     prob: [N] f32 probability of keeping bucket i (else its alias).
     alias: [N] int32 alternative bucket of bucket i.
+    uniform: every candidate equally likely (static): the alias step is skipped.
+    first: the first id when the candidates are uniform over a contiguous range (static; -1
+      otherwise, e.g. specials in the middle): ids are then first + bucket, no table lookup.
   """
   ids: Array
   prob: Array
   alias: Array
+  uniform: bool = False
+  first: int = -1
 
 
 jax.tree_util.register_dataclass(ReplacementTable, data_fields=["ids", "prob", "alias"],
-                                 meta_fields=[])
+                                 meta_fields=["uniform", "first"])
 
 
 def replacement_table(tables: VocabTables, source: str) -> ReplacementTable:
@@ -56,8 +60,11 @@ def replacement_table(tables: VocabTables, source: str) -> ReplacementTable:
                      + ("pass frequency= to VocabTables" if source == "unigram"
                         else "every id is special"))
   prob, alias = _alias(weight[ids] / weight[ids].sum())
+  uniform = bool(np.all(prob == 1.0))
+  contiguous = uniform and ids[-1] - ids[0] + 1 == len(ids)
   return ReplacementTable(ids=jnp.asarray(ids, jnp.int32), prob=jnp.asarray(prob, jnp.float32),
-                          alias=jnp.asarray(alias, jnp.int32))
+                          alias=jnp.asarray(alias, jnp.int32), uniform=uniform,
+                          first=int(ids[0]) if contiguous else -1)
 
 
 def _alias(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -78,44 +85,49 @@ def _alias(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def random_token_ids(bits: Array, coin: Array, table: ReplacementTable) -> Array:
-  """int32 ids from the table: bucket bits % N (uint32; bias below N / 2^32), then the alias
+  """int32 ids from the table: a bucket from uint32 bits (bias below N / 2^32), then the alias
   coin (16-bit values). No [B, S, V] intermediate."""
   n = table.ids.shape[0]
-  bucket = (bits % jnp.uint32(n)).astype(jnp.int32)
+  if n < 1 << 16:  # floor(bits * n / 2^32) in 32-bit halves (Lemire): no vector division
+    bucket = ((bits >> 16) * n + (((bits & 0xFFFF) * n) >> 16)) >> 16
+  else:
+    bucket = bits % jnp.uint32(n)
+  bucket = bucket.astype(jnp.int32)
+  if table.first >= 0:
+    return table.first + bucket
+  if table.uniform:
+    return table.ids[bucket]
   keep = rng.half_to_uniform(coin) < table.prob[bucket]
   return table.ids[jnp.where(keep, bucket, table.alias[bucket])]
 
 
-def corrupt(ids: Array, positions: Array, used: Array, decide: Array, random_bits: Array,
-            random_coin: Array, mask_id: int, table: ReplacementTable,
+def corrupt(ids: Array, chosen: Array, decide: Array, random_bits: Array,
+            random_coin: Array | None, mask_id: int, table: ReplacementTable,
             config: ml_collections.ConfigDict) -> Array:
-  """[B, S] inputs with the chosen positions replaced by [MASK], a random id, or kept.
+  """[B, S] inputs with the chosen tokens replaced by [MASK], a random id, or kept.
 
   Args:
-    positions: [B, P] chosen positions; `used` [B, P] marks real slots.
-    decide: [B, P] uniforms: < mask_prob -> [MASK], < mask_prob + random_prob -> random id.
-    random_bits: [B, P] uint32, random_coin: [B, P] 16-bit: for the random ids.
+    chosen: [B, S] bool tokens to corrupt.
+    decide: [B, S] uniforms: < mask_prob -> [MASK], < mask_prob + random_prob -> random id.
+    random_bits: [B, S] uint32, random_coin: [B, S] uint32 (16 bits used; None for a uniform
+      table): for the random ids.
   """
-  original = jnp.take_along_axis(ids, positions, axis=1)
-  random_ids = random_token_ids(random_bits, random_coin, table)
+  coin = None if random_coin is None else random_coin >> 16
+  random_ids = random_token_ids(random_bits, coin, table)
   new = jnp.where(decide < config.mask_prob, mask_id,
-                  jnp.where(decide < config.mask_prob + config.random_prob, random_ids, original))
-  # Unused slots scatter out of bounds and are dropped, so they never touch position 0.
-  target = jnp.where(used, positions, ids.shape[1])
-  return rows.row_scatter(ids, target, new.astype(ids.dtype))
+                  jnp.where(decide < config.mask_prob + config.random_prob, random_ids, ids))
+  return jnp.where(chosen, new, ids).astype(ids.dtype)
 
 
-def decisions(per_token: Array, per_start: Array | None, positions: Array, head: Array | None,
-               unit_replace: Array | bool) -> Array:
-  """[B, P] uniforms deciding each slot's replacement: per token, or shared within a unit.
+def decisions(per_token: Array, per_start_bits: Array | None, head: Array | None,
+              unit_replace: Array | bool) -> Array:
+  """[B, S] uniforms deciding each token's replacement: its own, or its unit's.
 
-  per_token: [B, P] uniforms; per_start: [B, S] uniforms, one per position, read at each
-  chosen token's unit start `head` [B, S] (None: single-token units) in per-unit mode.
+  per_token: [B, S] uniforms; per_start_bits: [B, S] uint32 words, read at each token's unit
+  start `head` [B, S] (None: single-token units) in per-unit mode.
   """
   if unit_replace is False:
     return per_token
-  # One uniform per unit start, read through each chosen token's unit head.
-  if head is not None:
-    positions = jnp.take_along_axis(head, positions, axis=1)
-  per_unit = jnp.take_along_axis(per_start, positions, axis=1)
+  per_start = rng.half_to_uniform(per_start_bits >> 16)
+  per_unit = per_start if head is None else jnp.take_along_axis(per_start, head, axis=1)
   return jnp.where(jnp.asarray(unit_replace)[..., None], per_unit, per_token)
