@@ -22,7 +22,7 @@ what is left (or, SpanBERT's, cuts the next unit to fit). Cost: O(B * S * 32), n
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -162,8 +162,22 @@ def unit_heads(start: Array) -> Array:
 
   With the starts of eligible units (forced starts included), that is each token's unit.
   """
-  pos = jnp.arange(start.shape[1], dtype=jnp.int32)
-  return rows.cumulative(jnp.maximum, jnp.where(start, pos, 0), 0)
+  s = start.shape[1]
+  pos = jnp.arange(s, dtype=jnp.int32)
+  # A doubling scan (each pass takes the max over twice the window) that stops once every
+  # token sees a start within its window: words are short, so that is a few passes, not
+  # log2(S); and the loop keeps `start` materialised instead of recomputing it in each pass.
+  def body(carry):
+    latest, shift = carry
+    shifted = jnp.where(pos >= shift, jnp.roll(latest, shift, axis=1), -1)
+    return jnp.maximum(latest, shifted), shift * 2
+
+  def unresolved(carry):
+    latest, shift = carry
+    return (shift < s) & jnp.any((latest < 0) & (pos >= shift))
+
+  latest = jax.lax.while_loop(unresolved, body, (jnp.where(start, pos, -1), 1))[0]
+  return jnp.maximum(latest, 0)
 
 
 # ----------------------------------------------------------------------------- budget
@@ -332,20 +346,37 @@ def _skip_fill(v: Array, token_key: Array, head: Array, chosen: Array, left: Arr
   return jax.lax.while_loop(lambda c: c[2] & (c[3] < s), body, init)[0]
 
 
-def select_units(v: Array, width: int, head: Array, eligible: Array, budget: Array,
+def unit_keys(half: Array, start: Array, eligible: Array, log_weight: Array | None,
+              half_at: Callable[[Array], Array]) -> tuple[Array, Array, Array, int]:
+  """Units and their keys: (head, v, token_key, width), each [B, S] but width.
+
+  head: start of each token's unit (`unit_heads`); v, width: `order_keys` at the starts;
+  token_key: each eligible token's unit key (0 elsewhere). `half_at(positions)` gives the
+  random 16 bits `half` holds at those positions: with uniform keys each token recomputes its
+  unit's key from its head instead of gathering it (gathers are slow on CPU).
+  """
+  v, width = order_keys(half, start, log_weight)
+  head = unit_heads(start)
+  if log_weight is not None:
+    return head, v, jnp.where(eligible, jnp.take_along_axis(v, head, axis=1), 0), width
+  low = width - 16
+  token_key = jnp.maximum((half_at(head) << low) | head.astype(jnp.uint32), 1)  # = v[head]
+  return head, v, jnp.where(eligible, token_key, 0), width
+
+
+def select_units(v: Array, width: int, head: Array, token_key: Array, budget: Array,
                  truncate: Array | bool, uniform: bool = False) -> Array:
   """[B, S] bool chosen tokens: whole units in key order within the budget.
 
   Args:
     v: [B, S] uint32 order keys from `order_keys` (0 off unit starts), < 2^width.
     head: [B, S] int32 start of each token's unit (`unit_heads`).
-    eligible: [B, S] bool.
+    token_key: [B, S] each eligible token's unit key, 0 for ineligible tokens (`unit_keys`).
     budget: [B] int32 tokens.
     truncate: [B] bool or bool: cut the first unit that overflows (exact budget) instead of
       skipping it and going on (BERT; may fall short).
     uniform: the keys are `order_keys`' uniform ones (16 random bits above the position).
   """
-  token_key = jnp.where(eligible, jnp.take_along_axis(v, head, axis=1), 0)  # the unit's key
   left_of = lambda chosen: budget - chosen.sum(axis=1, dtype=jnp.int32)
   if truncate is not False:
     t = fit_threshold(token_key, budget, width)[:, None]
@@ -399,21 +430,24 @@ def apply_plan(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context
   truncate = config.fill == "truncate" if plan.truncate is None else plan.truncate
   unit_replace = config.replace_per == "unit" if plan.unit_replace is None else plan.unit_replace
   table = ctx.replacement or corruption.replacement_table(tables, config.random_source)
-  # All the core's random bits in one draw per row, one 32-bit word per position and use (16
-  # bits suffice for all but the random-id buckets): order keys, replacement decisions,
-  # random-id buckets, alias coins (weighted sources only), per-unit decisions (when used),
-  # and the count coin. Drawn per position rather than per prediction slot, the corruption is
-  # elementwise over [B, S]: no gather into slots and no scatter back (both slow on CPU).
-  uses = ["order", "decide", "bucket"] + ([] if table.uniform else ["alias"]) + (
-      ["unit"] if unit_replace is not False else [])
-  words = rng.row_bits(keys, rng.CORE, (len(uses) * s + 1,))
+  # All the core's random bits in one draw per row, one or two 32-bit words per position (16
+  # bits suffice for all but the random-id buckets): "key" holds the order key (high half)
+  # and the replacement decision (low half), "bucket" the random id, "extra" the alias coin
+  # (weighted sources only) and the per-unit decision (per-unit mode only). Drawn per position
+  # rather than per prediction slot, the corruption is elementwise over [B, S]: no gather into
+  # slots and no scatter back (both slow on CPU). The last word is the count coin.
+  extra = not table.uniform or unit_replace is not False
+  uses = ["key", "bucket"] + (["extra"] if extra else [])
+  core_keys = rng.fold(keys, rng.CORE)
+  words = rng.bits(core_keys, len(uses) * s + 1)
   word = {name: words[:, i * s:(i + 1) * s] for i, name in enumerate(uses)}
   coin = words[:, -1]
+  low_half = lambda w: w & 0xFFFF
 
   eligible = eligible_tokens(ids, tables)
   budget, num_clipped = token_budget(keys, rng.bits_to_uniform(coin), config, ctx.rate, ids,
                                      eligible, tables, slots)
-  order_half = word["order"] >> 16
+  order_half = word["key"] >> 16
   if plan.unit_start is None:  # single tokens: the bisection alone is exact
     head = None
     v, width = order_keys(order_half, eligible, plan.log_weight)
@@ -421,17 +455,17 @@ def apply_plan(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context
   else:
     segments = batch.segment_ids if config.segment_aware else None
     start = eligible & (plan.unit_start | forced_starts(ids, tables, segments))
-    head = unit_heads(start)
-    v, width = order_keys(order_half, start, plan.log_weight)
-    chosen = select_units(v, width, head, eligible, budget, truncate,
+    head, v, token_key, width = unit_keys(order_half, start, eligible, plan.log_weight,
+                                          lambda at: rng.bits_at(core_keys, at) >> 16)
+    chosen = select_units(v, width, head, token_key, budget, truncate,
                           uniform=plan.log_weight is None)
   positions = compact(chosen, slots)
   used = positions < s
   positions = jnp.where(used, positions, 0)
   labels = jnp.where(used, jnp.take_along_axis(ids, positions, axis=1), 0)
-  decide = corruption.decisions(rng.half_to_uniform(word["decide"] >> 16), word.get("unit"),
-                                head, unit_replace)
-  inputs = corruption.corrupt(ids, chosen, decide, word["bucket"], word.get("alias"),
+  decide = corruption.decisions(rng.half_to_uniform(low_half(word["key"])),
+                                word.get("extra"), head, unit_replace)
+  inputs = corruption.corrupt(ids, chosen, decide, word["bucket"], word.get("extra"),
                               tables.mask_id, table, config)
   pad = ((0, 0), (0, p - slots))
   return MaskedBatch(

@@ -109,8 +109,8 @@ def corrupt(ids: Array, chosen: Array, decide: Array, random_bits: Array,
   Args:
     chosen: [B, S] bool tokens to corrupt.
     decide: [B, S] uniforms: < mask_prob -> [MASK], < mask_prob + random_prob -> random id.
-    random_bits: [B, S] uint32, random_coin: [B, S] uint32 (16 bits used; None for a uniform
-      table): for the random ids.
+    random_bits: [B, S] uint32, random_coin: [B, S] uint32 (its high 16 bits; None for a
+      uniform table): for the random ids.
   """
   coin = None if random_coin is None else random_coin >> 16
   random_ids = random_token_ids(random_bits, coin, table)
@@ -123,11 +123,11 @@ def decisions(per_token: Array, per_start_bits: Array | None, head: Array | None
               unit_replace: Array | bool) -> Array:
   """[B, S] uniforms deciding each token's replacement: its own, or its unit's.
 
-  per_token: [B, S] uniforms; per_start_bits: [B, S] uint32 words, read at each token's unit
-  start `head` [B, S] (None: single-token units) in per-unit mode.
+  per_token: [B, S] uniforms; per_start_bits: [B, S] uint32 words (their low 16 bits), read at
+  each token's unit start `head` [B, S] (None: single-token units) in per-unit mode.
   """
   if unit_replace is False:
     return per_token
-  per_start = rng.half_to_uniform(per_start_bits >> 16)
+  per_start = rng.half_to_uniform(per_start_bits & 0xFFFF)
   per_unit = per_start if head is None else jnp.take_along_axis(per_start, head, axis=1)
   return jnp.where(jnp.asarray(unit_replace)[..., None], per_unit, per_token)

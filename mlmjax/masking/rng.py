@@ -83,8 +83,14 @@ def row_keys(key: Array, batch_size: int) -> Array:
 
 def bits(key: Array, count: int) -> Array:
   """[..., count] uint32 random words of the stream of each key [...] (counters 0..count-1)."""
+  return bits_at(key, jnp.arange(count, dtype=jnp.uint32))
+
+
+def bits_at(key: Array, counters: Array) -> Array:
+  """The words at `counters` [..., N] (any order, repeats allowed) of each key's stream [...]:
+  element i of `bits(key, n)` is `bits_at(key, i)`, without computing the others."""
   words, _ = _words(key)
-  return _hash(words[..., None, :], jnp.arange(count, dtype=jnp.uint32))
+  return _hash(words[..., None, :], jnp.asarray(counters).astype(jnp.uint32))
 
 
 def row_bits(keys: Array, purpose: int, shape: tuple[int, ...]) -> Array:

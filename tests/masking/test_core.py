@@ -285,19 +285,40 @@ def _reference_units(v, head, eligible, budget, truncate):
   return chosen
 
 
+@pytest.mark.parametrize("uniform", [False, True])
 @pytest.mark.parametrize("truncate", [False, True])
-def test_select_units_matches_greedy_reference(truncate):
+def test_select_units_matches_greedy_reference(truncate, uniform):
+  """Weighted (32-bit Gumbel) keys and uniform ones (the 16-bit threshold, then the walk)."""
   gen = np.random.default_rng(4)
   b, s = 64, 40
   eligible = gen.random((b, s)) < 0.9
   start = eligible & ((gen.random((b, s)) < 0.4) | rows.shift_right(~eligible, True))
   head = core.unit_heads(jnp.asarray(start))
   keys = rng.row_keys(jax.random.key(0), b)
-  v, width = core.order_keys(rng.row_halves(keys, 9, s), jnp.asarray(start),
-                             jnp.asarray(gen.normal(size=(b, s)), jnp.float32))
+  log_weight = None if uniform else jnp.asarray(gen.normal(size=(b, s)), jnp.float32)
+  half = rng.row_halves(keys, 9, s) >> (12 if uniform else 0)  # uniform: force many ties
+  v, width = core.order_keys(half, jnp.asarray(start), log_weight)
   budget = jnp.asarray(gen.integers(0, 16, b))
-  got = jax.jit(core.select_units, static_argnums=(1, 5))(v, width, head, jnp.asarray(eligible),
-                                                         budget, truncate)
+  token_key = jnp.where(jnp.asarray(eligible), jnp.take_along_axis(v, head, axis=1), 0)
+  got = jax.jit(core.select_units, static_argnums=(1, 5, 6))(v, width, head, token_key,
+                                                            budget, truncate, uniform)
   want = _reference_units(np.asarray(v), np.asarray(head), eligible, np.asarray(budget), truncate)
   np.testing.assert_array_equal(got, want)
   assert (np.asarray(got).sum(1) <= np.asarray(budget)).all()
+
+
+def test_select_tokens_takes_the_largest_keys_exactly_even_with_ties():
+  """The 16-bit threshold plus the tie rule equals a plain top-`budget` by full key."""
+  gen = np.random.default_rng(5)
+  b, s = 64, 40
+  eligible = jnp.asarray(gen.random((b, s)) < 0.8)
+  half = rng.row_halves(rng.row_keys(jax.random.key(1), b), 9, s) >> 13  # 3 bits: many ties
+  v, width = core.order_keys(half, eligible, None)
+  budget = jnp.asarray(gen.integers(0, 30, b))
+  got = np.asarray(jax.jit(core.select_tokens, static_argnums=(1, 3))(v, width, budget, True))
+  order = np.argsort(-np.asarray(v).astype(np.int64), axis=1, kind="stable")
+  for r in range(b):
+    k = min(int(budget[r]), int(np.sum(np.asarray(v)[r] > 0)))
+    want = np.zeros(s, bool)
+    want[order[r, :k]] = True
+    np.testing.assert_array_equal(got[r], want, err_msg=f"row {r}")
