@@ -51,6 +51,8 @@ class VocabTables:
     mask_id: id of the mask token.
     pad_id: id of the padding token, -1 if the vocabulary has none.
     vocab_size: number of tokenizer ids V (the model's embedding may be padded larger).
+    special_ranges: the ids of `is_special` as (start, stop) runs when there are few (static;
+      () when unknown or many): testing a few ranges is cheaper than a table lookup.
   """
   is_special: jax.Array
   is_word_start: jax.Array
@@ -60,6 +62,7 @@ class VocabTables:
   mask_id: int
   pad_id: int
   vocab_size: int
+  special_ranges: tuple[tuple[int, int], ...] = ()
 
   @classmethod
   def from_vocab(cls, tokens: Sequence[str] | Mapping[str, int],
@@ -108,7 +111,8 @@ class VocabTables:
         function_word=jnp.asarray(function & ~is_special),
         mask_id=index[mask_token],
         pad_id=index[pad_token] if pad_token in index else -1,
-        vocab_size=size)
+        vocab_size=size,
+        special_ranges=_runs(is_special))
 
   @classmethod
   def from_tokenizer(cls, tokenizer: Any, **kwargs: Any) -> VocabTables:
@@ -138,7 +142,16 @@ class VocabTables:
 jax.tree_util.register_dataclass(
     VocabTables,
     data_fields=["is_special", "is_word_start", "frequency", "idf", "function_word"],
-    meta_fields=["mask_id", "pad_id", "vocab_size"])
+    meta_fields=["mask_id", "pad_id", "vocab_size", "special_ranges"])
+
+MAX_SPECIAL_RANGES = 8
+
+
+def _runs(flags: np.ndarray) -> tuple[tuple[int, int], ...]:
+  """The (start, stop) runs of True in `flags`, or () if there are more than MAX_SPECIAL_RANGES."""
+  edges = np.flatnonzero(np.diff(np.concatenate([[0], flags.astype(np.int8), [0]])))
+  runs = tuple((int(a), int(b)) for a, b in zip(edges[::2], edges[1::2]))
+  return runs if len(runs) <= MAX_SPECIAL_RANGES else ()
 
 
 def detect_convention(tokens: Iterable[str]) -> str:
