@@ -13,10 +13,18 @@ All randomness comes from per-row keys [B] (`rng.row_keys`), so a row's masks de
 key, the step and the row's index, never on how the batch is sharded across devices.
 
 How the draw runs without sorting (sorts and top-k are slow on CPU, and the selection must be
-exact): each unit gets a random 32-bit key whose order is a weighted random order (Gumbel keys
-for weights, raw bits when uniform); a 32-step bisection finds the key threshold above which the
-units just fit the budget; BERT's rule then continues down the order, skipping units too long for
-what is left (or, SpanBERT's, cuts the next unit to fit). Cost: O(B * S * 32), no [B, S, S].
+exact): each unit gets a random key whose order is a weighted random order (Gumbel keys for
+weights, 16 random bits when uniform), with its position in the low bits so keys are distinct; a
+bisection finds the key threshold above which the units just fit the budget (16 steps in uint16
+lanes for uniform keys, ties at the threshold then going by position; 32 steps for weighted
+ones); BERT's rule then continues down the order, skipping units too long for what is left (or,
+SpanBERT's, cuts the next unit to fit). Cost: O(B * S * 32), no [B, S, S]. Corruption is decided
+per position, elementwise, so nothing is gathered into prediction slots and scattered back but
+the chosen positions themselves (`compact`).
+
+What made it fast on CPU (`mlmjax-bench-masking`; docs/BENCHMARKS.md has the measurements): no
+threefry below the caller's key (`rng`), narrow lanes in the bisection, no gathers where a value
+can be recomputed (unit keys from their heads, specials by id ranges), and few passes over [B, S].
 """
 
 from __future__ import annotations
