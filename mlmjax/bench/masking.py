@@ -104,7 +104,7 @@ def annotations(rows: np.ndarray, tables: masking.VocabTables, seed: int = 0) ->
   return {"entity_ids": spans, "ngram_ids": spans}
 
 
-def time_call(fn: Callable[[int], Any], iters: int, warmup_s: float = 0.3) -> float:
+def time_call(fn: Callable[[int], Any], iters: int, warmup_s: float = 1.0) -> float:
   """Median seconds of fn(i), each call run to completion, after `warmup_s` of warm-up calls.
 
   Warm-up is by time, not by count: the first strategy timed otherwise also pays for the
