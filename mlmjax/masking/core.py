@@ -177,10 +177,15 @@ def forced_starts(ids: Array, tables: VocabTables, segment_ids: Array | None) ->
 
 
 def unit_heads(start: Array) -> Array:
-  """[B, S] int32 position of the latest unit start at or before each position.
+  """[B, S] int32 position of the latest unit start at or before each position (0 if none).
 
   With the starts of eligible units (forced starts included), that is each token's unit.
   """
+  return jnp.maximum(latest_starts(start), 0)
+
+
+def latest_starts(start: Array) -> Array:
+  """[B, S] int32 position of the latest start at or before each position, -1 if none."""
   s = start.shape[1]
   pos = jnp.arange(s, dtype=jnp.int32)
   # A doubling scan (each pass takes the max over twice the window) that stops once every
@@ -195,8 +200,7 @@ def unit_heads(start: Array) -> Array:
     latest, shift = carry
     return (shift < s) & jnp.any((latest < 0) & (pos >= shift))
 
-  latest = jax.lax.while_loop(unresolved, body, (jnp.where(start, pos, -1), 1))[0]
-  return jnp.maximum(latest, 0)
+  return jax.lax.while_loop(unresolved, body, (jnp.where(start, pos, -1), 1))[0]
 
 
 # ----------------------------------------------------------------------------- budget
@@ -375,12 +379,13 @@ def unit_keys(half: Array, start: Array, eligible: Array, log_weight: Array | No
   unit's key from its head instead of gathering it (gathers are slow on CPU).
   """
   v, width = order_keys(half, start, log_weight)
-  head = unit_heads(start)
+  latest = latest_starts(start)
+  head = jnp.maximum(latest, 0)
   if log_weight is not None:
     return head, v, jnp.where(eligible, jnp.take_along_axis(v, head, axis=1), 0), width
   low = width - 16
   token_key = jnp.maximum((half_at(head) << low) | head.astype(jnp.uint32), 1)  # = v[head]
-  return head, v, jnp.where(eligible, token_key, 0), width
+  return head, v, jnp.where(eligible & (latest >= 0), token_key, 0), width
 
 
 def select_units(v: Array, width: int, head: Array, token_key: Array, budget: Array,

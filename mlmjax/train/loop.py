@@ -73,9 +73,27 @@ def build(config, vocab_tables: masking.VocabTables, vocab_size: int, pad_id: in
       lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings)
   init_sharded = jax.jit(init, out_shardings=shardings)
 
-  def init_state(key):
+  def init_on_device(key):
     with partition.mesh_context(mesh, config.mesh.axis_rules):
       return init_sharded(key)
+
+  def init_on_host(key):
+    # Same values (threefry is exact everywhere; the normal's float math may differ in the last
+    # bit), computed by the CPU backend, then each process places its own shards.
+    cpu = jax.local_devices(backend="cpu")[0]
+    with jax.default_device(cpu), nnx.use_eager_sharding(False):
+      host = jax.device_get(jax.jit(init)(jax.device_put(key, cpu)))
+    # Rebuilt in the shardings' tree (its Variables carry the mesh-context metadata).
+    targets, tree = jax.tree.flatten(shardings)
+    return jax.tree.unflatten(tree, [
+        jax.make_array_from_callback(np.shape(x), sh, lambda index, x=x: np.asarray(x)[index])
+        for x, sh in zip(jax.tree.leaves(host), targets, strict=True)])
+
+  where = config.train.get("init_on", "auto")
+  if where not in ("auto", "host", "device"):
+    raise ValueError(f"config.train.init_on must be 'auto', 'host' or 'device', got {where!r}")
+  on_host = where == "host" or (where == "auto" and jax.default_backend() == "gpu")
+  init_state = init_on_host if on_host else init_on_device
 
   return Components(model_cfg, graphdef, mesh, vocab_tables, masker, tx, init_state,
                     abstract_state)
@@ -349,7 +367,8 @@ def check_consecutive_skips(count: int, step: int, config) -> None:
 RESUMABLE_CHANGES = ("train.steps", "train.stop_after", "train.log_every", "train.eval_every",
                      "train.eval_batches", "train.checkpoint_every", "train.keep_checkpoints",
                      "train.grad_accum_steps", "train.allow_config_change",
-                     "train.max_consecutive_skips", "model.dtype", "model.attention",
+                     "train.max_consecutive_skips", "train.init_on", "model.dtype",
+                     "model.attention",
                      "model.remat", "model.remat_policy", "mesh.", "data.", "init_from_hf")
 
 

@@ -322,3 +322,21 @@ def test_select_tokens_takes_the_largest_keys_exactly_even_with_ties():
     want = np.zeros(s, bool)
     want[order[r, :k]] = True
     np.testing.assert_array_equal(got[r], want, err_msg=f"row {r}")
+
+
+def test_unit_keys_recomputed_from_heads_equal_the_gathered_ones():
+  gen = np.random.default_rng(6)
+  b, s = 32, 48
+  eligible = jnp.asarray(gen.random((b, s)) < 0.9)
+  start = eligible & (jnp.asarray(gen.random((b, s)) < 0.3) | rows.shift_right(~eligible, True))
+  keys = rng.row_keys(jax.random.key(3), b)
+  half = rng.bits(keys, s) >> 16
+  head, v, token_key, _ = core.unit_keys(half, start, eligible, None,
+                                         lambda at: rng.bits_at(keys, at) >> 16)
+  np.testing.assert_array_equal(
+      token_key, jnp.where(eligible, jnp.take_along_axis(v, head, axis=1), 0))
+  assert int((token_key > 0).sum()) == int(eligible.sum())  # every eligible token has a key
+  # An eligible first token that starts no unit belongs to none: no key, as the gather gives.
+  _, _, token_key, _ = core.unit_keys(half, start.at[:, 0].set(False), eligible.at[:, 0].set(True),
+                                      None, lambda at: rng.bits_at(keys, at) >> 16)
+  assert not bool(token_key[:, 0].any())

@@ -3,6 +3,8 @@
     XLA_FLAGS=--xla_force_host_platform_device_count=8 python sharded_run.py OUT.npz
 
 Writes, per mesh, the 3 losses and the final parameters, for test_partition.py to compare.
+The (2, 2, 2) run computes its initial state on the host (`train.init_on="host"`) and places
+it in its shardings; the others initialise on the devices.
 """
 
 import os
@@ -48,9 +50,10 @@ def batches(n: int, rows: int, seq: int):
     yield {"input_ids": ids}
 
 
-def run(mesh_shape, grad_accum_steps=1):
+def run(mesh_shape, grad_accum_steps=1, init_on="device"):
   config = tiny_config(grad_accum_steps)
   config.mesh.shape = mesh_shape
+  config.train.init_on = init_on
   tables = masking.VocabTables.from_vocab(VOCAB)
   devices = jax.devices()[: int(np.prod(mesh_shape))]
   c = loop.build(config, tables, len(VOCAB), 0, devices=devices)
@@ -78,7 +81,7 @@ def shardings(state) -> dict[str, str]:
 def main(out_path):
   results = {}
   for shape in MESHES:
-    losses, params, specs = run(shape)
+    losses, params, specs = run(shape, init_on="host" if shape == (2, 2, 2) else "device")
     if shape == (2, 2, 2):
       results["specs"] = np.array(sorted(f"{k}={v}" for k, v in specs.items()))
     results["x".join(map(str, shape)) + "/losses"] = losses
