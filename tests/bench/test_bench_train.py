@@ -188,3 +188,31 @@ def test_cli_report(tmp_path):
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert shown.returncode == 0, shown.stderr[-2000:]
   assert "| mlmjax | tiny | 2×16 | 100 | 320.0 |" in shown.stdout
+
+
+def test_cli_times_a_step_and_its_trace_summarises(tmp_path):
+  """The command end to end (as bench/gpu_report.sh runs it), then `mlmjax.bench.trace` on the
+  profile it wrote."""
+  out = tmp_path / "r.json"
+  run = subprocess.run(
+      [sys.executable, "-m", "mlmjax.bench.train", "--preset=tiny", "--steps=2", "--warmup=1",
+       "--windows=1", "--config.train.batch_size=2", "--config.data.seq_len=16",
+       "--name=mlmjax, variant", f"--profile_dir={tmp_path / 'trace'}", f"--json_out={out}"],
+      cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert run.returncode == 0, run.stderr[-2000:]
+  assert "train step compiled in" in run.stderr  # the phase lines
+  (record,) = json.loads(out.read_text())
+  assert record["name"] == "mlmjax, variant" and record["tokens_per_s"] > 0
+  summary = subprocess.run([sys.executable, "-m", "mlmjax.bench.trace", str(tmp_path / "trace")],
+                           cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert summary.returncode == 0, summary.stderr[-2000:]
+  assert "ms per step over 3 steps" in summary.stdout and "| operation |" in summary.stdout
+
+
+def test_report_shows_variants_against_the_unchanged_step():
+  base = {"kind": "train", "name": "mlmjax", "model": "base", "batch": 256, "seq_len": 128,
+          "tokens_per_s": 400.0, "step_ms": 80.0, "device": "gpu"}
+  variant = {**base, "name": "mlmjax, no dropout", "tokens_per_s": 500.0, "step_ms": 64.0}
+  table = bench.report([base, variant])
+  assert "| mlmjax, no dropout | base | 256×128 | 500 | 64.0 |" in table
+  assert "1.25× mlmjax |" in table
