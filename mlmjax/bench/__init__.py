@@ -1,4 +1,5 @@
-"""Benchmarks: masking (`masking.py`), the train step (`train.py`), the PyTorch baseline.
+"""Benchmarks: masking (`masking.py`), the train step (`train.py`), the largest batch (`fit.py`),
+the PyTorch baseline (`torch_baseline.py`), and trace summaries (`trace.py`).
 
 This file holds what they share and nothing heavier than the standard library, so the PyTorch
 baseline can use it without importing JAX: the result record every benchmark writes (one dict per

@@ -26,7 +26,6 @@ MFU counts the sparse-head model FLOPs of `train/metrics.flops_per_token` with P
 from __future__ import annotations
 
 import dataclasses
-import gc
 import json
 import os
 import statistics
@@ -69,7 +68,6 @@ SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 PAD, CLS, SEP = 0, 2, 3
 FUNCTION_WORDS = ("the", "of", "and", "to", "a", "in", "is", "that", "for", "it", "as", "with")
 ANNOTATED = {"entity": "entity_ids", "pmi": "ngram_ids", "syntax": "pos_class"}
-OOM_MARKERS = ("resource_exhausted", "out of memory")
 # The quickstart config of the checkout this module lives in, whatever the working directory.
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))), "configs", "quickstart.py")
@@ -342,117 +340,10 @@ def bench_masking(s: Setup, strategies: list[str] | None = None, iters: int = 20
   return records
 
 
-# ----------------------------------------------------------------------------- largest batch
-
-
-def is_oom(error: BaseException) -> bool:
-  """An XLA out-of-memory error (raised at compile time or when the step runs)."""
-  return any(m in str(error).lower() for m in OOM_MARKERS)
-
-
-def search_batch(fits: Callable[[int], bool], start: int, limit: int, refine: int = 2,
-                 multiple: int = 8, on_try: Callable[[dict], None] | None = None) -> dict:
-  """Doubles the batch from `start` until `fits` fails or `limit` is passed, then bisects.
-
-  `refine` bisection steps narrow the gap between the largest batch that fit and the first
-  that did not, to multiples of `multiple`. Returns largest_batch (None if even `start` failed),
-  first_oom (None if none failed), limit_reached and tried (batch -> fit). `on_try` sees the
-  result so far after every try (a long search that is cut short still leaves its answer).
-  """
-  tried: dict[int, bool] = {}
-  found = {"largest_batch": None, "first_oom": None}
-
-  def attempt(batch: int) -> bool:
-    tried[batch] = fits(batch)
-    key = "largest_batch" if tried[batch] else "first_oom"
-    found[key] = batch
-    if on_try:
-      on_try(result(done=False))
-    return tried[batch]
-
-  def result(done: bool) -> dict:
-    return {**found, "limit_reached": done and found["first_oom"] is None,
-            "tried": {str(k): v for k, v in tried.items()}, "done": done}
-
-  batch = start
-  while batch <= limit and attempt(batch):
-    batch *= 2
-  for _ in range(refine):
-    good, bad = found["largest_batch"], found["first_oom"]
-    if good is None or bad is None:
-      break
-    mid = (good + bad) // 2 // multiple * multiple
-    if mid <= good:
-      break
-    attempt(mid)
-  return result(done=True)
-
-
-def fits_in_memory(config: ml_collections.ConfigDict, batch: int, plans: dict[int, float],
-                   steps: int = 2) -> bool:
-  """Whether `steps` train steps run at this global batch; frees everything afterwards.
-
-  A batch that trains leaves XLA's memory plan for its step (GiB) in `plans[batch]`.
-  """
-  config = config.copy_and_resolve_references()
-  config.train.batch_size = batch
-  start = time.perf_counter()
-  try:
-    r = bench_train(setup(config), steps=steps, warmup=1, windows=1)
-    plans[batch] = r.get("planned_gib")
-    peak = r.get("peak_gib")
-    print(f"batch {batch}: trains (peak {'n/a' if peak is None else f'{peak:.1f}'} GiB, "
-          f"{time.perf_counter() - start:.0f} s)", flush=True)
-    ok = True
-  except Exception as error:  # pylint: disable=broad-except
-    if not is_oom(error):
-      raise
-    print(f"batch {batch}: out of memory ({str(error).splitlines()[0][:160]})", flush=True)
-    ok = False
-  jax.clear_caches()
-  gc.collect()
-  return ok
-
-
-def plan_estimate(plans: dict[int, float], limit_gib: float | None) -> int | None:
-  """The batch at which XLA's plan would fill `limit_gib`, extrapolated linearly.
-
-  Activations grow with the batch; parameters and optimizer state do not. Two planned batches
-  give both parts; one alone counts all of its plan as growing (an underestimate).
-  """
-  known = sorted((b, g) for b, g in plans.items() if g)
-  if not known or not limit_gib:
-    return None
-  (b0, g0), (b1, g1) = known[0], known[-1]
-  per_row = (g1 - g0) / (b1 - b0) if b1 > b0 else g1 / b1
-  return int(b1 + (limit_gib - g1) / per_row) if per_row > 0 else None
-
-
-def bench_fit(config: ml_collections.ConfigDict, start: int, limit: int, refine: int,
-              model: str = "", on_try: Callable[[dict], None] | None = None) -> dict:
-  """The largest global batch that trains at config's shape, remat as configured.
-
-  `on_try` receives the record so far after every try.
-  """
-  plans: dict[int, float] = {}
-
-  def record(found: dict) -> dict:
-    memory = device_memory()
-    return {"kind": "fit", "name": "mlmjax", "model": model, "seq_len": config.data.seq_len,
-            "batch": found["largest_batch"], "remat": _remat_of(config), **found,
-            "planned_gib": {str(b): g for b, g in plans.items()},
-            "plan_estimate": plan_estimate(plans, memory["limit_gib"]), **memory,
-            "device": jax.devices()[0].device_kind, "jax": jax.__version__}
-
-  found = search_batch(lambda b: fits_in_memory(config, b, plans), start, limit, refine,
-                       on_try=on_try and (lambda partial: on_try(record(partial))))
-  return record(found)
-
-
 # ----------------------------------------------------------------------------- command line
 
 
-def _remat_of(config) -> str:
+def remat_policy(config) -> str:
   """The remat policy a config asks for (the legacy bool `remat` means "full")."""
   policy = config.model.get("remat_policy", "none")
   return "full" if policy == "none" and config.model.remat else policy
@@ -484,11 +375,12 @@ def _main(argv: list[str]) -> None:
   kernel = attention_kernel(config.model.attention, config.model.dtype)
   print(f"jax {jax.__version__}, {jax.device_count()} x {jax.devices()[0].device_kind}; "
         f"model {model}, {config.model.dtype}, attention {kernel}, "
-        f"remat {_remat_of(config)}, strategy {config.masking.strategy}, "
+        f"remat {remat_policy(config)}, strategy {config.masking.strategy}, "
         f"P={config.masking.max_predictions}", flush=True)
   records = []
   if f.find_max_batch:
-    r = bench_fit(config, f.fit_start or config.train.batch_size, f.fit_limit, f.fit_refine,
+    from mlmjax.bench import fit  # pylint: disable=g-import-not-at-top  (fit imports this module)
+    r = fit.bench_fit(config, f.fit_start or config.train.batch_size, f.fit_limit, f.fit_refine,
                   model, on_try=lambda partial: write_json(f.json_out, [partial]))
     print(f"largest batch at S={r['seq_len']} remat={r['remat']}: {r['largest_batch']}"
           f"{' (search limit reached)' if r['limit_reached'] else ''}; first out of memory: "

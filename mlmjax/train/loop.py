@@ -79,9 +79,10 @@ def build(config, vocab_tables: masking.VocabTables, vocab_size: int, pad_id: in
 
   def init_on_host(key):
     # Same values (threefry is exact everywhere; the normal's float math may differ in the last
-    # bit), computed by the CPU backend, then each process places its own shards.
+    # bit), computed by the CPU backend outside any mesh the caller has set, then each process
+    # places its own shards.
     cpu = jax.local_devices(backend="cpu")[0]
-    with jax.default_device(cpu), nnx.use_eager_sharding(False):
+    with jax.set_mesh(None), jax.default_device(cpu), nnx.use_eager_sharding(False):
       host = jax.device_get(jax.jit(init)(jax.device_put(key, cpu)))
     # Rebuilt in the shardings' tree (its Variables carry the mesh-context metadata).
     targets, tree = jax.tree.flatten(shardings)

@@ -11,6 +11,7 @@ import pytest
 
 from helpers import ROOT, load_config
 from mlmjax import bench, masking
+from mlmjax.bench import fit
 from mlmjax.bench import train as bench_train
 
 # A one-layer model on 2 x 16 rows: the real step, compiled in seconds.
@@ -96,24 +97,24 @@ def test_search_batch_doubles_then_bisects():
   def fits(b):
     tried.append(b)
     return b <= 100
-  found = bench_train.search_batch(fits, start=16, limit=1024, refine=3)
+  found = fit.search_batch(fits, start=16, limit=1024, refine=3)
   assert found["largest_batch"] == 96 and found["first_oom"] == 104
   assert tried[:4] == [16, 32, 64, 128]
-  capped = bench_train.search_batch(lambda b: True, start=4, limit=20)
+  capped = fit.search_batch(lambda b: True, start=4, limit=20)
   assert capped["largest_batch"] == 16 and capped["limit_reached"]
-  assert bench_train.search_batch(lambda b: False, 8, 64)["largest_batch"] is None
+  assert fit.search_batch(lambda b: False, 8, 64)["largest_batch"] is None
 
 
 def test_plan_estimate():
-  assert bench_train.plan_estimate({8: 5.0, 16: 9.0}, 41.0) == 80  # 1 GiB + 0.5 GiB per row
-  assert bench_train.plan_estimate({10: 5.0}, 20.0) == 40  # one point: all of it grows
-  assert bench_train.plan_estimate({10: 5.0}, None) is None
+  assert fit.plan_estimate({8: 5.0, 16: 9.0}, 41.0) == 80  # 1 GiB + 0.5 GiB per row
+  assert fit.plan_estimate({10: 5.0}, 20.0) == 40  # one point: all of it grows
+  assert fit.plan_estimate({10: 5.0}, None) is None
 
 
 def test_is_oom():
-  assert bench_train.is_oom(RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to "
+  assert fit.is_oom(RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to "
                                          "allocate 123 bytes"))
-  assert not bench_train.is_oom(ValueError("bad shape"))
+  assert not fit.is_oom(ValueError("bad shape"))
 
 
 def test_fit_search_catches_only_out_of_memory(small, monkeypatch):
@@ -124,7 +125,7 @@ def test_fit_search_catches_only_out_of_memory(small, monkeypatch):
   monkeypatch.setattr(bench_train, "setup", lambda config: SimpleNamespace(config=config))
   monkeypatch.setattr(bench_train, "bench_train", fake_bench)
   partial = []
-  r = bench_train.bench_fit(small.config, start=2, limit=64, refine=0, model="small",
+  r = fit.bench_fit(small.config, start=2, limit=64, refine=0, model="small",
                             on_try=partial.append)
   assert (r["largest_batch"], r["first_oom"], r["limit_reached"]) == (8, 16, False)
   assert r["tried"] == {"2": True, "4": True, "8": True, "16": False} and r["done"]
@@ -136,7 +137,7 @@ def test_fit_search_catches_only_out_of_memory(small, monkeypatch):
     raise ValueError("not a memory problem")
   monkeypatch.setattr(bench_train, "bench_train", broken)
   with pytest.raises(ValueError, match="not a memory"):
-    bench_train.bench_fit(small.config, start=2, limit=64, refine=0)
+    fit.bench_fit(small.config, start=2, limit=64, refine=0)
 
 
 def test_report_table_and_goals():
