@@ -41,10 +41,12 @@ def prefix_sum(x: Array) -> Array:
   tri = jnp.asarray(np.triu(np.ones((block, block))), jnp.bfloat16)  # a constant, not a kernel
   within = jnp.einsum("bnk,kj->bnj", x, tri, preferred_element_type=jnp.float32)
   totals = within[:, :, -1]
-  # Each block's offset: the totals of the blocks before it (a tiny exact matmul; XLA:CPU's
-  # cumsum over a handful of blocks costs more than the whole block matmul).
+  # Each block's offset: the totals of the blocks before it, by a tiny matmul (XLA:CPU's cumsum
+  # over a handful of blocks costs more than the whole block matmul). HIGHEST keeps it exact on
+  # GPU and TPU too, whose default f32 matmuls round to TF32 or bf16.
   before = jnp.asarray(np.triu(np.ones((totals.shape[1],) * 2), k=1), jnp.float32)
-  within = within + (totals @ before)[:, :, None]
+  offsets = jnp.matmul(totals, before, precision=jax.lax.Precision.HIGHEST)
+  within = within + offsets[:, :, None]
   return within.reshape(b, -1)[:, :s].astype(jnp.int32)
 
 
