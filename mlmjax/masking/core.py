@@ -466,7 +466,6 @@ def apply_plan(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context
   words = rng.bits(core_keys, len(uses) * s + 1)
   word = {name: words[:, i * s:(i + 1) * s] for i, name in enumerate(uses)}
   coin = words[:, -1]
-  low_half = lambda w: w & 0xFFFF
 
   eligible = eligible_tokens(ids, tables)
   budget, num_clipped = token_budget(keys, rng.bits_to_uniform(coin), config, ctx.rate, ids,
@@ -487,8 +486,8 @@ def apply_plan(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context
   used = positions < s
   positions = jnp.where(used, positions, 0)
   labels = jnp.where(used, jnp.take_along_axis(ids, positions, axis=1), 0)
-  decide = corruption.decisions(rng.half_to_uniform(low_half(word["key"])),
-                                word.get("extra"), head, unit_replace)
+  decide = corruption.decisions(rng.half_to_uniform(word["key"] & 0xFFFF), word.get("extra"),
+                                head, unit_replace)
   inputs = corruption.corrupt(ids, chosen, decide, word["bucket"], word.get("extra"),
                               tables.mask_id, table, config)
   pad = ((0, 0), (0, p - slots))
