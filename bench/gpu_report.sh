@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One-command performance report of mlmjax on one GPU, every ratio measured on the same card.
 #
-#   bash bench/gpu_report.sh               # the report: one Markdown table, ~6 min on one H100
+#   bash bench/gpu_report.sh               # the report: one Markdown table (budget 450 s)
 #   bash bench/gpu_report.sh fit [remat|noremat]  # largest BERT-large s512 batch (both: default)
 #   bash bench/gpu_report.sh profile       # BERT-base 256x128 traced, and one-change variants
 #   bash bench/gpu_report.sh smoke         # the same pipeline with tiny shapes, on CPU (a test)
