@@ -21,8 +21,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.validation_fraction = 0.001
   config.masking.max_predictions = 20  # BERT: 20 slots at 128 tokens
 
-  config.model.update(hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072,
-                      max_position_embeddings=512, hidden_dropout=0.1, dtype="bfloat16")
+  config.model.update(**mlmjax_config.BERT_SHAPES["base"], hidden_dropout=0.1, dtype="bfloat16")
 
   config.train.update(batch_size=256, steps=1_000_000, learning_rate=1e-4, warmup_steps=10_000,
                       adam_b2=0.999, log_every=100, eval_every=10_000, eval_batches=20,

@@ -30,9 +30,8 @@ def get_config(phase: str = "128") -> ml_collections.ConfigDict:
   config.data.validation_fraction = 0.001
   config.masking.max_predictions = max_predictions
 
-  config.model.update(hidden_size=1024, num_layers=24, num_heads=16, intermediate_size=4096,
-                      max_position_embeddings=512, hidden_dropout=0.1, dtype="bfloat16",
-                      remat=seq_len == 512)
+  config.model.update(**mlmjax_config.BERT_SHAPES["large"], hidden_dropout=0.1,
+                      dtype="bfloat16", remat=seq_len == 512)
 
   config.train.update(batch_size=batch_size, steps=1_000_000, stop_after=stop_after,
                       learning_rate=1e-4, warmup_steps=10_000, adam_b2=0.999, log_every=100,

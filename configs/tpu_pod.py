@@ -26,8 +26,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.validation_fraction = 0.001
   config.masking.max_predictions = 20
 
-  config.model.update(hidden_size=1024, num_layers=24, num_heads=16, intermediate_size=4096,
-                      max_position_embeddings=512, dtype="bfloat16", attention="xla")
+  config.model.update(**mlmjax_config.BERT_SHAPES["large"], dtype="bfloat16", attention="xla")
 
   config.train.update(batch_size=4096, steps=125_000, learning_rate=4e-4, warmup_steps=5_000,
                       adam_b2=0.98, log_every=100, eval_every=5_000, eval_batches=10,

@@ -10,6 +10,16 @@ import ml_collections
 from mlmjax import masking
 
 
+# The published BERT sizes (Devlin et al. 2019) as `config.model` keys: the configs and the
+# benchmarks take them from here.
+BERT_SHAPES = {
+    "base": dict(hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072,
+                 max_position_embeddings=512),
+    "large": dict(hidden_size=1024, num_layers=24, num_heads=16, intermediate_size=4096,
+                  max_position_embeddings=512),
+}
+
+
 def default_config() -> ml_collections.ConfigDict:
   """Every key mlmjax reads, with its default and what it means; config files override."""
   config = ml_collections.ConfigDict()

@@ -43,6 +43,7 @@ from ml_collections import config_flags
 import numpy as np
 
 from mlmjax import bench
+from mlmjax import config as config_lib
 from mlmjax import masking
 from mlmjax.model.bert import attention_kernel
 from mlmjax.train import loop
@@ -55,12 +56,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {"model.hidden_size": 64, "model.num_layers": 2, "model.num_heads": 2,
              "model.intermediate_size": 256, "model.max_position_embeddings": 512,
              "data.vocab_size": 1024, "data.seq_len": 64, "train.batch_size": 8},
-    "base": {"model.hidden_size": 768, "model.num_layers": 12, "model.num_heads": 12,
-             "model.intermediate_size": 3072, "model.max_position_embeddings": 512,
+    "base": {**{f"model.{k}": v for k, v in config_lib.BERT_SHAPES["base"].items()},
              "model.dtype": "bfloat16", "data.vocab_size": 30522, "data.seq_len": 128,
              "train.batch_size": 256},
-    "large": {"model.hidden_size": 1024, "model.num_layers": 24, "model.num_heads": 16,
-              "model.intermediate_size": 4096, "model.max_position_embeddings": 512,
+    "large": {**{f"model.{k}": v for k, v in config_lib.BERT_SHAPES["large"].items()},
               "model.dtype": "bfloat16", "data.vocab_size": 30522, "data.seq_len": 512,
               "train.batch_size": 32},
 }

@@ -1,4 +1,4 @@
-"""Core of on-device masking: batch and result types, budgeted unit selection, 80/10/10 corruption.
+"""Core of on-device masking: batch and result types, the budget, and `apply_plan`.
 
 Every strategy reduces to a `Plan` (which tokens move together, and how likely each unit is);
 `apply_plan` then does the rest, identically for all strategies:
@@ -12,15 +12,9 @@ Every strategy reduces to a `Plan` (which tokens move together, and how likely e
 All randomness comes from per-row keys [B] (`rng.row_keys`), so a row's masks depend on the batch
 key, the step and the row's index, never on how the batch is sharded across devices.
 
-How the draw runs without sorting (sorts and top-k are slow on CPU, and the selection must be
-exact): each unit gets a random key whose order is a weighted random order (Gumbel keys for
-weights, 16 random bits when uniform), with its position in the low bits so keys are distinct; a
-bisection finds the key threshold above which the units just fit the budget (16 steps in uint16
-lanes for uniform keys, ties at the threshold then going by position; 32 steps for weighted
-ones); BERT's rule then continues down the order, skipping units too long for what is left (or,
-SpanBERT's, cuts the next unit to fit). Cost: O(B * S * 32), no [B, S, S]. Corruption is decided
-per position, elementwise, so nothing is gathered into prediction slots and scattered back but
-the chosen positions themselves (`compact`).
+The selection (step 3) lives in `select.py` and runs without sorting. Corruption (step 4, in
+`corruption.py`) is decided per position, elementwise, so nothing is gathered into prediction
+slots and scattered back but the chosen positions themselves (`select.compact`).
 
 What made it fast on CPU (`mlmjax-bench-masking`; docs/BENCHMARKS.md has the measurements): no
 threefry below the caller's key (`rng`), narrow lanes in the bisection, no gathers where a value
@@ -30,25 +24,20 @@ can be recomputed (unit keys from their heads, specials by id ranges), and few p
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
 from mlmjax.masking import corruption
 from mlmjax.masking import rng
 from mlmjax.masking import rows
+from mlmjax.masking import select
 from mlmjax.masking.tables import VocabTables
 
 Array = jax.Array
 
-# Unit log-weights at or above PRIORITY rank above every ordinary unit ("these first, then top
-# up": entity masking). Ordinary log-weights are clipped to +-MAX_LOG_WEIGHT: with Gumbel noise
-# from f32 uniforms bounded in [-2.8, 16.7], a priority unit always outranks the rest.
-PRIORITY = 100.0
-MAX_LOG_WEIGHT = 60.0
 
 @dataclasses.dataclass(frozen=True)
 class TokenBatch:
@@ -176,33 +165,6 @@ def forced_starts(ids: Array, tables: VocabTables, segment_ids: Array | None) ->
   return starts
 
 
-def unit_heads(start: Array) -> Array:
-  """[B, S] int32 position of the latest unit start at or before each position (0 if none).
-
-  With the starts of eligible units (forced starts included), that is each token's unit.
-  """
-  return jnp.maximum(latest_starts(start), 0)
-
-
-def latest_starts(start: Array) -> Array:
-  """[B, S] int32 position of the latest start at or before each position, -1 if none."""
-  s = start.shape[1]
-  pos = jnp.arange(s, dtype=jnp.int32)
-  # A doubling scan (each pass takes the max over twice the window) that stops once every
-  # token sees a start within its window: words are short, so that is a few passes, not
-  # log2(S); and the loop keeps `start` materialised instead of recomputing it in each pass.
-  def body(carry):
-    latest, shift = carry
-    shifted = jnp.where(pos >= shift, jnp.roll(latest, shift, axis=1), -1)
-    return jnp.maximum(latest, shifted), shift * 2
-
-  def unresolved(carry):
-    latest, shift = carry
-    return (shift < s) & jnp.any((latest < 0) & (pos >= shift))
-
-  return jax.lax.while_loop(unresolved, body, (jnp.where(start, pos, -1), 1))[0]
-
-
 # ----------------------------------------------------------------------------- budget
 
 
@@ -256,181 +218,6 @@ def token_budget(keys: Array, coin: Array, config: ml_collections.ConfigDict, ra
   return jnp.minimum(k, max_predictions), jnp.maximum(k - max_predictions, 0)
 
 
-# ----------------------------------------------------------------------------- selection
-
-
-def order_keys(half: Array, start: Array, log_weight: Array | None) -> tuple[Array, int]:
-  """[B, S] uint32 distinct keys of the units (0: not a selectable unit start), and their width.
-
-  Args:
-    half: [B, S] 16-bit random values.
-    start: [B, S] bool selectable unit starts.
-    log_weight: [B, S] unit log-weights at the starts, or None (uniform).
-  Returns:
-    keys: larger first, in an order that is a draw without replacement in proportion to
-      exp(log_weight): the random value when uniform, else the Gumbel key lw - log(-log u)
-      mapped monotonically to uint32. The low bits hold the position, so keys are distinct: a
-      tie of the random parts (probability 2^-16 for a pair) is broken by position.
-    width: keys are < 2^width (16 + log2 S when uniform, else 32).
-  """
-  s = start.shape[1]
-  low = max(1, (s - 1).bit_length())
-  pos = jnp.arange(s, dtype=jnp.uint32)
-  if log_weight is None:
-    v, width, never = (half << low) | pos, 16 + low, ~start
-  else:
-    gumbel = -jnp.log(-jnp.log(rng.half_to_uniform(half)))
-    lw = log_weight.astype(jnp.float32)
-    never = ~start | (lw == -jnp.inf)
-    lw = jnp.where(lw >= PRIORITY, PRIORITY, jnp.clip(lw, -MAX_LOG_WEIGHT, MAX_LOG_WEIGHT))
-    f = jax.lax.bitcast_convert_type(lw + gumbel, jnp.uint32)
-    f = jnp.where(f >> 31 == 1, ~f, f | jnp.uint32(1 << 31))  # float order -> uint32 order
-    v, width = ((f >> low) << low) | pos, 32
-  return jnp.where(never, 0, jnp.maximum(v, 1)), width
-
-
-def _count_dtype(n: int):
-  """The narrowest integer type that counts to n: narrow lanes make the bisection's compares and
-  sums 2-4x faster on CPU (and use less bandwidth everywhere)."""
-  return jnp.uint8 if n < 256 else jnp.int16 if n < 2**15 else jnp.int32
-
-
-def fit_threshold(v: Array, budget: Array, width: int = 32) -> Array:
-  """[B] uint32 smallest t with #{v > t} <= budget: the tokens that fit, in key order.
-
-  v: [B, S] keys < 2^width. A bisection over the keys' bits: one [B, S] count per bit, in
-  uint16 lanes when width <= 16.
-  """
-  dtype = jnp.uint16 if width <= 16 else jnp.uint32
-  count = _count_dtype(v.shape[1])
-  vt = v.T.astype(dtype)  # counting along the major axis vectorises better on CPU
-  def body(_, bounds):
-    lo, hi = bounds
-    mid = lo + (hi - lo) // 2
-    above = (vt > mid[None, :]).astype(count).sum(axis=0, dtype=count)
-    fits = above.astype(jnp.int32) <= budget
-    return jnp.where(fits, lo, mid + 1), jnp.where(fits, mid, hi)
-  b = v.shape[0]
-  lo = jnp.zeros((b,), dtype)
-  hi = jnp.full((b,), (1 << width) - 1, dtype)
-  return jax.lax.fori_loop(0, width, body, (lo, hi))[1].astype(jnp.uint32)
-
-
-def random_threshold(v: Array, width: int, budget: Array) -> Array:
-  """[B] uint32 threshold T with #{v > T} <= budget, for uniform keys `(random16 << low) | pos`.
-
-  The bisection runs on the 16 random bits alone, in uint16 lanes (3x faster on CPU than over
-  all `width` bits); units whose random bits tie at the threshold fit or not by their position
-  bits, which the callers resolve as the full keys order them.
-  """
-  low = width - 16
-  t = fit_threshold(v >> low, budget, 16)
-  return (t << low) | jnp.uint32((1 << low) - 1)
-
-
-def select_tokens(v: Array, width: int, budget: Array, uniform: bool) -> Array:
-  """[B, S] bool: the `budget` largest keys of each row (all of them when fewer), exactly."""
-  if not uniform:
-    return v > fit_threshold(v, budget, width)[:, None]
-  t = random_threshold(v, width, budget)[:, None]
-  low = width - 16
-  chosen = v > t
-  # Keys whose random bits equal the threshold's: the highest positions first, as their low
-  # bits order them, while the budget lasts (usually 0 or 1 key in a row).
-  tied = (v >> low == t >> low) & (v > 0) & ~chosen
-  need = budget - chosen.sum(axis=1, dtype=jnp.int32)
-  tied_from_right = rows.prefix_sum(tied[:, ::-1])[:, ::-1]
-  return chosen | (tied & (tied_from_right <= need[:, None]))
-
-
-def _skip_fill(v: Array, token_key: Array, head: Array, chosen: Array, left: Array) -> Array:
-  """BERT's rule after the prefix: walk down the order, take each unit that still fits.
-
-  Equivalent: repeatedly take the best remaining unit no longer than what is left. Each round
-  takes one unit in every row that has one that fits, so `left` drops in every active row: at
-  most max(budget) rounds, rarely more than two.
-  """
-  b, s = v.shape
-  length = rows.row_scatter(jnp.zeros((b, s), jnp.int32), head, (token_key > 0).astype(jnp.int32),
-                       add=True)  # tokens per unit, at its start
-
-  def candidates(chosen, left):
-    return (v > 0) & ~chosen & (length <= left[:, None])
-
-  def body(carry):
-    chosen, left, _, rounds = carry
-    cand = candidates(chosen, left)
-    best = jnp.max(jnp.where(cand, v, 0), axis=1, keepdims=True)
-    left = left - jnp.where(cand & (v == best), length, 0).sum(axis=1)
-    chosen = chosen | ((token_key == best) & (best > 0))
-    return chosen, left, candidates(chosen, left).any(), rounds + 1
-
-  init = (chosen, left, candidates(chosen, left).any(), 0)
-  return jax.lax.while_loop(lambda c: c[2] & (c[3] < s), body, init)[0]
-
-
-def unit_keys(half: Array, start: Array, eligible: Array, log_weight: Array | None,
-              half_at: Callable[[Array], Array]) -> tuple[Array, Array, Array, int]:
-  """Units and their keys: (head, v, token_key, width), each [B, S] but width.
-
-  head: start of each token's unit (`unit_heads`); v, width: `order_keys` at the starts;
-  token_key: each eligible token's unit key (0 elsewhere). `half_at(positions)` gives the
-  random 16 bits `half` holds at those positions: with uniform keys each token recomputes its
-  unit's key from its head instead of gathering it (gathers are slow on CPU).
-  """
-  v, width = order_keys(half, start, log_weight)
-  latest = latest_starts(start)
-  head = jnp.maximum(latest, 0)
-  if log_weight is not None:
-    return head, v, jnp.where(eligible, jnp.take_along_axis(v, head, axis=1), 0), width
-  low = width - 16
-  token_key = jnp.maximum((half_at(head) << low) | head.astype(jnp.uint32), 1)  # = v[head]
-  return head, v, jnp.where(eligible & (latest >= 0), token_key, 0), width
-
-
-def select_units(v: Array, width: int, head: Array, token_key: Array, budget: Array,
-                 truncate: Array | bool, uniform: bool = False) -> Array:
-  """[B, S] bool chosen tokens: whole units in key order within the budget.
-
-  Args:
-    v: [B, S] uint32 order keys from `order_keys` (0 off unit starts), < 2^width.
-    head: [B, S] int32 start of each token's unit (`unit_heads`).
-    token_key: [B, S] each eligible token's unit key, 0 for ineligible tokens (`unit_keys`).
-    budget: [B] int32 tokens.
-    truncate: [B] bool or bool: cut the first unit that overflows (exact budget) instead of
-      skipping it and going on (BERT; may fall short).
-    uniform: the keys are `order_keys`' uniform ones (16 random bits above the position).
-  """
-  left_of = lambda chosen: budget - chosen.sum(axis=1, dtype=jnp.int32)
-  if truncate is not False:
-    t = fit_threshold(token_key, budget, width)[:, None]
-    chosen = token_key > t
-    left = left_of(chosen)
-    # The next unit in the order overflowed: its first `left` tokens.
-    pos = jnp.arange(v.shape[1], dtype=jnp.int32)
-    cut_chosen = chosen | ((token_key == t) & (t > 0) & (pos - head < left[:, None]))
-  if truncate is True:
-    return cut_chosen
-  # Skipping: any prefix of the order that fits may start the walk down the order, so the
-  # cheaper 16-bit threshold serves for uniform keys (the walk then takes the tied units).
-  if uniform:
-    chosen = token_key > random_threshold(token_key, width, budget)[:, None]
-  elif truncate is False:
-    chosen = token_key > fit_threshold(token_key, budget, width)[:, None]
-  skip_chosen = _skip_fill(v, token_key, head, chosen, left_of(chosen))
-  if truncate is False:
-    return skip_chosen
-  return jnp.where(jnp.asarray(truncate)[:, None], cut_chosen, skip_chosen)
-
-
-def compact(chosen: Array, num_slots: int) -> Array:
-  """[B, P] ascending positions of the chosen tokens; S in unused slots. Needs <= P chosen."""
-  b, s = chosen.shape
-  slot = jnp.where(chosen, rows.prefix_sum(chosen) - 1, num_slots)  # unchosen: out of range
-  pos = jnp.broadcast_to(jnp.arange(s, dtype=jnp.int32), (b, s))
-  return rows.row_scatter(jnp.full((b, num_slots), s, jnp.int32), slot, pos)
-
-
 # ----------------------------------------------------------------------------- the core
 
 
@@ -473,16 +260,16 @@ def apply_plan(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context
   order_half = word["key"] >> 16
   if plan.unit_start is None:  # single tokens: the bisection alone is exact
     head = None
-    v, width = order_keys(order_half, eligible, plan.log_weight)
-    chosen = select_tokens(v, width, budget, uniform=plan.log_weight is None)
+    v, width = select.order_keys(order_half, eligible, plan.log_weight)
+    chosen = select.select_tokens(v, width, budget, uniform=plan.log_weight is None)
   else:
     segments = batch.segment_ids if config.segment_aware else None
     start = eligible & (plan.unit_start | forced_starts(ids, tables, segments))
-    head, v, token_key, width = unit_keys(order_half, start, eligible, plan.log_weight,
-                                          lambda at: rng.bits_at(core_keys, at) >> 16)
-    chosen = select_units(v, width, head, token_key, budget, truncate,
-                          uniform=plan.log_weight is None)
-  positions = compact(chosen, slots)
+    head, v, token_key, width = select.unit_keys(order_half, start, eligible, plan.log_weight,
+                                                 lambda at: rng.bits_at(core_keys, at) >> 16)
+    chosen = select.select_units(v, width, head, token_key, budget, truncate,
+                                 uniform=plan.log_weight is None)
+  positions = select.compact(chosen, slots)
   used = positions < s
   positions = jnp.where(used, positions, 0)
   labels = jnp.where(used, jnp.take_along_axis(ids, positions, axis=1), 0)

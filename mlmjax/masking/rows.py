@@ -1,4 +1,4 @@
-"""Row-wise tools on [B, S] arrays: scans, prefix sums, shifts and scatters, fast on CPU.
+"""Row-wise tools on [B, S] arrays: prefix sums, shifts and scatters, fast on CPU.
 
 Each keeps the batch as its leading (or batching) dimension, so batch-sharded inputs stay
 sharded.
@@ -13,19 +13,6 @@ import jax.numpy as jnp
 import numpy as np
 
 Array = jax.Array
-
-
-def cumulative(op: Any, x: Array, fill: Any) -> Array:
-  """Inclusive scan of `op` along axis 1, `fill` its identity.
-
-  log2(S) shifted combines (Hillis-Steele): on CPU about twice as fast as lax.cummax, and
-  cheaper to compile than lax.associative_scan.
-  """
-  shift = 1
-  while shift < x.shape[1]:
-    x = op(x, jnp.pad(x[:, :-shift], ((0, 0), (shift, 0)), constant_values=fill))
-    shift *= 2
-  return x
 
 
 def prefix_sum(x: Array) -> Array:

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from mlmjax.masking import core
 from mlmjax.masking import rng
 from mlmjax.masking import schedules
+from mlmjax.masking import select
 from mlmjax.masking import units
 from mlmjax.masking.core import Context, Plan, TokenBatch
 from mlmjax.masking.tables import VocabTables
@@ -86,7 +87,7 @@ def span(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context) -> P
     num_noise = core.round_count(ctx.rate * eligible.sum(axis=1)).astype(jnp.int32)
     noise, noise_start = units.t5_noise(bits, eligible, num_noise, config.span.mean_length)
     return Plan(unit_start=noise_start | ~noise,
-                log_weight=jnp.where(noise, core.PRIORITY, -jnp.inf),
+                log_weight=jnp.where(noise, select.PRIORITY, -jnp.inf),
                 truncate=_option(config.fill, True, "truncate"), unit_replace=per_span)
   segments = batch.segment_ids if config.segment_aware else None
   words = eligible & (units.word_starts(ids, tables)

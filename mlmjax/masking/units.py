@@ -11,8 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mlmjax.masking import core
 from mlmjax.masking import rows
+from mlmjax.masking import select
 from mlmjax.masking.tables import VocabTables
 
 Array = jax.Array
@@ -97,8 +97,8 @@ def _composition(bits: Array, items: Array, parts: Array) -> Array:
   s = bits.shape[1]
   pos = jnp.arange(s)
   valid = (pos >= 1) & (pos < items[:, None])
-  v, width = core.order_keys(bits, valid, None)
-  return v > core.fit_threshold(v, jnp.maximum(parts - 1, 0), width)[:, None]
+  v, width = select.order_keys(bits, valid, None)
+  return v > select.fit_threshold(v, jnp.maximum(parts - 1, 0), width)[:, None]
 
 
 def t5_noise(bits: Array, eligible: Array, num_noise: Array, mean_length: float
@@ -127,7 +127,7 @@ def t5_noise(bits: Array, eligible: Array, num_noise: Array, mean_length: float
   # Noise token i lies in noise run j (j cuts at or before i), after keep runs 0..j, which
   # end at the (j+1)-th keep cut (or at `keep` for the last run): its rank is i + that end.
   run = rows.prefix_sum(noise_cut)
-  keep_ends = core.compact(keep_cut, s)  # ascending keep cut positions, S when unused
+  keep_ends = select.compact(keep_cut, s)  # ascending keep cut positions, S when unused
   end = jnp.where(run < spans[:, None] - 1, jnp.take_along_axis(keep_ends, run, axis=1),
                   keep[:, None])
   pos = jnp.arange(s)

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from mlmjax import masking
-from mlmjax.masking import core
 from mlmjax.masking import rng
 from mlmjax.masking import rows
+from mlmjax.masking import select
 
 PAD, CLS, SEP, MASK = 0, 2, 3, 4
 B, S, P = 16, 48, 12
@@ -293,14 +293,14 @@ def test_select_units_matches_greedy_reference(truncate, uniform):
   b, s = 64, 40
   eligible = gen.random((b, s)) < 0.9
   start = eligible & ((gen.random((b, s)) < 0.4) | rows.shift_right(~eligible, True))
-  head = core.unit_heads(jnp.asarray(start))
+  head = select.unit_heads(jnp.asarray(start))
   keys = rng.row_keys(jax.random.key(0), b)
   log_weight = None if uniform else jnp.asarray(gen.normal(size=(b, s)), jnp.float32)
   half = rng.row_halves(keys, 9, s) >> (12 if uniform else 0)  # uniform: force many ties
-  v, width = core.order_keys(half, jnp.asarray(start), log_weight)
+  v, width = select.order_keys(half, jnp.asarray(start), log_weight)
   budget = jnp.asarray(gen.integers(0, 16, b))
   token_key = jnp.where(jnp.asarray(eligible), jnp.take_along_axis(v, head, axis=1), 0)
-  got = jax.jit(core.select_units, static_argnums=(1, 5, 6))(v, width, head, token_key,
+  got = jax.jit(select.select_units, static_argnums=(1, 5, 6))(v, width, head, token_key,
                                                             budget, truncate, uniform)
   want = _reference_units(np.asarray(v), np.asarray(head), eligible, np.asarray(budget), truncate)
   np.testing.assert_array_equal(got, want)
@@ -313,9 +313,9 @@ def test_select_tokens_takes_the_largest_keys_exactly_even_with_ties():
   b, s = 64, 40
   eligible = jnp.asarray(gen.random((b, s)) < 0.8)
   half = rng.row_halves(rng.row_keys(jax.random.key(1), b), 9, s) >> 13  # 3 bits: many ties
-  v, width = core.order_keys(half, eligible, None)
+  v, width = select.order_keys(half, eligible, None)
   budget = jnp.asarray(gen.integers(0, 30, b))
-  got = np.asarray(jax.jit(core.select_tokens, static_argnums=(1, 3))(v, width, budget, True))
+  got = np.asarray(jax.jit(select.select_tokens, static_argnums=(1, 3))(v, width, budget, True))
   order = np.argsort(-np.asarray(v).astype(np.int64), axis=1, kind="stable")
   for r in range(b):
     k = min(int(budget[r]), int(np.sum(np.asarray(v)[r] > 0)))
@@ -331,12 +331,12 @@ def test_unit_keys_recomputed_from_heads_equal_the_gathered_ones():
   start = eligible & (jnp.asarray(gen.random((b, s)) < 0.3) | rows.shift_right(~eligible, True))
   keys = rng.row_keys(jax.random.key(3), b)
   half = rng.bits(keys, s) >> 16
-  head, v, token_key, _ = core.unit_keys(half, start, eligible, None,
+  head, v, token_key, _ = select.unit_keys(half, start, eligible, None,
                                          lambda at: rng.bits_at(keys, at) >> 16)
   np.testing.assert_array_equal(
       token_key, jnp.where(eligible, jnp.take_along_axis(v, head, axis=1), 0))
   assert int((token_key > 0).sum()) == int(eligible.sum())  # every eligible token has a key
   # An eligible first token that starts no unit belongs to none: no key, as the gather gives.
-  _, _, token_key, _ = core.unit_keys(half, start.at[:, 0].set(False), eligible.at[:, 0].set(True),
+  _, _, token_key, _ = select.unit_keys(half, start.at[:, 0].set(False), eligible.at[:, 0].set(True),
                                       None, lambda at: rng.bits_at(keys, at) >> 16)
   assert not bool(token_key[:, 0].any())

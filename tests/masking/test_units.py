@@ -8,6 +8,7 @@ import pytest
 from mlmjax.masking import core
 from mlmjax.masking import rng
 from mlmjax.masking import rows
+from mlmjax.masking import select
 from mlmjax.masking import units
 
 PAD, CLS, SEP = 0, 2, 3
@@ -24,7 +25,7 @@ def test_forced_starts_after_specials_and_documents(tables):
 
 def test_unit_heads():
   start = jnp.array([[0, 1, 0, 0, 1, 0, 0, 1]], bool)
-  np.testing.assert_array_equal(core.unit_heads(start), [[0, 1, 1, 1, 4, 4, 4, 7]])
+  np.testing.assert_array_equal(select.unit_heads(start), [[0, 1, 1, 1, 4, 4, 4, 7]])
 
 
 def test_annotated_spans_are_single_units():
