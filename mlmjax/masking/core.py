@@ -260,8 +260,7 @@ def apply_plan(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context
   order_half = word["key"] >> 16
   if plan.unit_start is None:  # single tokens: the bisection alone is exact
     head = None
-    v, width = select.order_keys(order_half, eligible, plan.log_weight)
-    chosen = select.select_tokens(v, width, budget, uniform=plan.log_weight is None)
+    chosen, chosen_bits = select.select_tokens(order_half, eligible, plan.log_weight, budget)
   else:
     segments = batch.segment_ids if config.segment_aware else None
     start = eligible & (plan.unit_start | forced_starts(ids, tables, segments))
@@ -269,7 +268,8 @@ def apply_plan(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context
                                                  lambda at: rng.bits_at(core_keys, at) >> 16)
     chosen = select.select_units(v, width, head, token_key, budget, truncate,
                                  uniform=plan.log_weight is None)
-  positions = select.compact(chosen, slots)
+    chosen_bits = rows.pack_bits(chosen)
+  positions = select.compact(chosen_bits, slots, s)
   used = positions < s
   positions = jnp.where(used, positions, 0)
   labels = jnp.where(used, jnp.take_along_axis(ids, positions, axis=1), 0)

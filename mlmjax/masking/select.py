@@ -126,19 +126,34 @@ def random_threshold(v: Array, width: int, budget: Array) -> Array:
   return (t << low) | jnp.uint32((1 << low) - 1)
 
 
-def select_tokens(v: Array, width: int, budget: Array, uniform: bool) -> Array:
-  """[B, S] bool: the `budget` largest keys of each row (all of them when fewer), exactly."""
-  if not uniform:
-    return v > fit_threshold(v, budget, width)[:, None]
-  t = random_threshold(v, width, budget)[:, None]
-  low = width - 16
-  chosen = v > t
-  # Keys whose random bits equal the threshold's: the highest positions first, as their low
-  # bits order them, while the budget lasts (usually 0 or 1 key in a row).
-  tied = (v >> low == t >> low) & (v > 0) & ~chosen
-  need = budget - chosen.sum(axis=1, dtype=jnp.int32)
-  tied_from_right = rows.prefix_sum(tied[:, ::-1])[:, ::-1]
-  return chosen | (tied & (tied_from_right <= need[:, None]))
+def select_tokens(half: Array, eligible: Array, log_weight: Array | None,
+                  budget: Array) -> tuple[Array, Array]:
+  """The `budget` best eligible tokens of each row: exactly the `budget` largest `order_keys`
+  (all eligible tokens when fewer).
+
+  Args:
+    half: [B, S] 16-bit random values; eligible: [B, S] bool.
+    log_weight: [B, S] token log-weights, or None (uniform).
+    budget: [B] int32.
+  Returns:
+    chosen: [B, S] bool, and the same as packed bits [B, W] (`rows.pack_bits`).
+  """
+  if log_weight is not None:
+    v, width = order_keys(half, eligible, log_weight)
+    chosen = v > fit_threshold(v, budget, width)[:, None]
+    return chosen, rows.pack_bits(chosen)
+  # Uniform keys are (half, position): bisect over the 16 random bits, then take the tokens
+  # whose bits tie with the threshold's from the right (their positions order them) while the
+  # budget lasts; usually 0 or 1 of them. Counted and combined 32 tokens to a word.
+  t = fit_threshold(jnp.where(eligible, half, 0), budget, 16)[:, None]
+  above, tied = eligible & (half > t), eligible & (half == t)
+  above_bits, tied_bits = rows.pack_bits(above), rows.pack_bits(tied)
+  need = budget - rows.count_bits(above_bits)
+  # The `need` rightmost tied tokens: from the (#tied - need)-th (0-based) on.
+  skip = jnp.maximum(rows.count_bits(tied_bits) - need, 0)
+  first = rows.nth_set_bit(tied_bits, skip[:, None], half.shape[1])
+  chosen = above | (tied & (jnp.arange(half.shape[1]) >= first))
+  return chosen, above_bits | (tied_bits & rows.bits_from(first[:, 0], tied_bits.shape[1]))
 
 
 def _skip_fill(v: Array, token_key: Array, head: Array, chosen: Array, left: Array) -> Array:
@@ -221,9 +236,10 @@ def select_units(v: Array, width: int, head: Array, token_key: Array, budget: Ar
   return jnp.where(jnp.asarray(truncate)[:, None], cut_chosen, skip_chosen)
 
 
-def compact(chosen: Array, num_slots: int) -> Array:
-  """[B, P] ascending positions of the chosen tokens; S in unused slots. Needs <= P chosen."""
-  b, s = chosen.shape
-  slot = jnp.where(chosen, rows.prefix_sum(chosen) - 1, num_slots)  # unchosen: out of range
-  pos = jnp.broadcast_to(jnp.arange(s, dtype=jnp.int32), (b, s))
-  return rows.row_scatter(jnp.full((b, num_slots), s, jnp.int32), slot, pos)
+def compact(chosen: Array, num_slots: int, length: int) -> Array:
+  """[B, P] ascending positions of the chosen tokens; `length` (S) in unused slots.
+
+  chosen: [B, W] packed bits (`rows.pack_bits`) with at most P = num_slots set per row.
+  """
+  ranks = jnp.arange(num_slots, dtype=jnp.int32)
+  return rows.nth_set_bit(chosen, jnp.broadcast_to(ranks, (chosen.shape[0], num_slots)), length)

@@ -127,7 +127,7 @@ def t5_noise(bits: Array, eligible: Array, num_noise: Array, mean_length: float
   # Noise token i lies in noise run j (j cuts at or before i), after keep runs 0..j, which
   # end at the (j+1)-th keep cut (or at `keep` for the last run): its rank is i + that end.
   run = rows.prefix_sum(noise_cut)
-  keep_ends = select.compact(keep_cut, s)  # ascending keep cut positions, S when unused
+  keep_ends = select.compact(rows.pack_bits(keep_cut), s, s)  # ascending; S when unused
   end = jnp.where(run < spans[:, None] - 1, jnp.take_along_axis(keep_ends, run, axis=1),
                   keep[:, None])
   pos = jnp.arange(s)

@@ -120,3 +120,24 @@ def test_prefix_sum_is_exact_for_its_whole_input_range(s):
   """Blocks of 128 by a bf16 matmul, then block offsets: exact for 0..256 per element."""
   x = np.random.default_rng(s).integers(0, 257, (3, s))
   np.testing.assert_array_equal(rows.prefix_sum(jnp.asarray(x, jnp.int32)), np.cumsum(x, axis=1))
+
+
+@pytest.mark.parametrize("s", [1, 31, 32, 33, 128, 500])
+def test_packed_bits_count_combine_and_list_the_true_positions(s):
+  """pack_bits / count_bits / bits_from / nth_set_bit against numpy, with word edges, empty
+  and full rows, and ranks past the end or negative."""
+  gen = np.random.default_rng(s)
+  mask = gen.random((6, s)) < np.array([0.0, 1.0, 0.05, 0.5, 0.95, 0.3])[:, None]
+  bits = rows.pack_bits(jnp.asarray(mask))
+  assert bits.shape == (6, -(-s // 32)) and bits.dtype == jnp.uint32
+  np.testing.assert_array_equal(rows.count_bits(bits), mask.sum(1))
+  first = gen.integers(0, s + 40, 6)
+  from_first = np.arange(-(-s // 32) * 32) >= first[:, None]
+  np.testing.assert_array_equal(rows.bits_from(jnp.asarray(first), bits.shape[1]),
+                                rows.pack_bits(jnp.asarray(from_first)))
+  ranks = np.concatenate([np.arange(-1, s + 1)[None].repeat(6, 0)], 1)
+  got = np.asarray(jax.jit(rows.nth_set_bit, static_argnums=2)(bits, jnp.asarray(ranks), s))
+  for r in range(6):
+    where = np.flatnonzero(mask[r])
+    want = [where[k] if 0 <= k < len(where) else s for k in ranks[r]]
+    np.testing.assert_array_equal(got[r], want, err_msg=f"row {r}")
