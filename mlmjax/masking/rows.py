@@ -1,4 +1,4 @@
-"""Row-wise tools on [B, S] arrays: prefix sums, shifts and scatters, fast on CPU.
+"""Row-wise tools on [B, S] arrays: prefix sums, bit sets, shifts and scatters, fast on CPU.
 
 Each keeps the batch as its leading (or batching) dimension, so batch-sharded inputs stay
 sharded.
@@ -47,6 +47,21 @@ def pack_bits(mask: Array) -> Array:
   mask = jnp.pad(mask, pad).reshape(mask.shape[:-1] + (-1, 32))
   shifted = mask.astype(jnp.uint32) << jnp.arange(32, dtype=jnp.uint32)
   return shifted.sum(axis=-1, dtype=jnp.uint32)  # distinct bits: the sum is their OR
+
+
+def bit_planes(values: Array, bits: int = 16) -> Array:
+  """[bits, B, ceil(S / 32)] uint32: plane j is `pack_bits` of bit (bits - 1 - j) of values [B, S].
+
+  One variadic reduction makes every plane, so XLA evaluates each value once, not once per
+  plane (the values are usually a hash that XLA fuses into this kernel).
+  """
+  b, s = values.shape
+  x = jnp.pad(values.astype(jnp.uint32), ((0, 0), (0, -s % 32))).reshape(b, -1, 32)
+  at = jnp.arange(32, dtype=jnp.uint32)
+  planes = tuple(((x >> (bits - 1 - j)) & 1) << at for j in range(bits))
+  planes = jax.lax.reduce(planes, (jnp.uint32(0),) * bits,
+                          lambda p, q: tuple(a | c for a, c in zip(p, q)), (2,))
+  return jnp.stack(planes)
 
 
 def count_bits(words: Array) -> Array:

@@ -3,11 +3,15 @@
 Each unit gets a random key whose descending order is a draw without replacement in proportion to
 the unit's weight (Gumbel keys; 16 random bits when uniform), with its position in the low bits
 so keys are distinct (`order_keys`). A bisection over the keys finds the threshold above which
-units just fit the budget (`fit_threshold`: 32 steps; `random_threshold` for uniform keys: 16
-steps in uint16 lanes, ties at the threshold then going by position). BERT's rule then walks on
-down the order taking the units that still fit, or SpanBERT's cuts the next one
-(`select_units`); `compact` lists the chosen positions. Cost O(B * S * 32), no [B, S, S].
-Sorting and top-k are avoided: on CPU they cost more than the whole masker. `core.apply_plan`
+units just fit the budget (`fit_threshold`: 32 steps). Uniform single tokens take a radix select
+over the 16 random bits instead (`radix_select`: 16 steps on bit planes), ties at the threshold
+then going by position. BERT's rule then walks on down the order taking
+the units that still fit, or SpanBERT's cuts the next one (`select_units`); `compact` lists the
+chosen positions. Cost O(B * S * 32), no [B, S, S].
+
+Sorting, top-k and scatters are avoided: on CPU they cost more than the whole masker. Instead
+chosen and tied tokens are packed 32 to a word (`rows.pack_bits`), so counting them, taking the
+rightmost ties and listing positions work on [B, S / 32] words and popcounts. `core.apply_plan`
 calls these.
 """
 
@@ -142,18 +146,48 @@ def select_tokens(half: Array, eligible: Array, log_weight: Array | None,
     v, width = order_keys(half, eligible, log_weight)
     chosen = v > fit_threshold(v, budget, width)[:, None]
     return chosen, rows.pack_bits(chosen)
-  # Uniform keys are (half, position): bisect over the 16 random bits, then take the tokens
-  # whose bits tie with the threshold's from the right (their positions order them) while the
-  # budget lasts; usually 0 or 1 of them. Counted and combined 32 tokens to a word.
-  t = fit_threshold(jnp.where(eligible, half, 0), budget, 16)[:, None]
-  above, tied = eligible & (half > t), eligible & (half == t)
-  above_bits, tied_bits = rows.pack_bits(above), rows.pack_bits(tied)
-  need = budget - rows.count_bits(above_bits)
+  # Uniform keys are (half, position): the threshold on the 16 random bits by radix select,
+  # then the tokens whose bits tie with it, from the right (their positions order them) while
+  # the budget lasts; usually 0 or 1 of them.
+  t, above_bits, tied_bits, n_above = radix_select(half, eligible, budget)
   # The `need` rightmost tied tokens: from the (#tied - need)-th (0-based) on.
-  skip = jnp.maximum(rows.count_bits(tied_bits) - need, 0)
+  skip = jnp.maximum(rows.count_bits(tied_bits) - (budget - n_above), 0)
   first = rows.nth_set_bit(tied_bits, skip[:, None], half.shape[1])
-  chosen = above | (tied & (jnp.arange(half.shape[1]) >= first))
+  t = t[:, None].astype(half.dtype)
+  chosen = eligible & ((half > t) | ((half == t) & (jnp.arange(half.shape[1]) >= first)))
   return chosen, above_bits | (tied_bits & rows.bits_from(first[:, 0], tied_bits.shape[1]))
+
+
+def radix_select(half: Array, eligible: Array, budget: Array
+                 ) -> tuple[Array, Array, Array, Array]:
+  """The smallest t with #{eligible half > t} <= budget, by radix select over bit planes.
+
+  Equals `fit_threshold` over the 16-bit values, but from the top bit down on the tokens packed
+  32 to a word (`rows.bit_planes`): each of the 16 steps keeps the tokens that still match the
+  threshold's leading bits and counts them with popcounts, on [B, S / 32] words, where the
+  bisection compares and counts all [B, S] values 16 times.
+
+  Args:
+    half: [B, S] 16-bit values; eligible: [B, S] bool; budget: [B] int32.
+  Returns:
+    t: [B] int32 threshold; above, tied: [B, W] packed bits of the eligible tokens with
+    half > t and half == t; n_above: [B] int32 tokens in `above`.
+  """
+  planes = rows.bit_planes(half)
+
+  def step(j, carry):
+    t, above, tied, n_above = carry
+    ones = tied & planes[j]  # matching so far, with a 1 in this bit
+    n_ones = rows.count_bits(ones)
+    bit = n_above + n_ones > budget  # [B]: the threshold's bit is 1 (the ones do not all fit)
+    row = bit[:, None]
+    return (t * 2 + bit, jnp.where(row, above, above | ones), jnp.where(row, ones, tied & ~ones),
+            jnp.where(bit, n_above, n_above + n_ones))
+
+  eligible_bits = rows.pack_bits(eligible)
+  zeros = jnp.zeros_like(budget)
+  return jax.lax.fori_loop(0, 16, step,
+                           (zeros, jnp.zeros_like(eligible_bits), eligible_bits, zeros))
 
 
 def _skip_fill(v: Array, token_key: Array, head: Array, chosen: Array, left: Array) -> Array:

@@ -342,3 +342,21 @@ def test_unit_keys_recomputed_from_heads_equal_the_gathered_ones():
   _, _, token_key, _ = select.unit_keys(half, start.at[:, 0].set(False), eligible.at[:, 0].set(True),
                                       None, lambda at: rng.bits_at(keys, at) >> 16)
   assert not bool(token_key[:, 0].any())
+
+
+@pytest.mark.parametrize("bits", [3, 16])
+def test_radix_select_equals_the_bisection(bits):
+  """Same threshold as `fit_threshold` on every row (ties, budget 0, budget >= eligible, rows
+  with nothing eligible), and the packed above / tied sets and count that go with it."""
+  gen = np.random.default_rng(bits)
+  b, s = 96, 70
+  half = jnp.asarray(gen.integers(0, 1 << bits, (b, s)), jnp.uint32)
+  eligible = jnp.asarray(gen.random((b, s)) < gen.random((b, 1)))
+  eligible = eligible.at[0].set(False)
+  budget = jnp.asarray(gen.integers(0, s + 5, b), jnp.int32).at[1].set(0)
+  t, above, tied, n_above = jax.jit(select.radix_select)(half, eligible, budget)
+  want = select.fit_threshold(jnp.where(eligible, half, 0), budget, 16)
+  np.testing.assert_array_equal(t, want)
+  np.testing.assert_array_equal(above, rows.pack_bits(eligible & (half > want[:, None])))
+  np.testing.assert_array_equal(tied, rows.pack_bits(eligible & (half == want[:, None])))
+  np.testing.assert_array_equal(n_above, (eligible & (half > want[:, None])).sum(1))

@@ -141,3 +141,11 @@ def test_packed_bits_count_combine_and_list_the_true_positions(s):
     where = np.flatnonzero(mask[r])
     want = [where[k] if 0 <= k < len(where) else s for k in ranks[r]]
     np.testing.assert_array_equal(got[r], want, err_msg=f"row {r}")
+
+
+def test_bit_planes_hold_each_bit_of_the_values():
+  values = np.random.default_rng(0).integers(0, 1 << 16, (5, 70))
+  planes = np.asarray(rows.bit_planes(jnp.asarray(values, jnp.uint32)))
+  for j in range(16):
+    bit = (values >> (15 - j)) & 1 == 1
+    np.testing.assert_array_equal(planes[j], rows.pack_bits(jnp.asarray(bit)), err_msg=f"{j}")
