@@ -76,6 +76,39 @@ def bits_from(first: Array, num_words: int) -> Array:
   return jnp.where(offset <= 0, jnp.uint32(0xFFFFFFFF), jnp.where(offset >= 32, 0, partial))
 
 
+def last_set_at_or_before(words: Array, length: int) -> Array:
+  """[B, length] int32 position of the last set bit at or before each position; -1 if none.
+
+  words: [B, W] from `pack_bits`. Within a word by counting leading zeros of its prefix,
+  else the last set bit of the earlier words ([B, W, W], small): elementwise, no scan.
+  """
+  b, w = words.shape
+  index = jnp.arange(w)
+  bit = jnp.arange(32, dtype=jnp.uint32)
+  top = jnp.where(words != 0, 32 * index + 31 - jax.lax.clz(words).astype(jnp.int32), -1)
+  earlier = jnp.max(jnp.where(index[:, None] < index, top[:, :, None], -1), axis=1)  # [B, W]
+  prefix = words[:, :, None] & (jnp.uint32(0xFFFFFFFF) >> (31 - bit))  # bits 0..i
+  local = 32 * index[:, None] + 31 - jax.lax.clz(prefix).astype(jnp.int32)
+  out = jnp.where(prefix != 0, local, earlier[:, :, None])
+  return out.reshape(b, -1)[:, :length]
+
+
+def next_set_after(words: Array, length: int) -> Array:
+  """[B, length] int32 position of the first set bit after each position; `length` if none.
+
+  words: [B, W] from `pack_bits`; the mirror image of `last_set_at_or_before`.
+  """
+  b, w = words.shape
+  index = jnp.arange(w)
+  bit = jnp.arange(32, dtype=jnp.uint32)
+  lowest = lambda x: 31 - jax.lax.clz(x & (~x + 1)).astype(jnp.int32)  # index of the lowest bit
+  bottom = jnp.where(words != 0, 32 * index + lowest(words), length)
+  later = jnp.min(jnp.where(index[:, None] > index, bottom[:, :, None], length), axis=1)
+  suffix = words[:, :, None] & (jnp.uint32(0xFFFFFFFE) << bit)  # bits i+1..31
+  out = jnp.where(suffix != 0, 32 * index[:, None] + lowest(suffix), later[:, :, None])
+  return jnp.minimum(out.reshape(b, -1)[:, :length], length)
+
+
 def nth_set_bit(words: Array, ranks: Array, length: int) -> Array:
   """[B, K] position of the ranks[b, k]-th (0-based) set bit of row b; `length` if none.
 

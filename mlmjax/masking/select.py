@@ -43,22 +43,11 @@ def unit_heads(start: Array) -> Array:
 
 
 def latest_starts(start: Array) -> Array:
-  """[B, S] int32 position of the latest start at or before each position, -1 if none."""
-  s = start.shape[1]
-  pos = jnp.arange(s, dtype=jnp.int32)
-  # A doubling scan (each pass takes the max over twice the window) that stops once every
-  # token sees a start within its window: words are short, so that is a few passes, not
-  # log2(S); and the loop keeps `start` materialised instead of recomputing it in each pass.
-  def body(carry):
-    latest, shift = carry
-    shifted = jnp.where(pos >= shift, jnp.roll(latest, shift, axis=1), -1)
-    return jnp.maximum(latest, shifted), shift * 2
+  """[B, S] int32 position of the latest start at or before each position, -1 if none.
 
-  def unresolved(carry):
-    latest, shift = carry
-    return (shift < s) & jnp.any((latest < 0) & (pos >= shift))
-
-  return jax.lax.while_loop(unresolved, body, (jnp.where(start, pos, -1), 1))[0]
+  From the starts packed 32 to a word: elementwise, no scan over the row.
+  """
+  return rows.last_set_at_or_before(rows.pack_bits(start), start.shape[1])
 
 
 def order_keys(half: Array, start: Array, log_weight: Array | None) -> tuple[Array, int]:
@@ -190,16 +179,17 @@ def radix_select(half: Array, eligible: Array, budget: Array
                            (zeros, jnp.zeros_like(eligible_bits), eligible_bits, zeros))
 
 
-def _skip_fill(v: Array, token_key: Array, head: Array, chosen: Array, left: Array) -> Array:
+def _skip_fill(v: Array, token_key: Array, chosen: Array, left: Array) -> Array:
   """BERT's rule after the prefix: walk down the order, take each unit that still fits.
 
   Equivalent: repeatedly take the best remaining unit no longer than what is left. Each round
   takes one unit in every row that has one that fits, so `left` drops in every active row: at
   most max(budget) rounds, rarely more than two.
   """
-  b, s = v.shape
-  length = rows.row_scatter(jnp.zeros((b, s), jnp.int32), head, (token_key > 0).astype(jnp.int32),
-                       add=True)  # tokens per unit, at its start
+  s = v.shape[1]
+  # Tokens per unit, at its start: a unit runs up to the next selectable start or keyless token.
+  pos = jnp.arange(s)
+  length = rows.next_set_after(rows.pack_bits((v > 0) | (token_key == 0)), s) - pos
 
   def candidates(chosen, left):
     return (v > 0) & ~chosen & (length <= left[:, None])
@@ -264,7 +254,7 @@ def select_units(v: Array, width: int, head: Array, token_key: Array, budget: Ar
     chosen = token_key > random_threshold(token_key, width, budget)[:, None]
   elif truncate is False:
     chosen = token_key > fit_threshold(token_key, budget, width)[:, None]
-  skip_chosen = _skip_fill(v, token_key, head, chosen, left_of(chosen))
+  skip_chosen = _skip_fill(v, token_key, chosen, left_of(chosen))
   if truncate is False:
     return skip_chosen
   return jnp.where(jnp.asarray(truncate)[:, None], cut_chosen, skip_chosen)

@@ -149,3 +149,19 @@ def test_bit_planes_hold_each_bit_of_the_values():
   for j in range(16):
     bit = (values >> (15 - j)) & 1 == 1
     np.testing.assert_array_equal(planes[j], rows.pack_bits(jnp.asarray(bit)), err_msg=f"{j}")
+
+
+@pytest.mark.parametrize("s", [1, 31, 32, 33, 128, 300])
+def test_last_and_next_set_bits_match_a_scan(s):
+  """Unit heads and unit ends from packed bits, against a plain loop, across word edges."""
+  gen = np.random.default_rng(s)
+  mask = gen.random((4, s)) < np.array([0.0, 0.05, 0.3, 1.0])[:, None]
+  bits = rows.pack_bits(jnp.asarray(mask))
+  last = np.asarray(rows.last_set_at_or_before(bits, s))
+  after = np.asarray(rows.next_set_after(bits, s))
+  for r in range(4):
+    for i in range(s):
+      before = np.flatnonzero(mask[r, :i + 1])
+      later = np.flatnonzero(mask[r, i + 1:])
+      assert last[r, i] == (before[-1] if len(before) else -1), (r, i)
+      assert after[r, i] == (i + 1 + later[0] if len(later) else s), (r, i)
