@@ -81,9 +81,10 @@ def last_set_at_or_before(words: Array, length: int) -> Array:
 
   words: [B, W] from `pack_bits`. For position 32 w + i: the latest of the last set bit of
   each earlier word and the last set bit of word w's bits 0..i (counting leading zeros).
-  Written as one reduction over the words ([B, W, 32, W]; W = S / 32 is small): XLA computes a
-  reduction once, where it would fuse an elementwise select into every consumer and redo it
-  there (a gather by the result, for one, then runs ~10x slower).
+  Written as one reduction over the words ([B, W, 32, W], fused, never materialised; B S^2 / 32
+  work, small next to a model at any S): XLA computes a reduction once, where it would fuse an
+  elementwise select into every consumer and redo it there (a gather by the result, for one,
+  then runs ~10x slower).
   """
   b, w = words.shape
   index = jnp.arange(w)
@@ -116,9 +117,9 @@ def nth_set_bit(words: Array, ranks: Array, length: int) -> Array:
   """[B, K] position of the ranks[b, k]-th (0-based) set bit of row b; `length` if none.
 
   words: [B, W] from `pack_bits`. The word holding each rank is found by comparing running
-  counts of set bits ([B, K, W]; W = S / 32 is small), the bit inside it by a 5-step bisection
-  over popcounts. No scatter and no [B, K, S] comparison: on CPU several times faster than a
-  prefix sum and a scatter, and the batch stays leading, so batch-sharded inputs stay sharded.
+  counts of set bits ([B, K, W]; W = S / 32 is small), the bit inside it by counting set bits
+  in its 32 prefixes. No scatter and no [B, K, S] comparison: on CPU several times faster than
+  a prefix sum and a scatter, and the batch stays leading, so batch-sharded inputs stay sharded.
   """
   counts = jax.lax.population_count(words).astype(jnp.int32)
   w = counts.shape[1]
