@@ -5,9 +5,9 @@ the unit's weight (Gumbel keys; 16 random bits when uniform), with its position 
 so keys are distinct (`order_keys`). A bisection over the keys finds the threshold above which
 units just fit the budget (`fit_threshold`: 32 steps). Uniform single tokens take a radix select
 over the 16 random bits instead (`radix_select`: 16 steps on bit planes), ties at the threshold
-then going by position. BERT's rule then walks on down the order taking
-the units that still fit, or SpanBERT's cuts the next one (`select_units`); `compact` lists the
-chosen positions. Cost O(B * S * 32), no [B, S, S].
+then going by position. BERT's rule then walks on down the order taking the units that still
+fit, or SpanBERT's cuts the next one (`select_units`); `compact` lists the chosen positions.
+Cost O(B * S * 32), no [B, S, S].
 
 Sorting, top-k and scatters are avoided: on CPU they cost more than the whole masker. Instead
 chosen and tied tokens are packed 32 to a word (`rows.pack_bits`), so counting them, taking the
