@@ -196,9 +196,11 @@ def token_budget(keys: Array, coin: Array, config: ml_collections.ConfigDict, ra
     budget: [B] int32, at most min(eligible, max_predictions).
     num_clipped: [B] int32 tokens over max_predictions.
   """
-  n_eligible = eligible.sum(axis=1, dtype=jnp.int32)
+  # Counted by popcounts of the packed masks: the selection packs `eligible` too, and XLA:CPU
+  # shares that instead of making an int32 [B, S] copy to sum.
+  n_eligible = rows.count_bits(rows.pack_bits(eligible))
   counted = (ids != tables.pad_id) if config.count_specials else eligible
-  n = counted.sum(axis=1, dtype=jnp.int32)
+  n = rows.count_bits(rows.pack_bits(counted))
   x = rate * n.astype(jnp.float32)
   mode = config.count_mode
   if mode == "exact":
