@@ -261,7 +261,7 @@ def apply_plan(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context
   budget, num_clipped = token_budget(keys, rng.bits_to_uniform(coin), config, ctx.rate, ids,
                                      eligible, tables, slots)
   order_half = word["key"] >> 16
-  if plan.unit_start is None:  # single tokens: the bisection alone is exact
+  if plan.unit_start is None:  # single tokens: the threshold alone is exact
     head = None
     chosen, chosen_bits = select.select_tokens(order_half, eligible, plan.log_weight, budget)
   else:
