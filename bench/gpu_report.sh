@@ -1,33 +1,37 @@
 #!/usr/bin/env bash
 # One-command performance report of mlmjax on one GPU, every ratio measured on the same card.
 #
-#   bash bench/gpu_report.sh               # the report: one Markdown table (budget 450 s)
-#   bash bench/gpu_report.sh fit [remat|noremat]  # largest BERT-large s512 batch (both: default)
-#   bash bench/gpu_report.sh profile       # BERT-base 256x128 traced, and one-change variants
-#   bash bench/gpu_report.sh smoke         # the same pipeline with tiny shapes, on CPU (a test)
+#   bash bench/gpu_report.sh               # the report (budget 530 s): tables under $OUT
+#   bash bench/gpu_report.sh smoke         # the same stages with tiny shapes, on CPU (CI runs it)
+#   bash bench/gpu_report.sh fit [remat|noremat]  # a longer largest-batch search for BERT-large
 #   bash bench/gpu_report.sh fetch-wheels  # on a machine with network: fill bench/wheels
 #   bash bench/gpu_report.sh install       # only install what is missing from bench/wheels
 #
-# The report runs, each in its own process (so each peak-memory figure is its own):
-#   1. mlmjax BERT-base, seq 128, batch 256, bf16, and every masking strategy alone at that shape
+# The report's stages, most important first; each runs in its own process (so each peak-memory
+# figure is its own) under a time cap, and a stage that would start with under 20 s of the
+# budget left is skipped and named. After every stage the table is rewritten, so a run cut
+# short still reports what it measured:
+#   1. mlmjax BERT-base 256x128 (bf16, dropout 0.1), every masking strategy's share of its step,
+#      and a jax.profiler trace of 3 steps, summarised (device busy vs wall time, top kernels)
 #   2. Hugging Face BertForMaskedLM in PyTorch: eager and torch.compile at 256x128, eager 32x512
-#   3. mlmjax BERT-base, seq 512, batch 64
-#   4. mlmjax BERT-large, seq 512, batch 32, no rematerialisation
-# then prints one table (also written to $OUT/gpu_report.md when $OUT is set, with the raw
-# records in $OUT/gpu_report.json and the whole log in $OUT/gpu_report.log).
+#   3. mlmjax BERT-base 64x512
+#   4. one-change variants of 1: no dropout, batch 512, XLA attention
+#   5. the largest BERT-large s512 batch that trains (doubling from 64, XLA's memory plan
+#      extrapolated when the search is cut)
+#   6. more variants: dropout from XLA's RngBitGenerator, tanh GELU, threefry dropout (the old way)
+# Files under $OUT: gpu_report.md (the table and the goals), gpu_report.json (the records),
+# trace.md (the trace summary), trace_base128.json.gz, gpu_report.log (everything printed).
 #
-# Needs python3 with jax (CUDA), flax, optax, orbax, torch and transformers. The small packages
-# mlmjax also imports (ml_collections, grain, ...) are installed from bench/wheels when missing,
-# without network, into $MLMJAX_SITE (default /tmp/mlmjax_site); `fetch-wheels` downloads them.
+# Needs python3 with jax (CUDA), flax, optax, orbax, torch and transformers; the report stops at
+# once if JAX sees no GPU. The small packages mlmjax also imports (ml_collections, grain, ...)
+# are installed from bench/wheels when missing, without network, into $MLMJAX_SITE (default
+# /tmp/mlmjax_site); `fetch-wheels` downloads them.
 #
-# Environment: PYTHON (python3), BUDGET_S (seconds for the whole report, default 450; a stage
-# that would start with less than 20 s left is skipped and named in the report), STEPS (timed
-# steps per case, default 20), FIT_REFINE (bisection steps after the doubling in `fit`,
-# default 0), ATTENTION (xla or cudnn instead of the configs' "auto"),
-# BENCH_ARGS (extra flags for every mlmjax run, e.g. "--preset=tiny" to try a mode on CPU),
-# OUT (where the report goes; the log gpu_report.log is appended to, one header per mode),
-# XLA_PYTHON_CLIENT_MEM_FRACTION
-# (default 0.95 here, so the fit search may use the card's memory, not JAX's default 75%).
+# Environment: PYTHON (python3), BUDGET_S (seconds for the whole report, default 530), STEPS
+# (timed steps per case, default 20; variants use half), FIT_REFINE (bisection steps after the
+# doubling in `fit`, default 0), BENCH_ARGS (extra flags for every mlmjax run), OUT (where the
+# files go), XLA_PYTHON_CLIENT_MEM_FRACTION (default 0.95 here, so the fit search may use the
+# card's memory, not JAX's default 75%).
 
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
@@ -130,7 +134,7 @@ stage() {
   echo "   ($name: $((SECONDS - t)) s)" | tee -a "$LOG"
 }
 
-# report TITLE: the table of every record in $WORK/*.json, to stdout and $RESULTS.
+# report TITLE [NAME]: the table of every record in $WORK/*.json, into $RESULTS/NAME.md and .json.
 report() {
   local title=$1 md=$RESULTS/${2:-gpu_report}.md
   "$PY" - "$title" "$WORK" "$NOTES" "$RESULTS/${2:-gpu_report}.json" >"$md" <<'EOF'
@@ -145,8 +149,6 @@ problems = open(notes, encoding="utf-8").read().strip()
 if problems:
   print("\nNot measured:\n" + problems)
 EOF
-  echo
-  cat "$md"
 }
 
 # The card, the date and the commit: the first line of the log and the report's title.
@@ -164,10 +166,28 @@ header() {
 transformers.__version__)"
 }
 
+# variant ID TEXT FLAG...: the base stage with one change, named "mlmjax, TEXT" in the table.
+variant() {
+  local id=$1 text=$2
+  shift 2
+  stage "variant: $text" 55 "${TRAIN[@]}" "${BASE[@]}" --steps="$half" "$@" \
+    --name="mlmjax, $text" --json_out="$WORK/${id}.json"
+  report "$title"
+}
+
+# The trace of stage 1, summarised into $RESULTS/trace.md and kept beside it.
+summarize_trace() {
+  local trace
+  trace=$(find "$WORK/trace" -name perfetto_trace.json.gz 2>/dev/null | head -n 1)
+  [[ -z "$trace" ]] && return
+  cp "$trace" "$RESULTS/trace_base128.json.gz"
+  "$PY" -m mlmjax.bench.trace "$trace" >"$RESULTS/trace.md" 2>&1
+  { echo "#### Device time of the traced base step"; echo; cat "$RESULTS/trace.md"; } | tee -a "$LOG"
+}
+
 HEADLINE=$(headline)
 # shellcheck disable=SC2206  # BENCH_ARGS is split into flags on purpose
-TRAIN=("$PY" -m mlmjax.bench.train ${ATTENTION:+--config.model.attention=$ATTENTION}
-       ${BENCH_ARGS:-})
+TRAIN=("$PY" -m mlmjax.bench.train ${BENCH_ARGS:-})
 TORCH=("$PY" -m mlmjax.bench.torch_baseline)
 case "$MODE" in
   fetch-wheels)
@@ -178,48 +198,56 @@ case "$MODE" in
     ensure_packages
     exit 0
     ;;
-  report)
-    # Caps from the H100 run of 2026-11-26 (compiles dominate): base ~100 s with 12 maskers,
-    # HF 76 s, base s512 ~60 s (initialiser cached), large ~2 min.
-    BUDGET=${BUDGET_S:-450}
+  report | smoke)
+    if [[ $MODE == smoke ]]; then
+      # The report's pipeline at tiny shapes on CPU: checks the script, not the speed.
+      BUDGET=${BUDGET_S:-400}
+      export JAX_PLATFORMS=${JAX_PLATFORMS:-cpu}
+      tiny=(--preset=tiny --config.train.batch_size=4 --warmup=1)
+      BASE=("${tiny[@]}" --config.data.seq_len=32 --masking_iters=2 --masking_unroll=1)
+      BASE512=("${tiny[@]}" --config.data.seq_len=128)
+      LARGE=("${tiny[@]}" --config.data.seq_len=128 --fit_start=4 --fit_limit=8)
+      HF=(--device=cpu --tiny --dtype=fp32 --warmup=1 --cases=eager-s128,eager-s512)
+      STEPS=2
+    else
+      BUDGET=${BUDGET_S:-530}
+      BASE=(--config=configs/bert_base.py)
+      BASE512=(--config=configs/bert_base.py --config.data.seq_len=512
+               --config.masking.max_predictions=80 --config.train.batch_size=64)
+      LARGE=(--config=configs/bert_large.py:512 --config.model.remat=False --fit_start=64
+             --fit_limit=2048)
+      HF=()
+    fi
     ensure_packages
     header | tee -a "$LOG"
-    stage "mlmjax BERT-base 256x128 + masking" 150 "${TRAIN[@]}" --config=configs/bert_base.py \
-      --steps="$STEPS" --masking --json_out="$WORK/1_base128.json"
-    stage "HF PyTorch BERT-base" 100 "${TORCH[@]}" --steps="$STEPS" --json_out="$WORK/2_hf.json"
-    stage "mlmjax BERT-base 64x512" 80 "${TRAIN[@]}" --config=configs/bert_base.py \
-      --config.data.seq_len=512 --config.masking.max_predictions=80 \
-      --config.train.batch_size=64 --steps="$STEPS" --json_out="$WORK/3_base512.json"
-    stage "mlmjax BERT-large 32x512" 140 "${TRAIN[@]}" --config=configs/bert_large.py:512 \
-      --config.model.remat=False --config.train.batch_size=32 --steps="$STEPS" \
-      --json_out="$WORK/4_large512.json"
-    report "mlmjax vs Hugging Face PyTorch, $HEADLINE"
-    ;;
-  profile)
-    # Where the base step's time goes (a jax.profiler trace, summarised by mlmjax.bench.trace),
-    # then the same step with one thing changed each: what each choice costs or buys.
-    BUDGET=${BUDGET_S:-240}
-    ensure_packages
-    header | tee -a "$LOG"
-    base=("${TRAIN[@]}" --config=configs/bert_base.py --steps="$STEPS")
-    stage "mlmjax BERT-base 256x128, traced" 90 "${base[@]}" --profile_dir="$WORK/trace" \
-      --json_out="$WORK/p0.json"
-    trace=$(find "$WORK/trace" -name perfetto_trace.json.gz 2>/dev/null | head -n 1)
-    if [[ -n "$trace" ]]; then
-      cp "$trace" "$RESULTS/trace_base128.json.gz"
-      "$PY" -m mlmjax.bench.trace "$trace" >"$WORK/trace.md" 2>&1
+    if [[ $MODE == report ]] && ! "$PY" -c "import jax, sys; sys.exit(jax.default_backend() != 'gpu')"; then
+      echo "error: JAX sees no GPU ($("$PY" -c 'import jax; print(jax.devices())' 2>&1 | tail -n 1));" \
+           "install jax[cuda] or run 'bash bench/gpu_report.sh smoke' on a CPU" | tee -a "$LOG" >&2
+      exit 3
     fi
-    stage "variant: XLA attention" 60 "${base[@]}" --config.model.attention=xla \
-      --name="mlmjax, XLA attention" --json_out="$WORK/p1.json"
-    stage "variant: no dropout" 60 "${base[@]}" --config.model.hidden_dropout=0.0 \
-      --name="mlmjax, no dropout" --json_out="$WORK/p2.json"
-    stage "variant: batch 512" 60 "${base[@]}" --config.train.batch_size=512 \
-      --name="mlmjax, batch 512" --json_out="$WORK/p3.json"
-    report "Profile and variants of BERT-base 256x128, $HEADLINE" profile
-    if [[ -f "$WORK/trace.md" ]]; then
-      { echo; echo "#### Device time of the traced base step"; echo; cat "$WORK/trace.md"; } \
-        | tee -a "$RESULTS/profile.md"
-    fi
+    title="mlmjax vs Hugging Face PyTorch, $HEADLINE"
+    [[ $MODE == smoke ]] && title="CPU smoke run (tiny shapes; not a performance figure), $HEADLINE"
+    half=$(( (STEPS + 1) / 2 ))
+    stage "mlmjax BERT-base 256x128 + masking, traced" 150 "${TRAIN[@]}" "${BASE[@]}" \
+      --steps="$STEPS" --masking --profile_dir="$WORK/trace" --json_out="$WORK/1_base128.json"
+    summarize_trace
+    report "$title"
+    stage "HF PyTorch BERT-base" 110 "${TORCH[@]}" "${HF[@]}" --steps="$STEPS" \
+      --json_out="$WORK/2_hf.json"
+    report "$title"
+    stage "mlmjax BERT-base 64x512" 70 "${TRAIN[@]}" "${BASE512[@]}" --steps="$STEPS" \
+      --json_out="$WORK/3_base512.json"
+    report "$title"
+    variant 4a "no dropout" --config.model.hidden_dropout=0.0
+    variant 4b "batch 512" --config.train.batch_size=512
+    variant 4c "XLA attention" --config.model.attention=xla
+    stage "BERT-large s512 largest batch" 110 "${TRAIN[@]}" "${LARGE[@]}" --find_max_batch \
+      --fit_refine=0 --json_out="$WORK/5_fit.json"
+    report "$title"
+    variant 6a "rbg dropout" --config.model.dropout_impl=rbg
+    variant 6b "tanh GELU" --config.model.hidden_act=gelu_pytorch_tanh
+    variant 6c "threefry dropout" --config.model.dropout_impl=threefry
+    echo; cat "$RESULTS/gpu_report.md"
     ;;
   fit)
     # Doubling from a batch that fits to the first that does not, remat off then on; every try
@@ -241,25 +269,10 @@ case "$MODE" in
         --json_out="$WORK/fit_remat.json"
     fi
     report "Largest batch, $HEADLINE" fit
-    ;;
-  smoke)
-    # The report's pipeline at tiny shapes on CPU: checks the script, not the speed.
-    BUDGET=${BUDGET_S:-400}
-    export JAX_PLATFORMS=${JAX_PLATFORMS:-cpu}
-    ensure_packages
-    header | tee -a "$LOG"
-    tiny=(--preset=tiny --config.train.batch_size=4 --steps=3 --warmup=1)
-    stage "mlmjax tiny 4x32 + masking" 200 "${TRAIN[@]}" "${tiny[@]}" \
-      --config.data.seq_len=32 --masking --masking_iters=2 --masking_unroll=1 \
-      --json_out="$WORK/1_tiny32.json"
-    stage "HF PyTorch tiny, eager" 100 "${TORCH[@]}" --device=cpu --tiny \
-      --cases=eager-s128,eager-s512 --dtype=fp32 --steps=3 --warmup=1 --json_out="$WORK/2_hf.json"
-    stage "mlmjax tiny 4x128, remat" 100 "${TRAIN[@]}" "${tiny[@]}" \
-      --config.data.seq_len=128 --config.model.remat=True --json_out="$WORK/3_tiny128.json"
-    report "CPU smoke run (tiny shapes; not a performance figure), $HEADLINE"
+    echo; cat "$RESULTS/fit.md"
     ;;
   *)
-    echo "usage: bash bench/gpu_report.sh [report|fit|profile|smoke|fetch-wheels|install]" >&2
+    echo "usage: bash bench/gpu_report.sh [report|smoke|fit|fetch-wheels|install]" >&2
     exit 2
     ;;
 esac

@@ -69,11 +69,17 @@ def default_config() -> ml_collections.ConfigDict:
   model.initializer_range = 0.02
   model.dtype = "float32"  # compute dtype: "bfloat16" on GPU/TPU; params stay float32
   model.attention = "auto"  # "auto": cuDNN flash on GPU in bf16, else "xla"; or force one
+  model.hidden_act = "gelu"  # HF's names: "gelu" (exact, BERT's) or "gelu_pytorch_tanh"
+  # Dropout's random bits: "hash" (a counter hash: cheap, the same masks on any mesh), "rbg"
+  # (XLA's RngBitGenerator) or "threefry" (jax.random.bernoulli; ~10x the integer work).
+  model.dropout_impl = "hash"
   model.remat = False  # legacy switch: True means remat_policy "full"
   # What each layer keeps for the backward pass: "none", "full" (recompute everything),
   # "dots_saveable" or "dots_with_no_batch_dims_saveable" (jax.checkpoint_policies).
   model.remat_policy = "none"
-  model.scan_layers = False  # stack layers under nnx.scan: fast compiles; ~1/3 slower on H100
+  # Layers are always stacked; True runs them as a device loop (one layer compiled: faster
+  # compiles for deep models, a slower step), False unrolls them (the fastest step).
+  model.scan_layers = False
 
   config.train = train = ml_collections.ConfigDict()
   train.batch_size = 32  # global batch, rows

@@ -12,6 +12,7 @@ A record's keys (absent or None when not measured):
   batch, seq_len
   tokens_per_s  rows x seq_len per second (padding included: the rows are full unless stated)
   step_ms       milliseconds per step (train) or per masking call (masking)
+  host_ms       train: host milliseconds for one step call to return, the device idle
   tflops        model TFLOP/s per device, sparse-head FLOPs (`train/metrics.flops_per_token`)
   mfu           tflops / the device's dense bf16 datasheet peak
   compile_s     seconds to compile the step (torch.compile: its first step)
@@ -26,8 +27,8 @@ import json
 from typing import Iterable
 
 GIB = 2**30
-HEADER = ("run", "model", "B×S", "tokens/s", "step ms", "TFLOP/s", "MFU", "compile s",
-          "peak GiB", "vs reference")
+HEADER = ("run", "model", "B×S", "tokens/s", "step ms", "host ms", "TFLOP/s", "MFU",
+          "compile s", "peak GiB", "vs reference")
 
 
 def load_records(paths: Iterable[str]) -> list[dict]:
@@ -75,11 +76,12 @@ def _row(r: dict, records: list[dict], base_step_ms: float | None) -> list[str]:
     if share is None and base_step_ms:
       share = r["step_ms"] / base_step_ms
     return [f"masking: {r['name']}", r["model"], shape, _fmt(r.get("tokens_per_s"), ",.0f"),
-            _fmt(r["step_ms"], ".3f"), "", "", _fmt(r.get("compile_s"), ".1f"), "",
+            _fmt(r["step_ms"], ".3f"), "", "", "", _fmt(r.get("compile_s"), ".1f"), "",
             "n/a" if share is None else f"{share:.2%} of the step"]
   tflops = r.get("tflops")
   return [r["name"], r["model"], shape, _fmt(r.get("tokens_per_s"), ",.0f"),
-          _fmt(r.get("step_ms"), ".1f"), _fmt(tflops, ".0f" if (tflops or 0) >= 10 else ".3f"),
+          _fmt(r.get("step_ms"), ".1f"), _fmt(r.get("host_ms"), ".2f"),
+          _fmt(tflops, ".0f" if (tflops or 0) >= 10 else ".3f"),
           _fmt(r.get("mfu"), ".1%"),
           _fmt(r.get("compile_s"), ".1f"), _fmt(r.get("peak_gib"), ".1f"),
           _reference(r, records)]
@@ -121,7 +123,7 @@ def _goals(records: list[dict]) -> list[str]:
 
 def _order(r: dict) -> tuple:
   """Train rows by model, then sequence length, ours first; masking rows after them."""
-  models = {"tiny": 0, "base": 1, "large": 2}
+  models = {"tiny": 0, "dispatch": 0, "mini": 0, "base": 1, "large": 2}
   names = {"mlmjax": 0, "HF torch.compile": 1, "HF eager": 2}
   return (r["kind"] == "masking", models.get(r["model"], 3), r["seq_len"],
           names.get(r["name"], 3))

@@ -7,6 +7,10 @@ Perfetto JSON trace. This reads it with nothing but the standard library (no Ten
 XProf), keeps the device's operations (GPU kernels; on CPU the XLA thunks), and prints the time per
 step by kind of work (matrix products, attention, fusions, copies, collectives) and the
 operations that cost most. It is what the optimisation notes in docs/BENCHMARKS.md cite.
+
+Its first line compares the time the device was busy (the union of its operations' intervals)
+with the wall time from the first operation to the last: the gap is time the device waited,
+for the host (dispatch, Python) or between kernels.
 """
 
 from __future__ import annotations
@@ -64,6 +68,16 @@ def kind_of(event: dict) -> str:
   return "other"
 
 
+def busy_time(ops: list[dict]) -> float:
+  """Microseconds in which at least one of `ops` ran (overlapping streams counted once)."""
+  busy, end = 0.0, float("-inf")
+  for start, stop in sorted((e["ts"], e["ts"] + e["dur"]) for e in ops):
+    if stop > end:
+      busy += stop - max(start, end)
+      end = stop
+  return busy
+
+
 def summarize(path: str, steps: int = 3, top: int = 15) -> str:
   with gzip.open(find_trace(path), "rt", encoding="utf-8") as f:
     trace = json.load(f)
@@ -78,7 +92,11 @@ def summarize(path: str, steps: int = 3, top: int = 15) -> str:
     by_op[(label, kind_of(e))] += e["dur"]
     calls[(label, kind_of(e))] += 1
   per_step = lambda us: f"{us / steps / 1e3:.3f}"
-  lines = [f"device time {per_step(total)} ms per step over {steps} steps, {len(ops)} operations",
+  wall = max(e["ts"] + e["dur"] for e in ops) - min(e["ts"] for e in ops)
+  busy = busy_time(ops)
+  lines = [f"device busy {per_step(busy)} ms of {per_step(wall)} ms wall per step "
+           f"({1 - busy / wall:.1%} idle: waiting for the host or between kernels)",
+           f"device time {per_step(total)} ms per step over {steps} steps, {len(ops)} operations",
            "", "| kind | ms per step | share |", "|---|---|---|"]
   lines += [f"| {k} | {per_step(us)} | {us / total:.1%} |" for k, us in by_kind.most_common()]
   lines += ["", "| operation | kind | calls per step | ms per step | share |",

@@ -5,6 +5,8 @@ r"""Train-step benchmark: the real jitted train step, masking inside, on synthet
     mlmjax-bench-train --config=configs/bert_large.py:512 --config.train.batch_size=32
     mlmjax-bench-train --config=configs/bert_large.py:512 --find_max_batch  # remat as configured
     mlmjax-bench-train --preset=tiny --steps=3                     # a CPU smoke run
+    mlmjax-bench-train --preset=mini --hf                          # beside HF PyTorch, same CPU
+    mlmjax-bench-train --preset=dispatch                           # host time of a step call
     mlmjax-bench-train --report=a.json,b.json                      # one Markdown table
 
 The step is the one training runs (`loop.build` + `loop.jit_train_step`, compiled ahead of
@@ -13,13 +15,22 @@ ids ([PAD] [UNK] [CLS] [SEP] [MASK], a few function words, then word and '##' pi
 packed as `data/packing.py` makes them ([CLS] doc [SEP] doc [SEP], right-padded when
 --pad_fraction > 0), with the annotations the masking strategy reads.
 
-`--preset=tiny|base|large` sets a model shape (bf16 for base and large) on top of `--config`,
+`--preset=tiny|mini|dispatch|base|large` sets a model shape (bf16 for base and large) on top of
+`--config`,
 and the command line's `--config.*` overrides go on top of both. With a preset,
 `masking.max_predictions` follows the sequence length as BERT's does (20 at 128, 80 at 512)
 unless it is overridden. Attention is the config's ("auto": cuDNN flash on a GPU in bf16).
 
 Timing: warm-up steps, then `--steps` steps in `--windows` windows, each ended by
 `block_until_ready`; the median window gives step ms and tokens/s (rows x seq_len / step).
+`host_ms` is the host time of one step call (the median over 20 calls, each made with the
+device idle): what the training loop pays per step before the device has work, and what it
+hides by running ahead. `--preset=dispatch` (BERT-base's 12 layers at a width of 16) shows it
+alone.
+
+`--hf` also times Hugging Face `BertForMaskedLM` (PyTorch, eager) at the same shape, batch,
+dropout and dtype on the same device, in the same run (`mlmjax.bench.torch_baseline`): on a CPU
+a side-by-side anyone can run; the ratio is in the table's last column.
 MFU counts the sparse-head model FLOPs of `train/metrics.flops_per_token` with P slots per row.
 """
 
@@ -45,6 +56,7 @@ import numpy as np
 from mlmjax import bench
 from mlmjax import config as config_lib
 from mlmjax import masking
+from mlmjax.bench import torch_baseline
 from mlmjax.model.bert import attention_kernel
 from mlmjax.train import loop
 from mlmjax.train import metrics as metrics_lib
@@ -56,6 +68,14 @@ PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {"model.hidden_size": 64, "model.num_layers": 2, "model.num_heads": 2,
              "model.intermediate_size": 256, "model.max_position_embeddings": 512,
              "data.vocab_size": 1024, "data.seq_len": 64, "train.batch_size": 8},
+    # BERT-Mini (4 layers, width 256): the CPU side-by-side with HF (`--hf`).
+    "mini": {"model.hidden_size": 256, "model.num_layers": 4, "model.num_heads": 4,
+             "model.intermediate_size": 1024, "model.max_position_embeddings": 512,
+             "data.vocab_size": 8192, "data.seq_len": 128, "train.batch_size": 16},
+    # BERT-base's depth at a width of 16: the step's host (dispatch) time with little compute.
+    "dispatch": {"model.hidden_size": 16, "model.num_layers": 12, "model.num_heads": 2,
+                 "model.intermediate_size": 32, "model.max_position_embeddings": 512,
+                 "data.vocab_size": 1024, "data.seq_len": 16, "train.batch_size": 2},
     "base": {**{f"model.{k}": v for k, v in config_lib.BERT_SHAPES["base"].items()},
              "model.dtype": "bfloat16", "data.vocab_size": 30522, "data.seq_len": 128,
              "train.batch_size": 256},
@@ -262,6 +282,7 @@ def bench_train(s: Setup, steps: int = 20, warmup: int = 3, windows: int = 3,
     jax.block_until_ready(holder["state"])
     progress(f"{warmup} warm-up steps done; timing {steps}")
     times = bench.time_steps(run, steps, windows, jax.block_until_ready)
+    host_s = host_time(run, lambda: jax.block_until_ready(holder["state"]))
     if profile_dir:
       with jax.profiler.trace(profile_dir, create_perfetto_trace=True):  # + a JSON trace
         jax.block_until_ready([run() for _ in range(3)])
@@ -277,7 +298,7 @@ def bench_train(s: Setup, steps: int = 20, warmup: int = 3, windows: int = 3,
       "kind": "train", "name": name, "model": model or f"L{c.model_cfg.num_layers}",
       "batch": rows, "seq_len": seq_len, "tokens_per_s": tokens_per_s,
       "real_tokens_per_s": tokens_per_s * real, "step_ms": step_s * 1e3,
-      "step_ms_windows": [t * 1e3 for t in times], "tflops": tflops,
+      "host_ms": host_s * 1e3, "step_ms_windows": [t * 1e3 for t in times], "tflops": tflops,
       "mfu": tflops * 1e12 / peak if peak else None, "compile_s": compile_s,
       **device_memory(), "planned_gib": planned_memory(compiled),
       "loss": float(last["loss"]), "skipped_updates": float(last["skipped_updates"]),
@@ -288,6 +309,39 @@ def bench_train(s: Setup, steps: int = 20, warmup: int = 3, windows: int = 3,
       "devices": jax.device_count(), "device": jax.devices()[0].device_kind,
       "jax": jax.__version__,
   }
+
+
+def host_time(run: Callable, wait: Callable, calls: int = 20) -> float:
+  """Median seconds for `run()` to return with the device idle (`wait()` before each call)."""
+  times = []
+  for _ in range(calls):
+    wait()
+    start = time.perf_counter()
+    run()
+    times.append(time.perf_counter() - start)
+  wait()
+  return statistics.median(times)
+
+
+def hf_shape(config: ml_collections.ConfigDict) -> dict:
+  """HF `BertConfig` fields for our config's model: the same shape, dropout and vocabulary."""
+  m = config.model
+  return dict(vocab_size=config.data.vocab_size, hidden_size=m.hidden_size,
+              num_hidden_layers=m.num_layers, num_attention_heads=m.num_heads,
+              intermediate_size=m.intermediate_size,
+              max_position_embeddings=m.max_position_embeddings,
+              hidden_dropout_prob=m.hidden_dropout, attention_probs_dropout_prob=m.attention_dropout,
+              hidden_act=m.hidden_act)
+
+
+def bench_hf(config: ml_collections.ConfigDict, steps: int, warmup: int, windows: int,
+             model: str) -> dict:
+  """HF BertForMaskedLM (PyTorch, eager) at our config's shape on the same device type."""
+  device = "cuda" if jax.default_backend() == "gpu" else "cpu"
+  return torch_baseline.run_case(
+      "eager", False, config.train.batch_size, config.data.seq_len, hf_shape(config), device,
+      steps, warmup, windows, config.train.clip_norm, model,
+      bf16=config.model.dtype == "bfloat16")
 
 
 def _unrolled(masker: Callable, unroll: int) -> Callable:
@@ -352,6 +406,7 @@ def _print_summary(r: dict) -> None:
   fmt = lambda v, spec: "n/a" if v is None else format(v, spec)
   print(f"{r['name']} {r['model']} B={r['batch']} S={r['seq_len']} on {r['device']}: "
         f"{r['tokens_per_s']:,.0f} tokens/s, {r['step_ms']:.2f} ms/step, "
+        f"host {r['host_ms']:.2f} ms/call, "
         f"{r['tflops']:.2f} model TFLOP/s/device, MFU {fmt(r['mfu'], '.1%')}, "
         f"compile {r['compile_s']:.1f} s, peak {fmt(r['peak_gib'], '.2f')} GiB "
         f"(XLA plan {fmt(r['planned_gib'], '.2f')} GiB), loss {r['loss']:.3f}")
@@ -391,10 +446,18 @@ def _main(argv: list[str]) -> None:
     r = bench_train(s, f.steps, f.warmup, f.windows, f.profile_dir, name=f.name, model=model)
     _print_summary(r)
     records.append(r)
+    if f.hf:
+      hf = bench_hf(config, f.steps, f.warmup, f.windows, model)
+      print(f"HF eager (PyTorch {hf['torch']}) at the same shape: {hf['tokens_per_s']:,.0f} "
+            f"tokens/s, {hf['step_ms']:.2f} ms/step; mlmjax / HF = "
+            f"{r['tokens_per_s'] / hf['tokens_per_s']:.2f}x")
+      records.append(hf)
     if f.masking:
       records += bench_masking(s, f.strategies or None, f.masking_iters, f.masking_unroll,
                                r["step_ms"], model)
-      for m in records[1:]:
+      for m in records:
+        if m["kind"] != "masking":
+          continue
         print(f"masking {m['name']:>10}: {m['step_ms']:.3f} ms per call "
               f"({m['share_of_step']:.2%} of the step), compile {m['compile_s']:.1f} s")
   write_json(f.json_out, records)
@@ -424,6 +487,7 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
   define("string", "profile_dir", "", "if set, a jax.profiler trace of 3 steps goes here")
   define("string", "json_out", "", "write the result records (a JSON list) here")
   define("bool", "masking", False, "also time every masking strategy on the batch's shape")
+  define("bool", "hf", False, "also time HF BertForMaskedLM (PyTorch, eager) at the same shape")
   define("list", "strategies", [], "masking strategies to time (default: all)")
   define("integer", "masking_iters", 20, "dispatches per strategy")
   define("integer", "masking_unroll", 4, "masker calls per dispatch")

@@ -8,9 +8,8 @@ renaming of leaves plus kernel transposes:
     <LayerNorm>/scale              <->  <LayerNorm>.weight
     .../bias                       <->  .../bias
 
-A model built with `scan_layers` holds the layers stacked (`bert/encoder/layers/<...>` with a
-leading [num_layers] axis): export indexes the stack into `bert.encoder.layer.{i}.<...>`, import
-stacks the HF layers back.
+Our layers are stacked (`bert/encoder/layers/<...>` with a leading [num_layers] axis): export
+indexes the stack into `bert.encoder.layer.{i}.<...>`, import stacks the HF layers back.
 
 The vocabulary is padded to a multiple of 128 inside mlmjax; export slices it back, import pads.
 The decoder is tied to the word embeddings, so `cls.predictions.decoder.*` is not written
@@ -24,7 +23,7 @@ import numpy as np
 from flax import nnx
 from safetensors.numpy import load_file, save_file
 
-from mlmjax.model.bert import BertConfig
+from mlmjax.model.bert import ACTIVATIONS, BertConfig
 
 # Our path's last component -> HF's parameter name, and whether the array is transposed.
 _LEAF_TO_HF = {"kernel": ("weight", True), "embedding": ("weight", False),
@@ -109,7 +108,7 @@ def hf_config(cfg: BertConfig) -> dict:
       "num_hidden_layers": cfg.num_layers,
       "num_attention_heads": cfg.num_heads,
       "intermediate_size": cfg.intermediate_size,
-      "hidden_act": "gelu",
+      "hidden_act": cfg.hidden_act,
       "hidden_dropout_prob": cfg.hidden_dropout,
       "attention_probs_dropout_prob": cfg.attention_dropout,
       "max_position_embeddings": cfg.max_position_embeddings,
@@ -182,9 +181,11 @@ def config_from_hf(hf_dir: str, **overrides) -> BertConfig:
   if hf.get("model_type") != "bert":
     raise ValueError(f"{hf_dir} holds a {hf.get('model_type')!r} model; mlmjax imports BERT "
                      "(model_type 'bert') only.")
-  if hf.get("hidden_act", "gelu") != "gelu" or hf.get("position_embedding_type",
-                                                      "absolute") != "absolute":
-    raise ValueError(f"{hf_dir}: only hidden_act='gelu' and absolute positions are supported")
+  if hf.get("hidden_act", "gelu") not in ACTIVATIONS:
+    raise ValueError(f"{hf_dir}: hidden_act={hf['hidden_act']!r} is not supported; mlmjax runs "
+                     f"{sorted(ACTIVATIONS)}")
+  if hf.get("position_embedding_type", "absolute") != "absolute":
+    raise ValueError(f"{hf_dir}: only absolute position embeddings are supported")
   values = dict(
       vocab_size=hf["vocab_size"], hidden_size=hf["hidden_size"],
       num_layers=hf["num_hidden_layers"], num_heads=hf["num_attention_heads"],
@@ -194,7 +195,7 @@ def config_from_hf(hf_dir: str, **overrides) -> BertConfig:
       hidden_dropout=hf.get("hidden_dropout_prob", 0.1),
       attention_dropout=hf.get("attention_probs_dropout_prob", 0.0),
       initializer_range=hf.get("initializer_range", 0.02),
-      pad_token_id=hf.get("pad_token_id") or 0)
+      pad_token_id=hf.get("pad_token_id") or 0, hidden_act=hf.get("hidden_act", "gelu"))
   values.update(overrides)
   return BertConfig(**values)
 

@@ -9,13 +9,20 @@ positions, token types. Parameters are float32; `dtype` sets the compute dtype (
 accelerators). Dropout takes an explicit PRNG key (no hidden RNG state in the module), so the
 train step stays a pure function of (params, batch, key).
 
-With `scan_layers` the encoder keeps one `Layer` whose parameters are stacked on a leading
-'layers' axis (`bert/encoder/layers/...`) and runs it under `nnx.scan`: one layer is compiled
-instead of `num_layers`, at a throughput cost (see docs), so it is off by default. The HF
-converter indexes the stack on export and stacks on import.
+The encoder keeps one `Layer` whose parameters are stacked on a leading 'layers' axis
+(`bert/encoder/layers/...`, ~16 arrays instead of 16 per layer: the jitted step's arguments are
+few, so its dispatch costs little host time) and runs it under `nnx.scan`, fully unrolled by
+default (the fastest step: no loop on the device), or as a loop with `scan_layers` (one layer
+compiled instead of `num_layers`: faster compiles, a slower step). The HF converter indexes the
+stack into HF's per-layer names on export and stacks them on import.
+
+Inside a layer the query, key and value kernels are stacked into one [D, 3, D] operand, so the
+three projections are one matmul (the parameters keep HF's three names).
 
 The MLM head gathers the `positions` to predict first, so the vocabulary matmul runs on
-`P = max_predictions` tokens per row instead of all `S`.
+`P = max_predictions` tokens per row instead of all `S`; it runs in the compute dtype and the
+logits are upcast to float32 for the loss (as autocast does), so its backward pass is two
+compute-dtype matmuls too.
 """
 
 import dataclasses
@@ -24,6 +31,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from flax import nnx
+
+from mlmjax.model.dropout import IMPLEMENTATIONS as DROPOUT_IMPLEMENTATIONS
+from mlmjax.model.dropout import dropout
 
 LAYER_NORM_EPS = 1e-12
 VOCAB_MULTIPLE = 128  # pad the vocabulary for the matmul units; padded logits are masked out
@@ -41,6 +51,8 @@ REMAT_POLICIES = {
     "dots_with_no_batch_dims_saveable":
         jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
 }
+# Hugging Face `hidden_act` names -> whether GELU uses the tanh approximation.
+ACTIVATIONS = {"gelu": False, "gelu_new": True, "gelu_pytorch_tanh": True}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,14 +71,22 @@ class BertConfig:
   pad_token_id: int = 0
   dtype: str = "float32"
   attention: str = "auto"  # "xla" (boolean mask, any device), "cudnn" (GPU flash), "auto"
+  hidden_act: str = "gelu"  # HF names: "gelu" (exact erf), "gelu_pytorch_tanh" (tanh approx.)
+  dropout_impl: str = "hash"  # where dropout's bits come from: see mlmjax/model/dropout.py
   remat: bool = False  # legacy switch: True means remat_policy "full" when that is "none"
   remat_policy: str = "none"  # a key of REMAT_POLICIES: what the backward pass may keep
-  scan_layers: bool = False  # stacked layers under nnx.scan: faster compile, lower throughput
+  scan_layers: bool = False  # layers as a device loop: faster compile, slower step
 
   def __post_init__(self):
     if self.remat_policy not in REMAT_POLICIES:
       raise ValueError(f"config.model.remat_policy must be one of {sorted(REMAT_POLICIES)}, "
                        f"got {self.remat_policy!r}")
+    if self.hidden_act not in ACTIVATIONS:
+      raise ValueError(f"config.model.hidden_act must be one of {sorted(ACTIVATIONS)}, "
+                       f"got {self.hidden_act!r}")
+    if self.dropout_impl not in DROPOUT_IMPLEMENTATIONS:
+      raise ValueError(f"config.model.dropout_impl must be one of {DROPOUT_IMPLEMENTATIONS}, "
+                       f"got {self.dropout_impl!r}")
 
   @property
   def effective_remat_policy(self) -> str:
@@ -116,12 +136,8 @@ def _embed(cfg: BertConfig, n: int, axes: tuple, rngs: nnx.Rngs) -> nnx.Embed:
                    embedding_init=nnx.with_partitioning(init, axes))
 
 
-def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
-  """Inverted dropout; identity when `key` is None (evaluation) or `rate` is 0."""
-  if key is None or rate == 0.0:
-    return x
-  keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
-  return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)
+def gelu(cfg: BertConfig, x: jax.Array) -> jax.Array:
+  return jax.nn.gelu(x, approximate=ACTIVATIONS[cfg.hidden_act])
 
 
 class Embeddings(nnx.Module):
@@ -146,7 +162,7 @@ class Embeddings(nnx.Module):
          + sum(jnp.where((token_type_ids == t)[..., None], types[t], 0.0)
                for t in range(types.shape[0])))
     x = self.LayerNorm(x).astype(self.cfg.compute_dtype)
-    return dropout(x, self.cfg.hidden_dropout, key)
+    return dropout(x, self.cfg.hidden_dropout, key, self.cfg.dropout_impl)
 
 
 class SelfAttention(nnx.Module):
@@ -161,9 +177,14 @@ class SelfAttention(nnx.Module):
 
   def __call__(self, x, lengths):
     b, s, d = x.shape
-    heads = self.cfg.num_heads
-    split = lambda t: t.reshape(b, s, heads, d // heads)  # [B, S, N, H]
-    q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))
+    heads, dtype = self.cfg.num_heads, self.cfg.compute_dtype
+    # One matmul for the three projections. Stacked on a new axis (not concatenated along the
+    # output axis), so a 'heads'-sharded kernel stays sharded the same way: no resharding.
+    kernel = jnp.stack([self.query.kernel[...], self.key.kernel[...], self.value.kernel[...]],
+                       axis=1).astype(dtype)  # [D, 3, D]
+    bias = jnp.stack([self.query.bias[...], self.key.bias[...], self.value.bias[...]]).astype(dtype)
+    qkv = jnp.einsum("bsd,dte->bste", x.astype(dtype), kernel) + bias  # [B, S, 3, D]
+    q, k, v = (qkv[:, :, i].reshape(b, s, heads, d // heads) for i in range(3))  # [B, S, N, H]
     if attention_kernel(self.cfg.attention, q.dtype) == "cudnn":
       # cuDNN flash attention takes padding as sequence lengths (a broadcast mask is refused).
       out = jax.nn.dot_product_attention(
@@ -194,7 +215,7 @@ class AttentionOutput(nnx.Module):
     self.LayerNorm = _layer_norm(cfg, rngs)
 
   def __call__(self, h, residual, key):
-    h = dropout(self.dense(h), self.cfg.hidden_dropout, key)
+    h = dropout(self.dense(h), self.cfg.hidden_dropout, key, self.cfg.dropout_impl)
     return self.LayerNorm(h + residual).astype(self.cfg.compute_dtype)
 
 
@@ -211,10 +232,11 @@ class Attention(nnx.Module):
 class Intermediate(nnx.Module):
 
   def __init__(self, cfg: BertConfig, rngs: nnx.Rngs):
+    self.cfg = cfg
     self.dense = _dense(cfg, cfg.hidden_size, cfg.intermediate_size, ("embed", "mlp"), rngs)
 
   def __call__(self, x):
-    return jax.nn.gelu(self.dense(x), approximate=False)  # HF "gelu" is the exact erf form
+    return gelu(self.cfg, self.dense(x))
 
 
 class Layer(nnx.Module):
@@ -232,35 +254,32 @@ class Layer(nnx.Module):
 
 
 class Encoder(nnx.Module):
-  """`num_layers` blocks: a list (HF layout, default) or one stacked block under `nnx.scan`."""
+  """`num_layers` blocks, their parameters stacked, run under `nnx.scan` (unrolled by default)."""
 
   def __init__(self, cfg: BertConfig, rngs: nnx.Rngs):
     self.cfg = cfg
-    if cfg.scan_layers:
-      self.layers = _stacked_layers(cfg, rngs)
-    else:
-      self.layer = nnx.List([Layer(cfg, rngs) for _ in range(cfg.num_layers)])
+    self.layers = _stacked_layers(cfg, rngs)
 
   def __call__(self, x, lengths, key):
+    # Unrolled, XLA sees straight-line code: no loop, and the recomputation barriers of
+    # prevent_cse are needed as in any straight-line remat; a rolled loop needs neither.
+    rolled = self.cfg.scan_layers
     apply = _remat(lambda layer, x, k: layer(x, lengths, k), self.cfg.effective_remat_policy,
-                   prevent_cse=not self.cfg.scan_layers)
-    if self.cfg.scan_layers:
-      return _scan_layers(apply, self.layers, x, key, self.cfg.num_layers)
-    for i, layer in enumerate(self.layer):
-      x = apply(layer, x, _layer_key(key, i))
-    return x
+                   prevent_cse=not rolled)
+    return _scan_layers(apply, self.layers, x, key, self.cfg.num_layers,
+                        unroll=1 if rolled else True)
 
 
 def _layer_key(key, i):
-  # Folded from the layer index, so scanned and unscanned layers draw the same dropout masks.
+  # Folded from the layer index: rolled and unrolled layers draw the same dropout masks.
   return None if key is None else jax.random.fold_in(key, i)
 
 
 def _remat(fn, policy: str, prevent_cse: bool):
   if policy == "none":
     return fn
-  # scan already keeps XLA from merging the recomputation into the forward pass, so the extra
-  # barriers of prevent_cse are only needed in the unrolled loop (jax.checkpoint docs).
+  # A rolled scan already keeps XLA from merging the recomputation into the forward pass, so
+  # the extra barriers of prevent_cse are only needed unrolled (jax.checkpoint docs).
   return nnx.remat(fn, policy=REMAT_POLICIES[policy], prevent_cse=prevent_cse)
 
 
@@ -275,10 +294,10 @@ def _stacked_layers(cfg: BertConfig, rngs: nnx.Rngs) -> Layer:
   return create(rngs)
 
 
-def _scan_layers(apply, layers: Layer, x, key, num_layers: int):
+def _scan_layers(apply, layers: Layer, x, key, num_layers: int, unroll):
   """Runs the stacked `layers` over `x`; the layer index feeds the dropout key."""
 
-  @nnx.scan(in_axes=(0, nnx.Carry, 0), out_axes=nnx.Carry,
+  @nnx.scan(in_axes=(0, nnx.Carry, 0), out_axes=nnx.Carry, unroll=unroll,
             transform_metadata={nnx.PARTITION_NAME: LAYERS_AXIS})
   def step(layer, x, i):
     return apply(layer, x, _layer_key(key, i))
@@ -302,11 +321,12 @@ class BertModel(nnx.Module):
 class PredictionTransform(nnx.Module):
 
   def __init__(self, cfg: BertConfig, rngs: nnx.Rngs):
+    self.cfg = cfg
     self.dense = _dense(cfg, cfg.hidden_size, cfg.hidden_size, (None, "embed"), rngs)
     self.LayerNorm = _layer_norm(cfg, rngs)
 
   def __call__(self, x):
-    return self.LayerNorm(jax.nn.gelu(self.dense(x), approximate=False))
+    return self.LayerNorm(gelu(self.cfg, self.dense(x)))
 
 
 class Predictions(nnx.Module):
@@ -361,8 +381,8 @@ class BertForMaskedLM(nnx.Module):
     cfg, head = self.cfg, self.cls.predictions
     h = head.transform(hidden).astype(cfg.compute_dtype)
     table = self.bert.embeddings.word_embeddings.embedding[...].astype(cfg.compute_dtype)
-    logits = jnp.einsum("bpd,vd->bpv", h, table, preferred_element_type=jnp.float32)
-    logits = logits + head.bias[...]
+    # Compute-dtype logits, upcast for the loss: the backward matmuls stay in the compute dtype.
+    logits = jnp.einsum("bpd,vd->bpv", h, table).astype(jnp.float32) + head.bias[...]
     real = jnp.arange(cfg.padded_vocab_size) < cfg.vocab_size
     return jnp.where(real, logits, -1e9)
 

@@ -267,7 +267,6 @@ def _train(config, workdir, c, manifest, tokenizer, is_main) -> dict:
   window_start, window_steps = time.perf_counter(), 0
   last = config.train.stop_after or config.train.steps
   preemption = checkpoint.PreemptionNotice()
-  previous_metrics = None
   for step in range(start + 1, last + 1):
     batch = partition.global_batch(next(data_iter), c.mesh)
     if compiled is None:  # compiled once, ahead of time: a changed shape fails, never recompiles
@@ -275,16 +274,15 @@ def _train(config, workdir, c, manifest, tokenizer, is_main) -> dict:
       compiled = train_fn.lower(state, batch, train_key).compile()
       writer.write_scalars(step, {"compile_seconds": time.perf_counter() - compile_start})
       window_start = time.perf_counter()
+    # Dispatched, not waited for: the host runs ahead of the device and only blocks where it
+    # reads a result (logging, evaluation, a checkpoint), so host time never adds to the step.
     state, step_metrics = compiled(state, batch, train_key)
     window_steps += 1
     bar.update(1)
-    # The previous step's skip counter: read while this step runs, so the device never idles.
-    if previous_metrics is not None:
-      check_consecutive_skips(int(previous_metrics["consecutive_skips"]), step - 1, config)
-    previous_metrics = step_metrics
 
     if step % config.train.log_every == 0 or step == last:
       scalars = jax.device_get(step_metrics)
+      check_consecutive_skips(int(scalars["consecutive_skips"]), step, config)
       elapsed = time.perf_counter() - window_start
       scalars["tokens_per_second"] = window_steps * rows * seq_len / elapsed
       scalars["step_seconds"] = elapsed / window_steps
@@ -315,7 +313,6 @@ def _train(config, workdir, c, manifest, tokenizer, is_main) -> dict:
                     metrics=eval_metrics)
   bar.close()
   preemption.close()
-  check_consecutive_skips(int(jax.device_get(state.consecutive_skips)), last, config)
 
   results = evaluate(eval_fn, state, eval_batches, config.seed, c.mesh)
   final_step = int(jax.device_get(state.step))
@@ -333,7 +330,7 @@ def _train(config, workdir, c, manifest, tokenizer, is_main) -> dict:
 
 
 SHAPE_FIELDS = ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
-                "max_position_embeddings", "type_vocab_size", "scan_layers")
+                "max_position_embeddings", "type_vocab_size")
 
 
 def check_compatible(saved: dict, current: dict) -> None:
@@ -353,7 +350,12 @@ def check_compatible(saved: dict, current: dict) -> None:
 
 
 def check_consecutive_skips(count: int, step: int, config) -> None:
-  """Stops the run when too many updates in a row had a non-finite loss or gradient."""
+  """Stops the run when too many updates in a row had a non-finite loss or gradient.
+
+  Checked where the loop reads metrics anyway (every `log_every` steps and the last), so the
+  check costs no wait for the device; a streak that ended before that step did no harm: its
+  updates were skipped.
+  """
   limit = config.train.max_consecutive_skips
   if limit and count >= limit:
     raise RuntimeError(f"{count} consecutive updates up to step {step} had a non-finite loss "
@@ -369,7 +371,7 @@ RESUMABLE_CHANGES = ("train.steps", "train.stop_after", "train.log_every", "trai
                      "train.eval_batches", "train.checkpoint_every", "train.keep_checkpoints",
                      "train.grad_accum_steps", "train.allow_config_change",
                      "train.max_consecutive_skips", "train.init_on", "model.dtype",
-                     "model.attention",
+                     "model.attention", "model.dropout_impl", "model.scan_layers",
                      "model.remat", "model.remat_policy", "mesh.", "data.", "init_from_hf")
 
 

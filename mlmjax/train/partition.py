@@ -103,12 +103,9 @@ def format_plan(config, num_devices: int) -> str:
            f"{total / 1e6:.1f} M parameters (vocabulary padded to {model_cfg.padded_vocab_size})",
            f"{'parameter':<58} {'shape':>14} {'spec':<28} {'MiB/device':>10}"]
   for r in rows:
-    if "/layer/" in r["path"] and "/layer/0/" not in r["path"]:
-      continue  # every layer is sharded like layer 0
     lines.append(f"{r['path']:<58} {str(r['shape']):>14} {str(tuple(r['spec'])):<28} "
                  f"{r['bytes_per_device'] / 2**20:>10.2f}")
-  per_layer = ("(layers stacked on a leading axis)" if model_cfg.scan_layers
-               else "(layers 1.. are sharded like layer 0)")
+  per_layer = "(bert/encoder/layers/: the layers stacked on a leading, unsharded axis)"
   # AdamW keeps two float32 moments per parameter, sharded like it; gradients add one more
   # transiently. Activations are not counted: they depend on batch, remat and the kernel.
   lines += [per_layer,

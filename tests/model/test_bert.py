@@ -19,7 +19,7 @@ def make_model(cfg=CFG, seed=0):
 
 def test_parameter_paths_are_hf_names():
   paths = {"/".join(map(str, p)) for p, _ in nnx.to_flat_state(nnx.state(make_model()))}
-  layer = "bert/encoder/layer/1/"
+  layer = "bert/encoder/layers/"  # stacked on a leading [num_layers] axis
   expected = {
       "bert/embeddings/word_embeddings/embedding", "bert/embeddings/LayerNorm/scale",
       layer + "attention/self/query/kernel", layer + "attention/output/dense/kernel",
@@ -27,7 +27,7 @@ def test_parameter_paths_are_hf_names():
       layer + "output/dense/kernel", layer + "output/LayerNorm/bias",
       "cls/predictions/transform/dense/kernel", "cls/predictions/bias"}
   assert expected <= paths
-  assert len(paths) == 5 + 16 * CFG.num_layers + 5  # embeddings, layers, head (tied decoder)
+  assert len(paths) == 5 + 16 + 5  # embeddings, stacked layers, head (tied decoder)
 
 
 def test_logits_shape_and_padded_vocab_masked():

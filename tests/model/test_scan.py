@@ -1,4 +1,4 @@
-"""Scanned layers and remat policies: same function as the default layout, sharding still planned."""
+"""Layers rolled (a device loop) or unrolled, and remat policies: the same function, sharded alike."""
 
 import dataclasses
 
@@ -16,7 +16,7 @@ from mlmjax.train import partition
 
 CFG = BertConfig(vocab_size=100, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64,
                  max_position_embeddings=32, hidden_dropout=0.1)
-SCAN = dataclasses.replace(CFG, scan_layers=True)
+ROLLED = dataclasses.replace(CFG, scan_layers=True)
 IDS = jnp.array([[2, 10, 11, 12, 3, 0], [2, 13, 14, 15, 16, 3]], jnp.int32)
 POS = jnp.array([[1, 2], [3, 4]], jnp.int32)
 
@@ -26,15 +26,9 @@ def make_model(cfg, seed=0):
     return BertForMaskedLM(cfg, rngs=nnx.Rngs(seed))
 
 
-def relayout(model, cfg):
-  """`model`'s weights in a model built for `cfg` (the other layer layout), via the HF names."""
-  flat = hf.flatten_params(nnx.state(model, nnx.Param))
-  return nnx.merge(*hf.import_params(hf.to_hf_tensors(flat, cfg.vocab_size), cfg))
-
-
-def run(model, key=jax.random.key(3)):
-  """Logits, loss and gradients (in the HF layout) of one jitted step with dropout on."""
-  graphdef, params = nnx.split(model, nnx.Param)
+def run(cfg, params, key=jax.random.key(3)):
+  """Logits, loss and gradients (HF names) of one jitted step of `cfg` with dropout on."""
+  graphdef, _ = nnx.split(make_model(cfg), nnx.Param)
 
   def loss(params):
     logits = nnx.merge(graphdef, params)(IDS, POS, dropout_key=key)
@@ -46,10 +40,9 @@ def run(model, key=jax.random.key(3)):
 
 @pytest.fixture(scope="module")
 def reference():
-  """Per layout, no remat: the same weights (moved between layouts) run once each."""
-  plain = make_model(CFG)
-  scanned = relayout(plain, SCAN)
-  return {False: run(plain), True: run(scanned), "plain_model": plain, "scanned_model": scanned}
+  """The same weights, unrolled and rolled, no remat."""
+  params = nnx.state(make_model(CFG), nnx.Param)
+  return {"params": params, False: run(CFG, params), True: run(ROLLED, params)}
 
 
 def assert_same(a, b, atol=1e-6):
@@ -61,27 +54,34 @@ def assert_same(a, b, atol=1e-6):
     np.testing.assert_allclose(grads_a[k], grads_b[k], atol=atol, err_msg=k)
 
 
-def test_scanned_parameters_are_stacked_on_a_layers_axis(reference):
-  params = dict(nnx.to_flat_state(nnx.state(reference["scanned_model"], nnx.Param)))
+def test_parameters_are_stacked_on_a_layers_axis():
+  params = dict(nnx.to_flat_state(nnx.state(make_model(CFG), nnx.Param)))
   kernel = params[("bert", "encoder", "layers", "attention", "self", "query", "kernel")]
   assert kernel.shape == (2, 32, 32)
   assert kernel.get_metadata()["out_sharding"] == ("layers", "embed", "heads")
   assert not any("layer" in p for p in params)  # no per-layer copies next to the stack
 
 
-def test_scanned_equals_unscanned(reference):
-  # Dropout keys are folded from the layer index in both layouts, so even the masks agree.
+def test_rolled_equals_unrolled(reference):
+  # Dropout keys are folded from the layer index either way, so even the masks agree.
   assert_same(reference[True], reference[False])
 
 
-# Every policy once, over both layouts (they share `_remat`), to keep the compiles few.
-@pytest.mark.parametrize("scan,policies", [
+def test_unrolled_layers_are_no_device_loop():
+  graphdef, params = nnx.split(make_model(CFG), nnx.Param)
+  for cfg, loops in ((CFG, 0), (ROLLED, 1)):
+    graphdef, _ = nnx.split(make_model(cfg), nnx.Param)
+    hlo = jax.jit(lambda p: nnx.merge(graphdef, p)(IDS, POS)).lower(params).as_text()
+    assert hlo.count("stablehlo.while") == loops
+
+
+# Every policy once, over both loops (they share `_remat`), to keep the compiles few.
+@pytest.mark.parametrize("rolled,policies", [
     (True, ["full", "dots_with_no_batch_dims_saveable"]), (False, ["dots_saveable"])])
-def test_remat_policies_leave_loss_and_grads_alone(reference, scan, policies):
-  plain = reference["plain_model"]
+def test_remat_policies_leave_loss_and_grads_alone(reference, rolled, policies):
   for policy in policies:
-    cfg = dataclasses.replace(CFG, scan_layers=scan, remat_policy=policy)
-    assert_same(run(relayout(plain, cfg)), reference[scan])
+    cfg = dataclasses.replace(CFG, scan_layers=rolled, remat_policy=policy)
+    assert_same(run(cfg, reference["params"]), reference[rolled])
 
 
 def test_boolean_remat_still_means_full():
@@ -97,26 +97,20 @@ def test_boolean_remat_still_means_full():
 
 def test_plan_leaves_the_layers_axis_unsharded():
   rules = mlmjax_config.default_config().mesh.axis_rules
-  scanned = {r["path"]: r for r in partition.plan(SCAN, (1, 2, 2), rules)}
-  plain = {r["path"]: r for r in partition.plan(CFG, (1, 2, 2), rules)}
-  for path, row in plain.items():
-    if "/layer/" not in path:
-      assert scanned[path]["spec"] == row["spec"]
-      continue
-    if not path.startswith("bert/encoder/layer/0/"):
-      continue
-    stacked = scanned[path.replace("layer/0/", "layers/")]
-    assert stacked["shape"] == (CFG.num_layers, *row["shape"])
-    assert stacked["logical"] == ("layers", *row["logical"])
-    assert tuple(stacked["spec"]) == (None, *row["spec"])
-    assert stacked["bytes_per_device"] == CFG.num_layers * row["bytes_per_device"]
+  for row in partition.plan(CFG, (1, 2, 2), rules):
+    if row["path"].startswith("bert/encoder/layers/"):
+      assert row["shape"][0] == CFG.num_layers and row["logical"][0] == "layers"
+      assert row["spec"][0] is None
+  query = {r["path"]: r for r in partition.plan(CFG, (1, 2, 2), rules)}[
+      "bert/encoder/layers/attention/self/query/kernel"]
+  assert tuple(query["spec"]) == (None, "fsdp", "tensor")  # the other axes as their rules say
 
 
-def test_scanned_model_builds_sharded_on_a_mesh():
+def test_rolled_model_builds_sharded_on_a_mesh():
   config = mlmjax_config.default_config()
   mesh = partition.make_mesh((1, 1, 1), jax.devices()[:1])
   with partition.mesh_context(mesh, config.mesh.axis_rules):
-    model = BertForMaskedLM(SCAN, rngs=nnx.Rngs(0))
+    model = BertForMaskedLM(ROLLED, rngs=nnx.Rngs(0))
     logits = nnx.jit(lambda m: m(IDS, POS))(model)  # no dropout key: the evaluation path
   assert logits.shape == (2, 2, 128)
   assert model.bert.encoder.layers.intermediate.dense.kernel[...].shape == (2, 32, 64)

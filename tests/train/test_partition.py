@@ -38,16 +38,16 @@ def test_mesh_matches_one_device(sharded_results, mesh):
 def test_every_parameter_and_its_adam_state_are_sharded_by_the_rules(sharded_results):
   """On the (2, 2, 2) mesh: embed -> fsdp; heads, mlp, vocab -> tensor; Adam state alike."""
   specs = dict(line.split("=", 1) for line in sharded_results["specs"])
-  layer = "bert/encoder/layer/0/"
+  layer = "bert/encoder/layers/"  # stacked: a leading 'layers' axis, never sharded
   expected = {
       "bert/embeddings/word_embeddings/embedding": "('tensor', 'fsdp')",
       "bert/embeddings/position_embeddings/embedding": "(None, 'fsdp')",
       "bert/embeddings/LayerNorm/scale": "('fsdp',)",
-      layer + "attention/self/query/kernel": "('fsdp', 'tensor')",
-      layer + "attention/self/query/bias": "('tensor',)",
-      layer + "attention/output/dense/kernel": "('tensor', 'fsdp')",
-      layer + "intermediate/dense/kernel": "('fsdp', 'tensor')",
-      layer + "output/dense/kernel": "('tensor', 'fsdp')",
+      layer + "attention/self/query/kernel": "(None, 'fsdp', 'tensor')",
+      layer + "attention/self/query/bias": "(None, 'tensor')",
+      layer + "attention/output/dense/kernel": "(None, 'tensor', 'fsdp')",
+      layer + "intermediate/dense/kernel": "(None, 'fsdp', 'tensor')",
+      layer + "output/dense/kernel": "(None, 'tensor', 'fsdp')",
       "cls/predictions/bias": "('tensor',)",
       "cls/predictions/transform/dense/kernel": "(None, 'fsdp')",
   }
@@ -56,7 +56,7 @@ def test_every_parameter_and_its_adam_state_are_sharded_by_the_rules(sharded_res
   params = {k[len("params/"):]: v for k, v in specs.items() if k.startswith("params/")}
   mu = {k[len("adam_mu/"):]: v for k, v in specs.items() if k.startswith("adam_mu/")}
   assert params == mu  # optimizer state sharded exactly like the parameters
-  assert len(params) == 5 + 16 * 2 + 5
+  assert len(params) == 5 + 16 + 5
 
 
 def test_mesh_shape_resolution():
@@ -94,7 +94,7 @@ def test_dry_run_plans_bert_large_on_a_tpu_pod_without_devices():
   out = proc.stdout
   assert "mesh {'data': 4, 'fsdp': 8, 'tensor': 1} on 32 devices" in out
   assert "335.2 M parameters" in out  # BERT-large with the tied MLM head, vocab padded 30592
-  assert "('fsdp', 'tensor')" in out and "layer/0/intermediate/dense/kernel" in out
+  assert "(None, 'fsdp', 'tensor')" in out and "layers/intermediate/dense/kernel" in out
   # 335.2M float32 parameters split 8 ways by FSDP = 0.157 GiB; with AdamW's two moments and
   # the gradients, 4 x that.
   assert "parameters 0.157 GiB" in out and "state total 0.627 GiB" in out

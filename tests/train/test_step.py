@@ -98,3 +98,22 @@ def test_scan_layers_builds_and_trains_through_the_loop(setup):
     state, m = step(state, partition.global_batch(jax.device_get(batch), c.mesh),
                     jax.random.key(0))
   assert np.isfinite(float(m["loss"])) and int(state.step) == 1
+
+
+def test_mlm_loss_equals_optax_in_value_and_gradient():
+  """The one-pass loss (log-sum-exp sharing the max with accuracy) is the usual cross-entropy."""
+  from mlmjax.train.step import mlm_loss
+  import optax
+  logits = jax.random.normal(jax.random.key(0), (3, 5, 40)) * 4
+  labels = jax.random.randint(jax.random.key(1), (3, 5), 0, 40)
+  weights = (jnp.arange(15).reshape(3, 5) % 4 != 0).astype(jnp.float32)
+
+  def reference(logits):
+    per_slot = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    return jnp.sum(per_slot * weights) / jnp.sum(weights)
+
+  ours = lambda logits: mlm_loss(logits, labels, weights)[0]
+  np.testing.assert_allclose(ours(logits), reference(logits), rtol=1e-6)
+  np.testing.assert_allclose(jax.grad(ours)(logits), jax.grad(reference)(logits), atol=1e-6)
+  _, _, correct = mlm_loss(logits, labels, weights)
+  np.testing.assert_array_equal(correct, jnp.argmax(logits, -1) == labels)  # no ties here
