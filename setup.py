@@ -43,17 +43,17 @@ setuptools.setup(
                  "protobuf>=4", "matplotlib>=3.8"],
     },
     entry_points={
-        "console_scripts": [
-            "mlmjax-train=mlmjax.main:run_train",
-            "mlmjax-prepare=mlmjax.main:run_prepare",
-            "mlmjax-export=mlmjax.main:run_export",
-            "mlmjax-fill-mask=mlmjax.main:run_fill_mask",
-            "mlmjax-quickstart=mlmjax.main:run_quickstart",
-            "mlmjax-mask=mlmjax.mask_cli:main",
-            "mlmjax-bench-masking=mlmjax.bench.masking:main",
-            "mlmjax-bench-data=mlmjax.bench.data:main",
-            "mlmjax-bench-train=mlmjax.bench.train:main",
-            "mlmjax-compare=mlmjax.experiments.compare:main",
+        "console_scripts": [  # every command line is a function of mlmjax/cli.py
+            "mlmjax-train=mlmjax.cli:train",
+            "mlmjax-prepare=mlmjax.cli:prepare",
+            "mlmjax-export=mlmjax.cli:export",
+            "mlmjax-fill-mask=mlmjax.cli:fill_mask",
+            "mlmjax-quickstart=mlmjax.cli:quickstart",
+            "mlmjax-mask=mlmjax.cli:mask",
+            "mlmjax-compare=mlmjax.cli:compare",
+            "mlmjax-bench-masking=mlmjax.cli:bench_masking_cli",
+            "mlmjax-bench-data=mlmjax.cli:bench_data_cli",
+            "mlmjax-bench-train=mlmjax.cli:bench_train_cli",
         ],
     },
 )

@@ -108,7 +108,7 @@ ensure_packages() {
     "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
       --target "$SITE" "${files[@]}" || exit 2
   fi
-  "$PY" -c "import mlmjax.bench.train, mlmjax.bench.torch_baseline" || {
+  "$PY" -c "import mlmjax.cli" || {
     echo "error: mlmjax's benchmarks do not import (see above)" >&2; exit 2; }
 }
 
@@ -181,14 +181,14 @@ summarize_trace() {
   trace=$(find "$WORK/trace" -name perfetto_trace.json.gz 2>/dev/null | head -n 1)
   [[ -z "$trace" ]] && return
   cp "$trace" "$RESULTS/trace_base128.json.gz"
-  "$PY" -m mlmjax.bench.trace "$trace" >"$RESULTS/trace.md" 2>&1
+  "$PY" -m mlmjax.cli bench-trace "$trace" >"$RESULTS/trace.md" 2>&1
   { echo "#### Device time of the traced base step"; echo; cat "$RESULTS/trace.md"; } | tee -a "$LOG"
 }
 
 HEADLINE=$(headline)
 # shellcheck disable=SC2206  # BENCH_ARGS is split into flags on purpose
-TRAIN=("$PY" -m mlmjax.bench.train ${BENCH_ARGS:-})
-TORCH=("$PY" -m mlmjax.bench.torch_baseline)
+TRAIN=("$PY" -m mlmjax.cli bench-train ${BENCH_ARGS:-})
+TORCH=("$PY" -m mlmjax.cli bench-torch)
 case "$MODE" in
   fetch-wheels)
     fetch_wheels
@@ -214,7 +214,7 @@ case "$MODE" in
       BASE=(--config=configs/bert_base.py)
       BASE512=(--config=configs/bert_base.py --config.data.seq_len=512
                --config.masking.max_predictions=80 --config.train.batch_size=64)
-      LARGE=(--config=configs/bert_large.py:512 --config.model.remat=False --fit_start=64
+      LARGE=(--config=configs/bert_large.py:512 --config.model.remat_policy=none --fit_start=64
              --fit_limit=2048)
       HF=()
     fi
@@ -260,12 +260,12 @@ case "$MODE" in
            --fit_refine="${FIT_REFINE:-0}")
     if [[ $WHICH == both || $WHICH == noremat ]]; then
       stage "BERT-large s512 largest batch, no remat" 240 "${large[@]}" \
-        --config.model.remat=False --fit_start="${FIT_START:-32}" --fit_limit=1024 \
+        --config.model.remat_policy=none --fit_start="${FIT_START:-32}" --fit_limit=1024 \
         --json_out="$WORK/fit_noremat.json"
     fi
     if [[ $WHICH == both || $WHICH == remat ]]; then
       stage "BERT-large s512 largest batch, remat" 480 "${large[@]}" \
-        --config.model.remat=True --fit_start=256 --fit_limit=4096 \
+        --config.model.remat_policy=full --fit_start=256 --fit_limit=4096 \
         --json_out="$WORK/fit_remat.json"
     fi
     report "Largest batch, $HEADLINE" fit

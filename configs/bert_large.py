@@ -31,7 +31,7 @@ def get_config(phase: str = "128") -> ml_collections.ConfigDict:
   config.masking.max_predictions = max_predictions
 
   config.model.update(**mlmjax_config.BERT_SHAPES["large"], hidden_dropout=0.1,
-                      dtype="bfloat16", remat=seq_len == 512)
+                      dtype="bfloat16", remat_policy="full" if seq_len == 512 else "none")
 
   config.train.update(batch_size=batch_size, steps=1_000_000, stop_after=stop_after,
                       learning_rate=1e-4, warmup_steps=10_000, adam_b2=0.999, log_every=100,

@@ -55,12 +55,6 @@ def save(manager: ocp.CheckpointManager, step: int, state, data_iterator, meta: 
   return manager.save(int(step), args=args, force=force, metrics=metrics)
 
 
-def abstract_like(state):
-  """ShapeDtypeStructs with the shardings of `state` (a restore target on the current mesh)."""
-  return jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
-
-
 def restore_latest_good(manager: ocp.CheckpointManager, abstract_state, data_iterator,
                         meta_check) -> tuple[object, dict] | tuple[None, None]:
   """The newest checkpoint that restores, newest first; (None, None) if there is none.

@@ -73,7 +73,6 @@ def default_config() -> ml_collections.ConfigDict:
   # Dropout's random bits: "hash" (a counter hash: cheap, the same masks on any mesh), "rbg"
   # (XLA's RngBitGenerator) or "threefry" (jax.random.bernoulli; ~10x the integer work).
   model.dropout_impl = "hash"
-  model.remat = False  # legacy switch: True means remat_policy "full"
   # What each layer keeps for the backward pass: "none", "full" (recompute everything),
   # "dots_saveable" or "dots_with_no_batch_dims_saveable" (jax.checkpoint_policies).
   model.remat_policy = "none"

@@ -1,4 +1,4 @@
-"""Inference from a trained workdir: load the model and tokenizer, predict `[MASK]` tokens."""
+"""A trained workdir as a model: load it, predict `[MASK]` tokens, export it to Hugging Face."""
 
 import os
 
@@ -10,8 +10,11 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from mlmjax import checkpoint, masking
+from mlmjax.convert import hf
+from mlmjax.data import stats as data_stats
 from mlmjax.data import tokenizer as tokenizer_lib
-from mlmjax.model.bert import BertConfig, BertForMaskedLM
+from mlmjax.model.bert import BertForMaskedLM
+from mlmjax.train import state as state_lib
 
 
 def load_trained(workdir: str, step: int | None = None):
@@ -19,8 +22,6 @@ def load_trained(workdir: str, step: int | None = None):
 
   The checkpoint may come from any mesh: it is restored onto the shardings of a 1-device mesh.
   """
-  from mlmjax.train import loop  # the train package builds the abstract state to restore into
-
   directory = os.path.join(os.path.abspath(workdir), "checkpoints")
   manager = None
   if os.path.isdir(directory):
@@ -37,17 +38,23 @@ def load_trained(workdir: str, step: int | None = None):
   tokenizer = tokenizer_lib.get_tokenizer(config.data, workdir)
   data_dir = os.path.join(os.path.abspath(workdir), "data")
   if os.path.exists(os.path.join(data_dir, "token_stats.npz")):  # the training run's tables
-    from mlmjax.data import stats as data_stats
     tables = data_stats.vocab_tables(tokenizer, data_dir)
   else:  # a workdir copied without its data: the masker then lacks corpus statistics
     tables = masking.VocabTables.from_tokenizer(tokenizer)
   pad_id = tokenizer_lib.special_roles(tokenizer)["pad"]
-  c = loop.build(config, tables, tokenizer.get_vocab_size(), pad_id,
+  c = state_lib.build(config, tables, tokenizer.get_vocab_size(), pad_id,
                  devices=jax.devices()[:1])
   state = manager.restore(step, args=ocp.args.Composite(
       state=ocp.args.StandardRestore(c.abstract_state)))["state"]
   model = nnx.merge(c.graphdef, state.params)
   return model, tokenizer, meta
+
+
+def export_workdir(workdir: str, out_dir: str, step: int | None = None) -> str:
+  """Exports the checkpoint at `step` (latest when None) as a Hugging Face folder."""
+  model, tokenizer, meta = load_trained(workdir, step)
+  return hf.export(nnx.state(model, nnx.Param), model.cfg, tokenizer, out_dir,
+                   lowercase=meta["config"]["data"]["lowercase"])
 
 
 def fill_mask(model: BertForMaskedLM, tokenizer, texts: list[str], top_k: int = 5,

@@ -48,7 +48,7 @@ def tiny_config(tmp_path: pathlib.Path):
 
 
 # A run of the real command line, shrunk to seconds (use with `config.data.paths=<corpus>`).
-TRAIN_CLI = "import sys; sys.argv[0] = 'mlmjax-train'; from mlmjax import main; main.run_train()"
+TRAIN_CLI = "import sys; sys.argv[0] = 'mlmjax-train'; from mlmjax import cli; cli.train()"
 TINY_OVERRIDES = (
     "--config.data.source=files", "--config.data.vocab_size=200", "--config.data.seq_len=32",
     "--config.data.validation_fraction=0.1", "--config.masking.max_predictions=6",
@@ -56,3 +56,18 @@ TINY_OVERRIDES = (
     "--config.model.intermediate_size=64", "--config.model.max_position_embeddings=32",
     "--config.train.batch_size=8", "--config.train.warmup_steps=1", "--config.train.log_every=2",
     "--config.train.eval_every=0", "--config.train.eval_batches=1")
+
+
+def annotation_spans(ids: np.ndarray, rng: np.random.Generator, every: int = 12,
+                     first_word_id: int = 5) -> np.ndarray:
+  """[B, S] synthetic annotation spans (entities, n-grams) of 2-3 tokens, numbered per row,
+  only over word tokens (ids >= first_word_id)."""
+  spans = np.zeros(ids.shape, np.int32)
+  for r in range(ids.shape[0]):
+    k = 0
+    for start in range(1 + rng.integers(0, every), ids.shape[1] - 4, every):
+      end = start + rng.integers(2, 4)
+      if (ids[r, start:end] >= first_word_id).all():
+        k += 1
+        spans[r, start:end] = k
+  return spans

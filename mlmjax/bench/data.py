@@ -1,7 +1,7 @@
 r"""Data benchmark: preparation tokens/s on every core, loader tokens/s on one core.
 
-    python -m mlmjax.bench.data                    # (the lead may add mlmjax-bench-data)
-    python -m mlmjax.bench.data --scale=8 --seq_lens=128,512 --batch_size=256
+    mlmjax-bench-data
+    mlmjax-bench-data --scale=8 --seq_lens=128,512 --batch_size=256
 
 Corpus: Python's own documentation (the embedded corpus, ~0.37M WordPiece tokens), written
 `--scale` times into a .jsonl file so that start-up costs (worker processes, imports) weigh
@@ -31,10 +31,10 @@ import statistics
 import tempfile
 import time
 
-from absl import app
-from absl import flags
-from absl import logging
 import ml_collections
+
+from mlmjax.data import corpora, pipeline, prepare
+from mlmjax.data import tokenizer as tokenizer_lib
 
 H100_TOKENS_PER_SECOND = 0.85e6
 
@@ -50,7 +50,6 @@ def _config(path: str, seq_len: int, annotations: tuple[str, ...]) -> ml_collect
 
 
 def _write_corpus(directory: str, scale: int) -> tuple[str, int]:
-  from mlmjax.data import corpora  # pylint: disable=g-import-not-at-top
   docs = corpora.embedded_documents()
   path = os.path.join(directory, "corpus.jsonl")
   with open(path, "w", encoding="utf-8") as f:
@@ -64,15 +63,12 @@ def _write_corpus(directory: str, scale: int) -> tuple[str, int]:
 def bench_prepare(directory: str, path: str, seq_len: int,
                   annotations: tuple[str, ...]) -> dict:
   """Times one preparation; the tokenizer is trained (untimed) if the workdir has none."""
-  from mlmjax.data import prepare  # pylint: disable=g-import-not-at-top
-  from mlmjax.data import tokenizer as tokenizer_lib  # pylint: disable=g-import-not-at-top
   workdir = os.path.join(directory, f"work_{seq_len}_{len(annotations)}")
   config = _config(path, seq_len, annotations)
   tokenizer_dir = os.path.join(directory, "tokenizer")
   if os.path.exists(tokenizer_dir):
     shutil.copytree(tokenizer_dir, os.path.join(workdir, "tokenizer"), dirs_exist_ok=True)
   else:
-    from mlmjax.data import corpora  # pylint: disable=g-import-not-at-top
     train, _ = corpora.load_splits(config)
     tokenizer_lib.get_tokenizer(config, workdir, documents=train)
     shutil.copytree(os.path.join(workdir, "tokenizer"), tokenizer_dir)
@@ -86,7 +82,6 @@ def bench_prepare(directory: str, path: str, seq_len: int,
 
 def bench_loader(data_dir: str, batch_size: int, num_batches: int, repeats: int = 5) -> dict:
   """Median tokens/s of the training loader on one core (this process pinned to it)."""
-  from mlmjax.data import pipeline  # pylint: disable=g-import-not-at-top
   cores = os.sched_getaffinity(0)
   os.sched_setaffinity(0, {min(cores)})
   try:
@@ -121,14 +116,11 @@ def table(prep: list[tuple[str, int, dict]], load: list[tuple[int, dict]],
   return "\n".join(lines)
 
 
-def _main(argv) -> None:
-  del argv
-  f = flags.FLAGS
-  logging.set_verbosity(logging.WARNING)
-  seq_lens = [int(s) for s in f.seq_lens]
+def run(scale: int, seq_lens: list[int], batch_size: int, loader_batches: int) -> str:
+  """Prepares the corpus written `scale` times at each row length, times the loader; the report."""
   directory = tempfile.mkdtemp(prefix="mlmjax_bench_data_")
   try:
-    path, num_docs = _write_corpus(directory, f.scale)
+    path, num_docs = _write_corpus(directory, scale)
     prep, load = [], []
     for seq_len in seq_lens:
       for name, wanted in (("no annotations", ()),
@@ -138,26 +130,14 @@ def _main(argv) -> None:
           continue
         prep.append((name, seq_len, bench_prepare(directory, path, seq_len, wanted)))
       load.append((seq_len, bench_loader(os.path.join(prep[-1][2]["workdir"], "data"),
-                                         f.batch_size, f.loader_batches)))
+                                         batch_size, loader_batches)))
     # Other work on the machine slows preparation (every core) far more than the loader.
-    print(f"mlmjax data benchmark, {datetime.date.today()}, {platform.machine()}, "
-          f"{len(os.sched_getaffinity(0))} cores (load average at the end "
-          f"{os.getloadavg()[0]:.1f}), corpus: embedded x{f.scale} ({num_docs:,} documents)")
-    print(table(prep, load, f.batch_size))
-    print(f"× H100 need: loader tokens/s over {H100_TOKENS_PER_SECOND / 1e6:.2f}M tokens/s "
-          "(one H100 at the performance target); the requirement is 10×.")
+    return "\n".join([
+        f"mlmjax data benchmark, {datetime.date.today()}, {platform.machine()}, "
+        f"{len(os.sched_getaffinity(0))} cores (load average at the end "
+        f"{os.getloadavg()[0]:.1f}), corpus: embedded x{scale} ({num_docs:,} documents)",
+        table(prep, load, batch_size),
+        f"× H100 need: loader tokens/s over {H100_TOKENS_PER_SECOND / 1e6:.2f}M tokens/s "
+        "(one H100 at the performance target); the requirement is 10×."])
   finally:
     shutil.rmtree(directory, ignore_errors=True)
-
-
-def main() -> None:
-  # Flags are defined when the command runs, so importing this module defines none.
-  flags.DEFINE_integer("scale", 4, "copies of the embedded corpus in the benchmark corpus")
-  flags.DEFINE_list("seq_lens", ["128", "512"], "row lengths S to prepare and load")
-  flags.DEFINE_integer("batch_size", 256, "global batch size of the loader benchmark")
-  flags.DEFINE_integer("loader_batches", 200, "batches per timed loader run")
-  app.run(_main)
-
-
-if __name__ == "__main__":
-  main()

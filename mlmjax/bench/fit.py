@@ -116,7 +116,7 @@ def bench_fit(config: ml_collections.ConfigDict, start: int, limit: int, refine:
   def record(found: dict) -> dict:
     memory = train.device_memory()
     return {"kind": "fit", "name": "mlmjax", "model": model, "seq_len": config.data.seq_len,
-            "batch": found["largest_batch"], "remat": train.remat_policy(config), **found,
+            "batch": found["largest_batch"], "remat": config.model.remat_policy, **found,
             "planned_gib": {str(b): g for b, g in plans.items()},
             "plan_estimate": plan_estimate(plans, memory["limit_gib"]), **memory,
             "device": jax.devices()[0].device_kind, "jax": jax.__version__}
@@ -124,3 +124,11 @@ def bench_fit(config: ml_collections.ConfigDict, start: int, limit: int, refine:
   found = search_batch(lambda b: fits_in_memory(config, b, plans), start, limit, refine,
                        on_try=on_try and (lambda partial: on_try(record(partial))))
   return record(found)
+
+
+def summary(r: dict) -> str:
+  """One line of a `bench_fit` record."""
+  return (f"largest batch at S={r['seq_len']} remat={r['remat']}: {r['largest_batch']}"
+          f"{' (search limit reached)' if r['limit_reached'] else ''}; first out of memory: "
+          f"{r['first_oom']}; tried {r['tried']}; XLA's plan extrapolates to "
+          f"{r['plan_estimate']} rows at {r['limit_gib']} GiB")

@@ -1,6 +1,6 @@
 r"""Masking benchmark: every strategy, jitted, against Hugging Face's collator on the same CPU.
 
-    mlmjax-bench-masking                       # or: python -m mlmjax.bench.masking
+    mlmjax-bench-masking                       # or: python -m mlmjax.cli bench-masking
     mlmjax-bench-masking --shapes=256x128 --bench_iters=50
 
 Prints tokens/s per strategy at each batch shape [B, S]. Our maskers run jitted with the batch
@@ -21,9 +21,6 @@ import time
 import warnings
 from typing import Any, Callable
 
-from absl import app
-from absl import flags
-from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -208,33 +205,3 @@ def table(results: list[dict], shapes: list[tuple[int, int]]) -> str:
       cells.append(f"{x / y:.1f}x" if x and y else "-")
     lines.append("| " + " | ".join(cells) + " |")
   return "\n".join(lines)
-
-
-def _main(argv: list[str]) -> None:
-  del argv
-  logging.set_verbosity(logging.WARNING)  # no backend-probing chatter
-  f = flags.FLAGS
-  shapes = [tuple(int(x) for x in shape.split("x")) for shape in f.shapes]
-  strategies = f.strategies or list(masking.STRATEGIES)
-  print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {len(jax.devices())} device(s)")
-  try:
-    import transformers
-    print(f"transformers {transformers.__version__}")
-  except ImportError:
-    print("note: transformers is not installed; the Hugging Face rows are skipped")
-  results = run(shapes, strategies, f.bench_iters)
-  print(table(results, shapes))
-  print("x HF: speed-up over the HF collator with return_tensors='np' (whole_word and the HF "
-        "whole-word rows against HF whole_word_mask=True; the rest against plain).")
-
-
-def main() -> None:
-  # Flags are defined when the command runs, so importing this module defines none.
-  flags.DEFINE_list("shapes", ["256x128", "64x512"], "batch shapes BxS to time")
-  flags.DEFINE_integer("bench_iters", 200, "timed calls per measurement (the median is kept)")
-  flags.DEFINE_list("strategies", [], "strategies to time (default: all)")
-  app.run(_main)
-
-
-if __name__ == "__main__":
-  main()

@@ -1,8 +1,8 @@
 r"""Hugging Face PyTorch baseline: `BertForMaskedLM` training steps, eager and `torch.compile`.
 
-    python -m mlmjax.bench.torch_baseline                          # on a CUDA GPU: 3 cases
-    python -m mlmjax.bench.torch_baseline --cases=compiled-s128 --steps=30
-    python -m mlmjax.bench.torch_baseline --device=cpu --tiny      # a smoke run
+    python -m mlmjax.cli bench-torch                          # on a CUDA GPU: 3 cases
+    python -m mlmjax.cli bench-torch --cases=compiled-s128 --steps=30
+    python -m mlmjax.cli bench-torch --device=cpu --tiny      # a smoke run
 
 What a user would run instead of mlmjax: HF `BertForMaskedLM` (BERT-base, random init, SDPA
 attention, dropout 0.1 as configured), bf16 autocast with float32 parameters, fused AdamW,
@@ -18,10 +18,7 @@ JAX is imported for that formula only and never touches the GPU here.
 
 from __future__ import annotations
 
-import argparse
 import gc
-import json
-import os
 import statistics
 import time
 import types
@@ -170,53 +167,32 @@ def run_case(name: str, compiled: bool, batch_size: int, seq_len: int, shape: di
   return record
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--device", default="", help="cuda or cpu (default: cuda if available)")
-  parser.add_argument("--cases", default=",".join(CASES), help=f"comma list of {list(CASES)}")
-  parser.add_argument("--tiny", action="store_true", help="tiny model and rows (smoke test)")
-  parser.add_argument("--steps", type=int, default=20, help="timed steps per case")
-  parser.add_argument("--warmup", type=int, default=3, help="steps after the first, untimed")
-  parser.add_argument("--windows", type=int, default=3, help="timed windows; median reported")
-  parser.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"],
-                      help="bf16: autocast (the GPU baseline); fp32: none (CPUs without bf16)")
-  parser.add_argument("--clip_norm", type=float, default=1.0, help="0 disables clipping")
-  parser.add_argument("--json_out", default="", help="write the records (a JSON list) here")
-  return parser.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> list[dict]:
-  args = parse_args(argv)
+def run_cases(cases: list[str], device: str = "", tiny: bool = False, steps: int = 20,
+              warmup: int = 3, windows: int = 3, bf16: bool = True, clip_norm: float = 1.0,
+              ) -> list[dict]:
+  """Times each case of CASES; prints a line per case; returns the records."""
   import torch  # pylint: disable=g-import-not-at-top
   import transformers  # pylint: disable=g-import-not-at-top
-  device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+  device = device or ("cuda" if torch.cuda.is_available() else "cpu")
   # TF32 for what autocast leaves in float32, as the HF Trainer's --tf32 does.
   torch.backends.cuda.matmul.allow_tf32 = True
   torch.backends.cudnn.allow_tf32 = True
-  shape, label = (TINY, "tiny") if args.tiny else (BASE, "base")
+  shape, label = (TINY, "tiny") if tiny else (BASE, "base")
   print(f"torch {torch.__version__}, transformers {transformers.__version__} on "
         f"{device_name(device)}; BERT-{label}", flush=True)
   records = []
-  for name in args.cases.split(","):
+  for name in cases:
     if name not in CASES:
-      raise SystemExit(f"--cases: unknown case {name!r}; choose from {list(CASES)}")
+      raise ValueError(f"unknown case {name!r}; choose from {list(CASES)}")
     compiled, batch_size, seq_len = CASES[name]
-    if args.tiny:
+    if tiny:
       batch_size, seq_len = 4, seq_len // 4
-    r = run_case(name, compiled, batch_size, seq_len, shape, device, args.steps, args.warmup,
-                 args.windows, args.clip_norm, label, args.dtype == "bf16")
+    r = run_case(name, compiled, batch_size, seq_len, shape, device, steps, warmup, windows,
+                 clip_norm, label, bf16)
     fmt = lambda v, spec: "n/a" if v is None else format(v, spec)
     print(f"{r['name']} B={batch_size} S={seq_len}: {r['tokens_per_s']:,.0f} tokens/s, "
           f"{r['step_ms']:.2f} ms/step, {r['tflops']:.2f} model TFLOP/s, MFU "
           f"{fmt(r['mfu'], '.1%')}, first step {r['first_step_s']:.1f} s, peak "
           f"{fmt(r['peak_gib'], '.2f')} GiB, loss {r['loss']:.3f}", flush=True)
     records.append(r)
-  if args.json_out:
-    os.makedirs(os.path.dirname(os.path.abspath(args.json_out)), exist_ok=True)
-    with open(args.json_out, "w", encoding="utf-8") as f:
-      json.dump(records, f, indent=1)
   return records
-
-
-if __name__ == "__main__":
-  main()

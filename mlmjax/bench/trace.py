@@ -1,6 +1,6 @@
 """Where a train step's device time goes: a summary of a `jax.profiler` trace.
 
-    python -m mlmjax.bench.trace PROFILE_DIR_OR_perfetto_trace.json.gz [--steps=3] [--top=15]
+    python -m mlmjax.cli bench-trace PROFILE_DIR_OR_perfetto_trace.json.gz [--steps=3] [--top=15]
 
 `mlmjax-bench-train --profile_dir=DIR` traces 3 steps and writes, next to XProf's files, a
 Perfetto JSON trace. This reads it with nothing but the standard library (no TensorBoard, no
@@ -15,7 +15,6 @@ for the host (dispatch, Python) or between kernels.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import glob
 import gzip
@@ -104,16 +103,3 @@ def summarize(path: str, steps: int = 3, top: int = 15) -> str:
   lines += [f"| {op[:70]} | {kind} | {calls[(op, kind)] / steps:g} | {per_step(us)} | "
             f"{us / total:.1%} |" for (op, kind), us in by_op.most_common(top)]
   return "\n".join(lines)
-
-
-def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("path", help="a profile directory or a perfetto_trace.json.gz")
-  parser.add_argument("--steps", type=int, default=3, help="steps the trace holds")
-  parser.add_argument("--top", type=int, default=15, help="most costly operations listed")
-  args = parser.parse_args()
-  print(summarize(args.path, args.steps, args.top))
-
-
-if __name__ == "__main__":
-  main()

@@ -9,7 +9,7 @@ r"""Train-step benchmark: the real jitted train step, masking inside, on synthet
     mlmjax-bench-train --preset=dispatch                           # host time of a step call
     mlmjax-bench-train --report=a.json,b.json                      # one Markdown table
 
-The step is the one training runs (`loop.build` + `loop.jit_train_step`, compiled ahead of
+The step is the one training runs (`train.state.build` + `jit_train_step`, compiled ahead of
 time as the loop does); only the data is synthetic: a vocabulary of `config.data.vocab_size`
 ids ([PAD] [UNK] [CLS] [SEP] [MASK], a few function words, then word and '##' pieces) and rows
 packed as `data/packing.py` makes them ([CLS] doc [SEP] doc [SEP], right-padded when
@@ -44,13 +44,9 @@ import sys
 import time
 from typing import Any, Callable
 
-from absl import app
-from absl import flags
-from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections
-from ml_collections import config_flags
 import numpy as np
 
 from mlmjax import bench
@@ -58,7 +54,7 @@ from mlmjax import config as config_lib
 from mlmjax import masking
 from mlmjax.bench import torch_baseline
 from mlmjax.model.bert import attention_kernel
-from mlmjax.train import loop
+from mlmjax.train import state as state_lib
 from mlmjax.train import metrics as metrics_lib
 from mlmjax.train import partition
 
@@ -86,11 +82,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 PAD, CLS, SEP = 0, 2, 3
 FUNCTION_WORDS = ("the", "of", "and", "to", "a", "in", "is", "that", "for", "it", "as", "with")
-ANNOTATED = {"entity": "entity_ids", "pmi": "ngram_ids", "syntax": "pos_class"}
-# The quickstart config of the checkout this module lives in, whatever the working directory.
-DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__)))), "configs", "quickstart.py")
-
 
 # ----------------------------------------------------------------------------- config
 
@@ -203,9 +194,7 @@ def annotations(ids: np.ndarray, tables: masking.VocabTables,
 
 def batch_fields(config: ml_collections.ConfigDict) -> tuple[str, ...]:
   """The fields a training batch carries for this masking config (what prepared data holds)."""
-  names = (tuple(config.masking.mixture.strategies) if config.masking.strategy == "mixture"
-           else (config.masking.strategy,))
-  return ("input_ids", "segment_ids") + tuple(ANNOTATED[n] for n in names if n in ANNOTATED)
+  return ("input_ids", "segment_ids") + masking.batch_fields(config.masking)
 
 
 # ----------------------------------------------------------------------------- measurement
@@ -215,7 +204,7 @@ def batch_fields(config: ml_collections.ConfigDict) -> tuple[str, ...]:
 class Setup:
   """What the benchmarks share: the config, the built components and one batch of host rows."""
   config: ml_collections.ConfigDict
-  components: loop.Components
+  components: state_lib.Components
   rows: dict[str, np.ndarray]
   started: float  # time.perf_counter() when setup began
 
@@ -229,7 +218,7 @@ def setup(config: ml_collections.ConfigDict, pad_fraction: float = 0.0) -> Setup
   started = time.perf_counter()
   vocab = synthetic_vocab(config.data.vocab_size)
   tables = synthetic_tables(vocab)
-  c = loop.build(config, tables, len(vocab), pad_id=PAD)
+  c = state_lib.build(config, tables, len(vocab), pad_id=PAD)
   rows = synthetic_rows(tables, config.train.batch_size, config.data.seq_len, config.seed,
                         pad_fraction)
   progress(f"built model, masker and batch in {time.perf_counter() - started:.1f} s")
@@ -261,7 +250,7 @@ def bench_train(s: Setup, steps: int = 20, warmup: int = 3, windows: int = 3,
   rows, seq_len = config.train.batch_size, config.data.seq_len
   fields = batch_fields(config)
   with partition.mesh_context(c.mesh, config.mesh.axis_rules):
-    train_fn = loop.jit_train_step(config, c)
+    train_fn = state_lib.jit_train_step(config, c)
     state = c.init_state(jax.random.key(config.seed))
     batch = partition.global_batch({k: s.rows[k] for k in fields}, c.mesh)
     key = jax.random.key(config.seed)
@@ -304,7 +293,7 @@ def bench_train(s: Setup, steps: int = 20, warmup: int = 3, windows: int = 3,
       "loss": float(last["loss"]), "skipped_updates": float(last["skipped_updates"]),
       "flops_per_token": flops, "max_predictions": config.masking.max_predictions,
       "attention": attention_kernel(c.model_cfg.attention, c.model_cfg.compute_dtype),
-      "dtype": c.model_cfg.dtype, "remat": c.model_cfg.effective_remat_policy,
+      "dtype": c.model_cfg.dtype, "remat": c.model_cfg.remat_policy,
       "strategy": config.masking.strategy, "steps": steps, "warmup": warmup,
       "devices": jax.device_count(), "device": jax.devices()[0].device_kind,
       "jax": jax.__version__,
@@ -396,10 +385,11 @@ def bench_masking(s: Setup, strategies: list[str] | None = None, iters: int = 20
 # ----------------------------------------------------------------------------- command line
 
 
-def remat_policy(config) -> str:
-  """The remat policy a config asks for (the legacy bool `remat` means "full")."""
-  policy = config.model.get("remat_policy", "none")
-  return "full" if policy == "none" and config.model.remat else policy
+def write_json(path: str, records: list[dict]) -> None:
+  if path:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as out:
+      json.dump(records, out, indent=1)
 
 
 def _print_summary(r: dict) -> None:
@@ -409,101 +399,29 @@ def _print_summary(r: dict) -> None:
         f"host {r['host_ms']:.2f} ms/call, "
         f"{r['tflops']:.2f} model TFLOP/s/device, MFU {fmt(r['mfu'], '.1%')}, "
         f"compile {r['compile_s']:.1f} s, peak {fmt(r['peak_gib'], '.2f')} GiB "
-        f"(XLA plan {fmt(r['planned_gib'], '.2f')} GiB), loss {r['loss']:.3f}")
+        f"(XLA plan {fmt(r['planned_gib'], '.2f')} GiB), loss {r['loss']:.3f}", flush=True)
 
 
-def resolve_config(f: flags.FlagValues) -> ml_collections.ConfigDict:
-  """--config, then --preset, then the --config.* overrides again (they win)."""
-  return bench_config(f.config, f.preset, config_flags.get_override_values(f["config"]))
-
-
-def _main(argv: list[str]) -> None:
-  del argv
-  logging.set_verbosity(logging.WARNING)  # no backend-probing chatter
-  f = flags.FLAGS
-  if f.report:
-    print(bench.report(bench.load_records(f.report), f.title))
-    return
-  config = resolve_config(f)
-  model = model_name(config)
-  kernel = attention_kernel(config.model.attention, config.model.dtype)
-  print(f"jax {jax.__version__}, {jax.device_count()} x {jax.devices()[0].device_kind}; "
-        f"model {model}, {config.model.dtype}, attention {kernel}, "
-        f"remat {remat_policy(config)}, strategy {config.masking.strategy}, "
-        f"P={config.masking.max_predictions}", flush=True)
-  records = []
-  if f.find_max_batch:
-    from mlmjax.bench import fit  # pylint: disable=g-import-not-at-top  (fit imports this module)
-    r = fit.bench_fit(config, f.fit_start or config.train.batch_size, f.fit_limit, f.fit_refine,
-                  model, on_try=lambda partial: write_json(f.json_out, [partial]))
-    print(f"largest batch at S={r['seq_len']} remat={r['remat']}: {r['largest_batch']}"
-          f"{' (search limit reached)' if r['limit_reached'] else ''}; first out of memory: "
-          f"{r['first_oom']}; tried {r['tried']}; XLA's plan extrapolates to "
-          f"{r['plan_estimate']} rows at {r['limit_gib']} GiB")
-    records.append(r)
-  else:
-    s = setup(config, f.pad_fraction)
-    r = bench_train(s, f.steps, f.warmup, f.windows, f.profile_dir, name=f.name, model=model)
-    _print_summary(r)
-    records.append(r)
-    if f.hf:
-      hf = bench_hf(config, f.steps, f.warmup, f.windows, model)
-      print(f"HF eager (PyTorch {hf['torch']}) at the same shape: {hf['tokens_per_s']:,.0f} "
-            f"tokens/s, {hf['step_ms']:.2f} ms/step; mlmjax / HF = "
-            f"{r['tokens_per_s'] / hf['tokens_per_s']:.2f}x")
-      records.append(hf)
-    if f.masking:
-      records += bench_masking(s, f.strategies or None, f.masking_iters, f.masking_unroll,
-                               r["step_ms"], model)
-      for m in records:
-        if m["kind"] != "masking":
-          continue
-        print(f"masking {m['name']:>10}: {m['step_ms']:.3f} ms per call "
-              f"({m['share_of_step']:.2%} of the step), compile {m['compile_s']:.1f} s")
-  write_json(f.json_out, records)
-
-
-def write_json(path: str, records: list[dict]) -> None:
-  if path:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as out:
-      json.dump(records, out, indent=1)
-
-
-def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
-  """Defined when the command runs, so importing this module (tests) defines no flags."""
-  config_flags.DEFINE_config_file("config", DEFAULT_CONFIG,
-                                  "training config file; --config.a.b=value overrides a key",
-                                  flag_values=fv)
-  define = lambda kind, name, default, text: getattr(flags, f"DEFINE_{kind}")(
-      name, default, text, flag_values=fv)
-  flags.DEFINE_enum("preset", "", ["", *PRESETS], "model shape, set before the overrides",
-                    flag_values=fv)
-  define("string", "name", "mlmjax", "the run's name in the report (e.g. a variant's)")
-  define("integer", "steps", 20, "timed steps")
-  define("integer", "warmup", 3, "steps run before timing")
-  define("integer", "windows", 3, "timed windows (each ends in a block); the median is reported")
-  define("float", "pad_fraction", 0.0, "mean share of padding per row (0: full rows)")
-  define("string", "profile_dir", "", "if set, a jax.profiler trace of 3 steps goes here")
-  define("string", "json_out", "", "write the result records (a JSON list) here")
-  define("bool", "masking", False, "also time every masking strategy on the batch's shape")
-  define("bool", "hf", False, "also time HF BertForMaskedLM (PyTorch, eager) at the same shape")
-  define("list", "strategies", [], "masking strategies to time (default: all)")
-  define("integer", "masking_iters", 20, "dispatches per strategy")
-  define("integer", "masking_unroll", 4, "masker calls per dispatch")
-  define("bool", "find_max_batch", False, "search the largest batch that trains instead")
-  define("integer", "fit_start", 0, "first batch tried (0: config.train.batch_size)")
-  define("integer", "fit_limit", 4096, "largest batch tried")
-  define("integer", "fit_refine", 2, "bisection steps after the doubling")
-  define("list", "report", [], "print one Markdown table of these JSON result files, and exit")
-  define("string", "title", "", "heading of the --report table")
-
-
-def main() -> None:
-  define_flags()
-  app.run(_main)
-
-
-if __name__ == "__main__":
-  main()
-
+def run(config: ml_collections.ConfigDict, model: str, steps: int = 20, warmup: int = 3,
+        windows: int = 3, pad_fraction: float = 0.0, profile_dir: str = "",
+        name: str = "mlmjax", hf: bool = False, masking_strategies: list[str] = (),
+        masking_iters: int = 20, masking_unroll: int = 4) -> list[dict]:
+  """The train step's record, then HF's at the same shape (`hf`) and each masking strategy's;
+  a line printed per record."""
+  s = setup(config, pad_fraction)
+  r = bench_train(s, steps, warmup, windows, profile_dir, name=name, model=model)
+  _print_summary(r)
+  records = [r]
+  if hf:
+    theirs = bench_hf(config, steps, warmup, windows, model)
+    print(f"HF eager (PyTorch {theirs['torch']}) at the same shape: "
+          f"{theirs['tokens_per_s']:,.0f} tokens/s, {theirs['step_ms']:.2f} ms/step; "
+          f"mlmjax / HF = {r['tokens_per_s'] / theirs['tokens_per_s']:.2f}x")
+    records.append(theirs)
+  if masking_strategies:
+    for m in bench_masking(s, list(masking_strategies), masking_iters, masking_unroll,
+                           r["step_ms"], model):
+      print(f"masking {m['name']:>10}: {m['step_ms']:.3f} ms per call "
+            f"({m['share_of_step']:.2%} of the step), compile {m['compile_s']:.1f} s")
+      records.append(m)
+  return records

@@ -23,7 +23,7 @@ import numpy as np
 from flax import nnx
 from safetensors.numpy import load_file, save_file
 
-from mlmjax.model.bert import ACTIVATIONS, BertConfig
+from mlmjax.model.bert import ACTIVATIONS, BertConfig, BertForMaskedLM
 
 # Our path's last component -> HF's parameter name, and whether the array is transposed.
 _LEAF_TO_HF = {"kernel": ("weight", True), "embedding": ("weight", False),
@@ -147,14 +147,6 @@ def export(params, cfg: BertConfig, tokenizer, out_dir: str, *, lowercase: bool)
   return out_dir
 
 
-def export_workdir(workdir: str, out_dir: str, step: int | None = None) -> str:
-  """Exports the checkpoint at `step` (latest when None) of a training workdir."""
-  from mlmjax import inference
-  model, tokenizer, meta = inference.load_trained(workdir, step)
-  return export(nnx.state(model, nnx.Param), model.cfg, tokenizer, out_dir,
-                lowercase=meta["config"]["data"]["lowercase"])
-
-
 def read_hf_tensors(hf_dir: str) -> dict[str, np.ndarray]:
   """The safetensors weights of a local HF folder (a PyTorch .bin is refused: no pickle)."""
   path = os.path.join(hf_dir, "model.safetensors")
@@ -200,9 +192,8 @@ def config_from_hf(hf_dir: str, **overrides) -> BertConfig:
   return BertConfig(**values)
 
 
-def import_params(tensors: dict[str, np.ndarray], cfg: BertConfig, graph_state=None):
+def import_params(tensors: dict[str, np.ndarray], cfg: BertConfig):
   """HF tensors -> (graphdef, nnx.State) for `cfg`. A `BertModel` gets a fresh MLM head."""
-  from mlmjax.model.bert import BertForMaskedLM
   with nnx.use_eager_sharding(False):
     fresh = BertForMaskedLM(cfg, rngs=nnx.Rngs(0))
   graphdef, state = nnx.split(fresh)
@@ -215,3 +206,35 @@ def import_params(tensors: dict[str, np.ndarray], cfg: BertConfig, graph_state=N
   new_state = nnx.from_flat_state(
       [(p, v.replace(value=flat["/".join(map(str, p))])) for p, v in flat_state])
   return graphdef, new_state
+
+
+def with_hf_architecture(config):
+  """A copy of the run `config` whose model shape and tokenizer are `config.init_from_hf`'s."""
+  hf_dir = config.init_from_hf
+  hf_cfg = config_from_hf(hf_dir)
+  config = config.copy_and_resolve_references()
+  config.model.update(
+      hidden_size=hf_cfg.hidden_size, num_layers=hf_cfg.num_layers, num_heads=hf_cfg.num_heads,
+      intermediate_size=hf_cfg.intermediate_size,
+      max_position_embeddings=hf_cfg.max_position_embeddings,
+      type_vocab_size=hf_cfg.type_vocab_size, hidden_act=hf_cfg.hidden_act)
+  if not config.data.tokenizer_path:
+    for name in ("tokenizer.json", "vocab.txt"):
+      if os.path.exists(os.path.join(hf_dir, name)):
+        config.data.tokenizer_path = os.path.join(hf_dir, name)
+        break
+    else:
+      raise FileNotFoundError(f"{hf_dir} has neither tokenizer.json nor vocab.txt; set "
+                              "config.data.tokenizer_path to the model's tokenizer")
+  return config
+
+
+def load_params(hf_dir: str, cfg: BertConfig) -> dict[str, np.ndarray]:
+  """The weights of a local HF BERT folder as our flat params {"bert/...": array} for `cfg`."""
+  hf_cfg = config_from_hf(hf_dir)
+  if hf_cfg.vocab_size != cfg.vocab_size:
+    raise ValueError(f"{hf_dir} has a vocabulary of {hf_cfg.vocab_size} but the run's "
+                     f"tokenizer has {cfg.vocab_size} tokens; point config.data.tokenizer_path "
+                     "at the model's own tokenizer.")
+  _, imported = import_params(read_hf_tensors(hf_dir), cfg)
+  return flatten_params(imported)

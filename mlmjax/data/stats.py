@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import tokenizers
 
+from mlmjax.data import tokenizer as tokenizer_lib
+
 STATS_FILE = "token_stats.npz"
 
 
@@ -78,7 +80,6 @@ def vocab_tables(tokenizer: tokenizers.Tokenizer, manifest_or_data_dir: dict | s
     English closed-class list (`masking.tables.DEFAULT_FUNCTION_WORDS`).
   """
   # Imported here: masking needs JAX, which tokenizing worker processes do without.
-  from mlmjax.data import tokenizer as tokenizer_lib  # pylint: disable=g-import-not-at-top
   from mlmjax.masking import tables  # pylint: disable=g-import-not-at-top
 
   data_dir = (manifest_or_data_dir["data_dir"] if isinstance(manifest_or_data_dir, dict)

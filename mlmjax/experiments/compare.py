@@ -25,13 +25,12 @@ import hashlib
 import importlib.util
 import json
 import os
-import sys
 import time
 
 import jax
 import ml_collections
 import numpy as np
-from absl import flags, logging
+from absl import logging
 from flax import nnx
 from ml_collections import config_flags
 
@@ -39,9 +38,8 @@ from mlmjax import inference, masking
 from mlmjax.data import prepare, stats, tokenizer as tokenizer_lib
 from mlmjax.experiments import evaluate, report
 from mlmjax.train import loop
+from mlmjax.train import state as state_lib
 
-DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__)))), "configs", "compare.py")
 RUNS, CELLS, RUN_RECORD = "runs", "cells", "compare.json"
 OUTPUTS = {"csv": "results.csv", "markdown": "results.md", "curves": "loss_curves.png",
            "heatmap": "accuracy_heatmap.png"}
@@ -51,7 +49,7 @@ COMPARISON_KEYS = ("compare", "scale")
 # reused when only these differ (or are new keys of a later mlmjax). A prefix ends with ".".
 EXECUTION_KEYS = ("train.log_every", "train.eval_every", "train.eval_batches",
                   "train.checkpoint_every", "train.keep_checkpoints", "train.allow_config_change",
-                  "train.max_consecutive_skips", "model.attention", "model.remat",
+                  "train.max_consecutive_skips", "model.attention", 
                   "model.remat_policy", "model.scan_layers", "mesh.", "data.num_workers")
 
 
@@ -60,10 +58,6 @@ EXECUTION_KEYS = ("train.log_every", "train.eval_every", "train.eval_batches",
 
 class Preempted(Exception):
   """The scheduler took the machine back during a run; its checkpoint is saved."""
-
-
-def _components(config: ml_collections.ConfigDict, name: str) -> tuple[str, ...]:
-  return tuple(config.masking.mixture.strategies) if name == "mixture" else (name,)
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
@@ -80,7 +74,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     if len(set(names)) != len(names):
       raise ValueError(f"config.compare.{key} repeats a name: {list(names)}.")
   reads_model = [m for m in config.compare.eval_maskings
-                 if set(_components(config, m)) & set(evaluate.MODEL_DEPENDENT)]
+                 if masking.reads_model(evaluate.eval_masking_config(config, m))]
   if reads_model:
     raise ValueError(f"config.compare.eval_maskings has {reads_model}, whose masks depend on "
                      "the model being evaluated (adaptive: its running loss, contextual: its "
@@ -301,7 +295,7 @@ def compare(config: ml_collections.ConfigDict, workdir: str) -> report.Matrix:
   tokenizer = tokenizer_lib.get_tokenizer(config.data, workdir)
   tables = stats.vocab_tables(tokenizer, manifest)
   rows = evaluate.eval_rows(config, data_dir)
-  baseline_token = loop.most_frequent_token(
+  baseline_token = state_lib.most_frequent_token(
       np.load(os.path.join(data_dir, "train.npy"), mmap_mode="r"), tables)
   masks = {m: evaluate.evaluation_masks(config, m, tables, rows, baseline_token)
            for m in config.compare.eval_maskings}
@@ -348,37 +342,3 @@ def with_scale(config: ml_collections.ConfigDict, config_flag) -> ml_collections
   rebuilt = load_config_file(config_flags.get_config_filename(config_flag), overrides["scale"])
   rebuilt.update_from_flattened_dict(overrides)
   return rebuilt
-
-
-def _main(argv) -> None:
-  del argv
-  config = with_scale(flags.FLAGS.config, flags.FLAGS["config"])
-  start = time.perf_counter()
-  try:
-    matrix = compare(config, flags.FLAGS.workdir)
-  except Preempted as e:
-    sys.exit(f"mlmjax-compare: {e}")
-  print(report.results_table(matrix))
-  print(f"\n{len(matrix.cells)} cells in {(time.perf_counter() - start) / 60:.1f} min; "
-        f"outputs in {os.path.abspath(flags.FLAGS.workdir)}: {', '.join(OUTPUTS.values())}")
-  missing = ([s for s, r in matrix.runs.items() if r.get("error")]
-             + [m for m, info in matrix.masks.items() if info.get("error")])
-  if missing:
-    sys.exit(f"mlmjax-compare: {missing} could not be compared; results.md says why.")
-
-
-def main() -> None:
-  """The `mlmjax-compare` console script."""
-  from mlmjax import main as cli  # pylint: disable=g-import-not-at-top  (flags live there)
-
-  def define() -> None:
-    config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "Comparison config file "
-                                    "(configs/compare.py).", lock_config=True)
-    flags.DEFINE_string("workdir", None, "Directory for the runs, caches and results.")
-    flags.mark_flag_as_required("workdir")
-
-  cli.run_app(_main, define)  # the CLIs' shared flag parsing and one-line errors
-
-
-if __name__ == "__main__":
-  main()

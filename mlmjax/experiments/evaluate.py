@@ -21,9 +21,6 @@ from mlmjax.data import pipeline
 from mlmjax.train import loop, step as step_lib
 
 MASKED_FIELDS = ("input_ids", "positions", "labels", "weights")
-# Maskings whose masks read the model (adaptive: its running loss; contextual: its embeddings).
-# As evaluation maskings they would give each model other masks, so they are refused there.
-MODEL_DEPENDENT = ("adaptive", "contextual")
 
 
 # ----------------------------------------------------------------------------- the masks

@@ -18,50 +18,28 @@ import numpy as np
 
 from mlmjax.masking import core
 from mlmjax.masking import corruption
+from mlmjax.masking import registry
 from mlmjax.masking import rng
 from mlmjax.masking import schedules
-from mlmjax.masking import strategies
+from mlmjax.masking import strategies  # registers the built-in strategies
 from mlmjax.masking.config import default_config
 from mlmjax.masking.config import validate
 from mlmjax.masking.core import Context
 from mlmjax.masking.core import MaskedBatch
 from mlmjax.masking.core import Plan
 from mlmjax.masking.core import TokenBatch
+from mlmjax.masking.registry import PLANS
+from mlmjax.masking.registry import SPECS
+from mlmjax.masking.registry import STRATEGIES
+from mlmjax.masking.registry import PlanFn
+from mlmjax.masking.registry import Spec
+from mlmjax.masking.registry import Strategy
+from mlmjax.masking.registry import batch_fields
+from mlmjax.masking.registry import components
+from mlmjax.masking.registry import is_stateful
+from mlmjax.masking.registry import reads_model
+from mlmjax.masking.registry import register
 from mlmjax.masking.tables import VocabTables
-
-PlanFn = strategies.PlanFn
-Strategy = Callable[[jax.Array, TokenBatch, VocabTables, Context], MaskedBatch]
-
-# name -> plan function (units and weights); the strategies below add the shared core.
-PLANS: dict[str, PlanFn] = strategies.PLANS
-
-
-def _as_strategy(plan_fn: PlanFn) -> Strategy:
-  def strategy(keys, batch, tables, ctx):
-    return core.apply_plan(keys, batch, tables, ctx, plan_fn(keys, batch, tables, ctx))
-  strategy.__name__ = plan_fn.__name__
-  strategy.__doc__ = plan_fn.__doc__
-  return strategy
-
-
-# name -> strategy `fn(keys [B], batch, tables, ctx) -> MaskedBatch`.
-STRATEGIES: dict[str, Strategy] = {name: _as_strategy(fn) for name, fn in PLANS.items()}
-
-def register(name: str, plan_fn: PlanFn) -> None:
-  """Adds a strategy given by its plan function; configs and mixtures can then name it."""
-  PLANS[name] = plan_fn
-  STRATEGIES[name] = _as_strategy(plan_fn)
-
-
-# Strategies that keep a running state in the train state (see init_state / update_state).
-STATEFUL = ("adaptive",)
-
-
-def _components(config: ml_collections.ConfigDict) -> tuple[str, ...]:
-  """The strategy names a config uses (the mixture's components included)."""
-  if config.strategy == "mixture":
-    return tuple(config.mixture.strategies)
-  return (config.strategy,)
 
 
 def example_keys(config: ml_collections.ConfigDict, key: jax.Array, step: jax.Array,
@@ -99,7 +77,7 @@ def make_masker(config: ml_collections.ConfigDict,
       embeddings: [V', D] word-embedding table, needed by contextual masking only.
   """
   validate(config)
-  names = _components(config)
+  names = components(config)
   unknown = [n for n in names if n not in STRATEGIES or (n == "mixture" and len(names) > 1)]
   if unknown or not names:
     raise ValueError(f"unknown masking strategy {unknown or names}; choose from "
@@ -121,12 +99,15 @@ def make_masker(config: ml_collections.ConfigDict,
 
 def _check_tables(names: tuple[str, ...], config: ml_collections.ConfigDict,
                  tables: VocabTables) -> None:
-  """Refuses a strategy whose vocabulary statistics were never given (nothing silently uniform)."""
-  needs = [("frequency" in names, "frequency", "frequency masking"),
-           ("semantic" in names, "idf", "semantic masking"),
-           (config.random_source == "unigram", "frequency", "random_source='unigram'")]
-  for needed, field, what in needs:
-    if needed and not np.any(np.asarray(getattr(tables, field))):
+  """Refuses a strategy whose vocabulary statistics were never given (nothing silently uniform).
+
+  What each strategy needs is its registration's `tables`.
+  """
+  needs = [(field, f"{name} masking") for name in names for field in registry.spec(name).tables]
+  if config.random_source == "unigram":
+    needs.append(("frequency", "random_source='unigram'"))
+  for field, what in needs:
+    if not np.any(np.asarray(getattr(tables, field))):
       raise ValueError(f"{what} needs vocabulary {field}: build the tables with "
                        f"VocabTables.from_vocab(..., {field}=...) (see data/annotate.py)")
   if config.strategy == "mixture" and len(config.mixture.weights) != len(names):
@@ -139,7 +120,7 @@ def init_state(config: ml_collections.ConfigDict, tables: VocabTables) -> Any:
   Adaptive masking: {"token_loss": [V] f32}, the running MLM loss of each vocabulary id,
   starting at `adaptive.init_loss` (default log V, a uniform model's loss).
   """
-  if not any(n in STATEFUL for n in _components(config)):
+  if not is_stateful(config):
     return None
   init = config.adaptive.init_loss or float(np.log(tables.vocab_size))
   return {"token_loss": jnp.full((tables.vocab_size,), init, jnp.float32)}
@@ -171,6 +152,8 @@ def update_state(config: ml_collections.ConfigDict, state: Any, labels: jax.Arra
 
 
 __all__ = [
-    "Context", "MaskedBatch", "Plan", "PLANS", "STRATEGIES", "TokenBatch", "VocabTables",
-    "default_config", "init_state", "make_masker", "register", "update_state", "schedules",
+    "Context", "MaskedBatch", "Plan", "PlanFn", "PLANS", "SPECS", "STRATEGIES", "Spec",
+    "Strategy", "TokenBatch", "VocabTables", "batch_fields", "components", "default_config",
+    "init_state", "is_stateful", "make_masker", "reads_model", "register", "update_state",
+    "schedules",
 ]

@@ -1,7 +1,8 @@
 """Masking strategies: each is a small function from the batch to a `Plan` (units and weights).
 
-A plan function has the strategy signature `(keys [B], batch, tables, ctx) -> Plan`; the
-registry in `__init__` wraps each with `core.apply_plan` to give `(...) -> MaskedBatch`.
+A plan function has the strategy signature `(keys [B], batch, tables, ctx) -> Plan`; each is
+registered where it is defined, with what it needs (`registry.py`), and the registry wraps it
+with `core.apply_plan` to give `(...) -> MaskedBatch`.
 Weight-based strategies (frequency, adaptive, syntax, contextual, semantic) mask tokens or whole
 words (`config.units`); a unit's weight is that of its first token.
 """
@@ -9,7 +10,6 @@ words (`config.units`); a unit's weight is that of its first token.
 from __future__ import annotations
 
 import math
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -20,10 +20,10 @@ from mlmjax.masking import schedules
 from mlmjax.masking import select
 from mlmjax.masking import units
 from mlmjax.masking.core import Context, Plan, TokenBatch
+from mlmjax.masking.registry import PLANS, register
 from mlmjax.masking.tables import VocabTables
 
 Array = jax.Array
-PlanFn = Callable[[Array, TokenBatch, VocabTables, Context], Plan]
 
 
 def _option(value: str, auto: bool, when_true: str) -> bool:
@@ -53,6 +53,7 @@ def _weighted(log_weight: Array, batch: TokenBatch, tables: VocabTables, ctx: Co
 # ----------------------------------------------------------------------------- unit strategies
 
 
+@register("random")
 def random(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context) -> Plan:
   """BERT: single tokens, uniform."""
   del keys, batch, tables, ctx
@@ -62,15 +63,17 @@ def random(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context) ->
 # "dynamic" is random masking named for when its masks change: every step (RoBERTa). That key
 # policy, and its static alternative (BERT's dupe factor), is `config.dynamic` and applies to
 # every strategy.
-dynamic = random
+dynamic = register("dynamic", random)
 
 
+@register("whole_word")
 def whole_word(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context) -> Plan:
   """Whole words (WordPiece '##', SentencePiece '▁' or byte-level 'Ġ' conventions)."""
   del keys, ctx
   return Plan(unit_start=units.word_starts(batch.input_ids, tables))
 
 
+@register("span")
 def span(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context) -> Plan:
   """SpanBERT: spans of whole words, lengths ~ Geo(p) truncated at max_words; or T5 spans.
 
@@ -97,6 +100,7 @@ def span(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context) -> P
               truncate=_option(config.fill, True, "truncate"), unit_replace=per_span)
 
 
+@register("entity", batch_fields=("entity_ids",))
 def entity(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context) -> Plan:
   """ERNIE: entity spans (`entity_ids`) first, topped up with random whole words."""
   del keys
@@ -106,6 +110,7 @@ def entity(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context) ->
               log_weight=jnp.where(in_span, _log(ctx.config.entity.weight), 0.0))
 
 
+@register("pmi", batch_fields=("ngram_ids",))
 def pmi(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context) -> Plan:
   """PMI-Masking: high-PMI n-grams (`ngram_ids`) and whole words as units, drawn uniformly."""
   del keys
@@ -120,6 +125,7 @@ def pmi(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context) -> Pl
 # ----------------------------------------------------------------------------- weight strategies
 
 
+@register("frequency", tables=("frequency",))
 def frequency(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context) -> Plan:
   """Weights (count + 1)^-alpha: alpha > 0 favours rare tokens, alpha < 0 common ones."""
   del keys
@@ -127,6 +133,7 @@ def frequency(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context)
   return _weighted(-ctx.config.frequency.alpha * jnp.log1p(counts), batch, tables, ctx)
 
 
+@register("adaptive", stateful=True, reads_model=True)
 def adaptive(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context) -> Plan:
   """Weights running_loss^power: tokens the model still gets wrong are masked more."""
   del keys
@@ -139,6 +146,7 @@ def adaptive(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context) 
   return _weighted(log_weight, batch, tables, ctx)
 
 
+@register("syntax", batch_fields=("pos_class",))
 def syntax(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context) -> Plan:
   """Weights per part-of-speech class (`pos_class`); without it, content vs function words."""
   del keys
@@ -154,6 +162,7 @@ def syntax(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context) ->
   return _weighted(jnp.log(weight), batch, tables, ctx)
 
 
+@register("contextual", reads_model=True)
 def contextual(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context) -> Plan:
   """Weights exp(sharpness * cos(e_token, mean of the row's e)): central tokens first.
 
@@ -172,6 +181,7 @@ def contextual(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context
   return _weighted(ctx.config.contextual.sharpness * cos, batch, tables, ctx)
 
 
+@register("semantic", tables=("idf",))
 def semantic(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context) -> Plan:
   """Weights idf^power: salient (rare-in-documents) tokens first."""
   del keys
@@ -183,6 +193,7 @@ def semantic(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context) 
 # ----------------------------------------------------------------------------- mixture
 
 
+@register("mixture")
 def mixture(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context) -> Plan:
   """Per example, one of `mixture.strategies`, drawn with the (scheduled) mixture weights.
 
@@ -215,20 +226,3 @@ def mixture(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context) -
       log_weight=pick([p.log_weight for p in plans], jnp.zeros((b, s), jnp.float32)),
       truncate=pick([p.truncate for p in plans], jnp.full((b,), truncate)),
       unit_replace=pick([p.unit_replace for p in plans], jnp.full((b,), unit_replace)))
-
-
-# name -> plan function.
-PLANS: dict[str, PlanFn] = {
-    "random": random,
-    "dynamic": dynamic,
-    "span": span,
-    "whole_word": whole_word,
-    "entity": entity,
-    "mixture": mixture,
-    "frequency": frequency,
-    "adaptive": adaptive,
-    "syntax": syntax,
-    "contextual": contextual,
-    "semantic": semantic,
-    "pmi": pmi,
-}

@@ -73,7 +73,6 @@ class BertConfig:
   attention: str = "auto"  # "xla" (boolean mask, any device), "cudnn" (GPU flash), "auto"
   hidden_act: str = "gelu"  # HF names: "gelu" (exact erf), "gelu_pytorch_tanh" (tanh approx.)
   dropout_impl: str = "hash"  # where dropout's bits come from: see mlmjax/model/dropout.py
-  remat: bool = False  # legacy switch: True means remat_policy "full" when that is "none"
   remat_policy: str = "none"  # a key of REMAT_POLICIES: what the backward pass may keep
   scan_layers: bool = False  # layers as a device loop: faster compile, slower step
 
@@ -87,13 +86,6 @@ class BertConfig:
     if self.dropout_impl not in DROPOUT_IMPLEMENTATIONS:
       raise ValueError(f"config.model.dropout_impl must be one of {DROPOUT_IMPLEMENTATIONS}, "
                        f"got {self.dropout_impl!r}")
-
-  @property
-  def effective_remat_policy(self) -> str:
-    """remat_policy, with the old boolean `remat=True` read as "full"."""
-    if self.remat_policy == "none" and self.remat:
-      return "full"
-    return self.remat_policy
 
   @property
   def padded_vocab_size(self) -> int:
@@ -264,7 +256,7 @@ class Encoder(nnx.Module):
     # Unrolled, XLA sees straight-line code: no loop, and the recomputation barriers of
     # prevent_cse are needed as in any straight-line remat; a rolled loop needs neither.
     rolled = self.cfg.scan_layers
-    apply = _remat(lambda layer, x, k: layer(x, lengths, k), self.cfg.effective_remat_policy,
+    apply = _remat(lambda layer, x, k: layer(x, lengths, k), self.cfg.remat_policy,
                    prevent_cse=not rolled)
     return _scan_layers(apply, self.layers, x, key, self.cfg.num_layers,
                         unroll=1 if rolled else True)

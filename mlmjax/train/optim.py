@@ -9,7 +9,7 @@ def learning_rate_schedule(train_config) -> optax.Schedule:
   peak, total = train_config.learning_rate, max(int(train_config.steps), 1)
   warmup = min(int(train_config.warmup_steps), total)
   end = peak * train_config.end_learning_rate_fraction
-  decay_kind = train_config.get("schedule", "linear")
+  decay_kind = train_config.schedule
   if decay_kind == "linear":
     decay = optax.linear_schedule(peak, end, max(total - warmup, 1))
   elif decay_kind == "cosine":

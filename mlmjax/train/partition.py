@@ -13,6 +13,8 @@ import numpy as np
 from flax import nnx
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
+from mlmjax.model.bert import BertConfig, BertForMaskedLM
+
 MESH_AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")  # rows of a batch are split over both data-like axes
 
@@ -73,7 +75,6 @@ def plan(model_cfg, mesh_shape: Sequence[int], axis_rules) -> list[dict]:
   Works on an `AbstractMesh`, so a pod's layout can be planned (and tested) from a laptop.
   """
   from flax import linen  # only for its logical -> mesh axis resolution
-  from mlmjax.model.bert import BertForMaskedLM
 
   mesh = jax.sharding.AbstractMesh(tuple(mesh_shape), MESH_AXES,
                                    axis_types=(AxisType.Auto,) * len(MESH_AXES))
@@ -93,7 +94,6 @@ def plan(model_cfg, mesh_shape: Sequence[int], axis_rules) -> list[dict]:
 
 def format_plan(config, num_devices: int) -> str:
   """The dry-run report: mesh, every parameter's sharding, per-device state memory."""
-  from mlmjax.model.bert import BertConfig
   shape = resolve_mesh_shape(config.mesh.shape, num_devices)
   model_cfg = BertConfig.from_config(config.model, vocab_size=config.data.vocab_size)
   rows = plan(model_cfg, shape, config.mesh.axis_rules)

@@ -33,10 +33,10 @@ def train_record(small):
 
 def test_presets_then_overrides():
   config = bench_train.bench_config(load_config("quickstart"), "base",
-                                    {"data.seq_len": 512, "model.remat": True})
+                                    {"data.seq_len": 512, "model.remat_policy": "full"})
   assert (config.model.hidden_size, config.model.num_layers, config.model.dtype) == (
       768, 12, "bfloat16")
-  assert config.data.seq_len == 512 and config.model.remat
+  assert config.data.seq_len == 512 and config.model.remat_policy == "full"
   assert config.masking.max_predictions == 80  # follows the sequence length, as BERT's
   assert bench_train.model_name(config) == "base"
   pinned = bench_train.bench_config(load_config("quickstart"), "base",
@@ -166,15 +166,10 @@ def test_report_table_and_goals():
   assert "largest batch that trains = 512" in text
 
 
-def test_flags_preset_then_overrides(monkeypatch):
-  from absl import flags
-  argv = ["bench", f"--config={ROOT / 'configs' / 'quickstart.py'}", "--preset=large",
-          "--config.model.num_layers=3", "--config.data.seq_len=128"]
-  monkeypatch.setattr(sys, "argv", argv)  # config_flags finds the overrides in sys.argv
-  fv = flags.FlagValues()
-  bench_train.define_flags(fv)
-  fv(argv)
-  config = bench_train.resolve_config(fv)
+def test_preset_then_overrides():
+  from helpers import load_config
+  config = bench_train.bench_config(load_config("quickstart"), "large",
+                                    {"model.num_layers": 3, "data.seq_len": 128})
   assert (config.model.hidden_size, config.model.num_layers) == (1024, 3)  # preset, override
   assert config.data.seq_len == 128 and config.masking.max_predictions == 20
   assert bench_train.model_name(config) == "L3-d1024"
@@ -185,7 +180,7 @@ def test_cli_report(tmp_path):
               "tokens_per_s": 100.0, "step_ms": 320.0, "device": "cpu"}]
   path = tmp_path / "r.json"
   path.write_text(json.dumps(records))
-  shown = subprocess.run([sys.executable, "-m", "mlmjax.bench.train", f"--report={path}"],
+  shown = subprocess.run([sys.executable, "-m", "mlmjax.cli", "bench-train", f"--report={path}"],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert shown.returncode == 0, shown.stderr[-2000:]
   assert "| mlmjax | tiny | 2×16 | 100 | 320.0 |" in shown.stdout
@@ -196,7 +191,7 @@ def test_cli_times_a_step_and_its_trace_summarises(tmp_path):
   profile it wrote."""
   out = tmp_path / "r.json"
   run = subprocess.run(
-      [sys.executable, "-m", "mlmjax.bench.train", "--preset=tiny", "--steps=2", "--warmup=1",
+      [sys.executable, "-m", "mlmjax.cli", "bench-train", "--preset=tiny", "--steps=2", "--warmup=1",
        "--windows=1", "--config.train.batch_size=2", "--config.data.seq_len=16",
        "--name=mlmjax, variant", f"--profile_dir={tmp_path / 'trace'}", f"--json_out={out}"],
       cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -204,7 +199,7 @@ def test_cli_times_a_step_and_its_trace_summarises(tmp_path):
   assert "train step compiled in" in run.stderr  # the phase lines
   (record,) = json.loads(out.read_text())
   assert record["name"] == "mlmjax, variant" and record["tokens_per_s"] > 0
-  summary = subprocess.run([sys.executable, "-m", "mlmjax.bench.trace", str(tmp_path / "trace")],
+  summary = subprocess.run([sys.executable, "-m", "mlmjax.cli", "bench-trace", str(tmp_path / "trace")],
                            cwd=ROOT, capture_output=True, text=True, timeout=120)
   assert summary.returncode == 0, summary.stderr[-2000:]
   assert "ms per step over 3 steps" in summary.stdout and "| operation |" in summary.stdout

@@ -121,9 +121,8 @@ def test_continued_pretraining_starts_from_the_hf_weights(tmp_path):
   """init_from_hf: model shape and tokenizer from the folder; with lr 0 at step 1 the trained
   checkpoint still holds exactly the imported weights."""
   from helpers import tiny_config
-  from mlmjax import inference
+  from mlmjax import cli, inference
   from mlmjax.data import corpora, tokenizer as tokenizer_lib
-  from mlmjax.train import loop
 
   config = tiny_config(tmp_path)
   docs = corpora.load_documents(config.data)
@@ -138,7 +137,7 @@ def test_continued_pretraining_starts_from_the_hf_weights(tmp_path):
 
   config.init_from_hf = str(hf_dir)
   config.train.update(steps=1, warmup_steps=1, eval_every=0)  # the only update has lr 0
-  loop.train_and_evaluate(config, str(tmp_path / "run"))
+  cli.train_and_evaluate(config, str(tmp_path / "run"))
   model, _, meta = inference.load_trained(str(tmp_path / "run"))
   assert meta["model"]["hidden_size"] == 48 and meta["model"]["num_layers"] == 1
   ours = hf.to_hf_tensors(hf.flatten_params(nnx.state(model, nnx.Param)), model.cfg.vocab_size)
@@ -150,18 +149,21 @@ def test_continued_pretraining_starts_from_the_hf_weights(tmp_path):
 def test_continued_pretraining_refuses_bad_folders(tmp_path, torch_dir):
   import shutil
   from helpers import tiny_config
+  from mlmjax import cli
   from mlmjax.data import corpora, tokenizer as tokenizer_lib
   from mlmjax.train import loop
   config = tiny_config(tmp_path)
   folder = tmp_path / "hf"
   shutil.copytree(torch_dir, folder)
   config.init_from_hf = str(folder)
+  with pytest.raises(ValueError, match="init_from_hf is read by the command line"):
+    loop.train_and_evaluate(config, str(tmp_path / "run0"))  # nothing silently ignored
   with pytest.raises(FileNotFoundError, match="tokenizer"):  # weights without a tokenizer
-    loop.train_and_evaluate(config, str(tmp_path / "run1"))
+    cli.train_and_evaluate(config, str(tmp_path / "run1"))
   tok = tokenizer_lib.train_tokenizer(corpora.load_documents(config.data), 200, True)
   tok.save(str(folder / "tokenizer.json"))  # a tokenizer whose size is not the model's 99
   with pytest.raises(ValueError, match="vocabulary of 99"):
-    loop.train_and_evaluate(config, str(tmp_path / "run2"))
+    cli.train_and_evaluate(config, str(tmp_path / "run2"))
 
 
 def test_bert_model_import_keeps_the_encoder_and_adds_a_head(tmp_path):

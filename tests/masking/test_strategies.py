@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from helpers import annotation_spans
 from mlmjax import masking
 from mlmjax.masking import units
 
@@ -52,19 +53,6 @@ def run(tables, embeddings):
   return go
 
 
-def _spans(ids, rng, every=12):
-  """[B, S] synthetic annotation spans of 2-3 tokens, numbered per row, only on eligible tokens."""
-  spans = np.zeros(ids.shape, np.int32)
-  for r in range(ids.shape[0]):
-    k = 0
-    for start in range(1 + rng.integers(0, every), ids.shape[1] - 4, every):
-      end = start + rng.integers(2, 4)
-      if (ids[r, start:end] > MASK).all():
-        k += 1
-        spans[r, start:end] = k
-  return spans
-
-
 @pytest.fixture(scope="module")
 def batch(make_ids):
   rng = np.random.default_rng(0)
@@ -72,8 +60,8 @@ def batch(make_ids):
   packed, pseg = make_ids(1, 8, S, lengths=[S] * 8, packed=3)
   ids[-8:], seg[-8:] = packed, pseg
   return {"input_ids": jnp.asarray(ids), "segment_ids": jnp.asarray(seg),
-          "entity_ids": jnp.asarray(_spans(ids, rng)),
-          "ngram_ids": jnp.asarray(_spans(ids, rng, every=9)),
+          "entity_ids": jnp.asarray(annotation_spans(ids, rng)),
+          "ngram_ids": jnp.asarray(annotation_spans(ids, rng, every=9)),
           "pos_class": jnp.asarray(rng.integers(0, 3, ids.shape).astype(np.int8))}
 
 
@@ -516,3 +504,4 @@ def test_register_a_new_strategy(run, batch, tables, selected):
     assert sel[:, :S // 4].sum() > 5 * sel[:, S // 2:].sum()
   finally:
     del masking.PLANS["first_words"], masking.STRATEGIES["first_words"]
+    del masking.SPECS["first_words"]

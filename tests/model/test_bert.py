@@ -60,9 +60,9 @@ def test_dropout_follows_the_key():
   np.testing.assert_array_equal(model(ids, pos), model(ids, pos))  # no key: deterministic
 
 
-@pytest.mark.parametrize("remat", [False, True])
-def test_bfloat16_compute_keeps_float32_params(remat):
-  cfg = BertConfig(**{**CFG.__dict__, "dtype": "bfloat16", "remat": remat})
+@pytest.mark.parametrize("remat_policy", ["none", "full"])
+def test_bfloat16_compute_keeps_float32_params(remat_policy):
+  cfg = BertConfig(**{**CFG.__dict__, "dtype": "bfloat16", "remat_policy": remat_policy})
   model = make_model(cfg)
   assert all(v[...].dtype == jnp.float32 for _, v in nnx.to_flat_state(nnx.state(model)))
   ids = jnp.array([[2, 10, 11, 3]], jnp.int32)

@@ -4,7 +4,6 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 from flax import nnx
@@ -84,13 +83,7 @@ def test_remat_policies_leave_loss_and_grads_alone(reference, rolled, policies):
     assert_same(run(cfg, reference["params"]), reference[rolled])
 
 
-def test_boolean_remat_still_means_full():
-  assert BertConfig(vocab_size=10, remat=True).effective_remat_policy == "full"
-  assert BertConfig(vocab_size=10).effective_remat_policy == "none"
-  assert BertConfig(vocab_size=10, remat=True,
-                    remat_policy="dots_saveable").effective_remat_policy == "dots_saveable"
-  old = BertConfig.from_config(ml_collections.ConfigDict({"remat": True}), vocab_size=10)
-  assert old.effective_remat_policy == "full" and not old.scan_layers
+def test_unknown_remat_policy_is_named():
   with pytest.raises(ValueError, match="remat_policy"):
     BertConfig(vocab_size=10, remat_policy="everything")
 

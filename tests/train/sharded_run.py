@@ -22,7 +22,8 @@ from helpers import load_config  # noqa: E402
 
 from mlmjax import masking  # noqa: E402
 from mlmjax.convert import hf  # noqa: E402
-from mlmjax.train import loop, partition  # noqa: E402
+from mlmjax.train import partition  # noqa: E402
+from mlmjax.train import state as state_lib  # noqa: E402
 
 MESHES = ((1, 1, 1), (8, 1, 1), (2, 4, 1), (2, 2, 2), (1, 1, 8))
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(251)]
@@ -56,10 +57,10 @@ def run(mesh_shape, grad_accum_steps=1, init_on="device"):
   config.train.init_on = init_on
   tables = masking.VocabTables.from_vocab(VOCAB)
   devices = jax.devices()[: int(np.prod(mesh_shape))]
-  c = loop.build(config, tables, len(VOCAB), 0, devices=devices)
+  c = state_lib.build(config, tables, len(VOCAB), 0, devices=devices)
   with partition.mesh_context(c.mesh, config.mesh.axis_rules):
     state = c.init_state(jax.random.key(config.seed))
-    step = loop.jit_train_step(config, c)
+    step = state_lib.jit_train_step(config, c)
     losses = []
     for batch in batches(3, config.train.batch_size, config.data.seq_len):
       state, metrics = step(state, partition.global_batch(batch, c.mesh), jax.random.key(0))

@@ -86,7 +86,7 @@ def test_plan_matches_the_shardings_of_a_real_run(sharded_results):
 def test_dry_run_plans_bert_large_on_a_tpu_pod_without_devices():
   from helpers import ROOT
   env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-  code = ("import sys; sys.argv[0] = 'mlmjax-train'; from mlmjax import main; main.run_train()")
+  code = ("import sys; sys.argv[0] = 'mlmjax-train'; from mlmjax import cli; cli.train()")
   proc = subprocess.run([sys.executable, "-c", code, f"--config={ROOT}/configs/tpu_pod.py",
                          "--workdir=/nonexistent/never/written", "--dry_run=32"],
                         env=env, capture_output=True, text=True, timeout=300, check=False)

@@ -11,6 +11,7 @@ import pytest
 from helpers import load_config
 from mlmjax import masking
 from mlmjax.train import loop, optim, partition
+from mlmjax.train import state as state_lib
 from mlmjax.train.step import train_step
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(59)]
@@ -25,7 +26,7 @@ def setup():
                       max_position_embeddings=16)
   config.train.update(batch_size=4, steps=10, warmup_steps=1)
   tables = masking.VocabTables.from_vocab(VOCAB)
-  c = loop.build(config, tables, len(VOCAB), 0)
+  c = state_lib.build(config, tables, len(VOCAB), 0)
   rng = np.random.default_rng(0)
   ids = rng.integers(5, len(VOCAB), (4, 16)).astype(np.int32)
   ids[:, 0], ids[:, -1] = 2, 3
@@ -73,7 +74,7 @@ def test_step_makes_no_hidden_host_transfers(setup):
   config, c, batch = setup
   with partition.mesh_context(c.mesh, config.mesh.axis_rules):
     state = c.init_state(jax.random.key(0))
-    step = loop.jit_train_step(config, c)
+    step = state_lib.jit_train_step(config, c)
     key = jax.random.key(0)
     batch = partition.global_batch(jax.device_get(batch), c.mesh)
     state, _ = step(state, batch, key)  # compile outside the guard
@@ -88,13 +89,13 @@ def test_scan_layers_builds_and_trains_through_the_loop(setup):
   config, _, batch = setup
   config = config.copy_and_resolve_references()
   config.model.update(scan_layers=True, num_layers=2)
-  c = loop.build(config, masking.VocabTables.from_vocab(VOCAB), len(VOCAB), 0)
+  c = state_lib.build(config, masking.VocabTables.from_vocab(VOCAB), len(VOCAB), 0)
   stacked = c.abstract_state.params["bert"]["encoder"]["layers"]
   assert all(leaf.shape[0] == 2 and leaf.sharding.spec[:1] in ((), (None,))
              for leaf in jax.tree.leaves(stacked))
   with partition.mesh_context(c.mesh, config.mesh.axis_rules):
     state = c.init_state(jax.random.key(0))
-    step = loop.jit_train_step(config, c)
+    step = state_lib.jit_train_step(config, c)
     state, m = step(state, partition.global_batch(jax.device_get(batch), c.mesh),
                     jax.random.key(0))
   assert np.isfinite(float(m["loss"])) and int(state.step) == 1

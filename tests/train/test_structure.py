@@ -19,7 +19,8 @@ from jax._src.cudnn import fused_attention_stablehlo as cudnn_attention
 
 from helpers import load_config
 from mlmjax.bench import train as bench_train
-from mlmjax.train import loop, partition
+from mlmjax.train import partition
+from mlmjax.train import state as state_lib
 
 LAYERS, ROWS = 2, 8
 
@@ -44,7 +45,7 @@ def cuda_module(setup) -> str:
   with partition.mesh_context(c.mesh, config.mesh.axis_rules), \
        mock.patch.object(cudnn_attention, "check_cudnn_version", lambda *_: 90800), \
        mock.patch.object(cudnn_attention, "check_compute_capability", lambda *_: True):
-    step = loop.jit_train_step(config, c)
+    step = state_lib.jit_train_step(config, c)
     return step.trace(c.abstract_state, batch, key).lower(lowering_platforms=("cuda",)).as_text()
 
 
@@ -54,9 +55,9 @@ def cpu_compiled(setup):
   config, c, batch, key = setup
   config = config.copy_and_resolve_references()
   config.model.attention = "xla"
-  c = loop.build(config, c.tables, config.data.vocab_size, bench_train.PAD)
+  c = state_lib.build(config, c.tables, config.data.vocab_size, bench_train.PAD)
   with partition.mesh_context(c.mesh, config.mesh.axis_rules):
-    return loop.jit_train_step(config, c).lower(c.abstract_state, batch, key).compile()
+    return state_lib.jit_train_step(config, c).lower(c.abstract_state, batch, key).compile()
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from helpers import ROOT, TINY_OVERRIDES
 
 
 def run_cli(entry: str, *args: str, cwd=None) -> subprocess.CompletedProcess:
-  code = f"import sys; sys.argv[0] = {entry!r}; from mlmjax import main; main.run_{entry[7:].replace('-', '_')}()"
+  code = f"import sys; sys.argv[0] = {entry!r}; from mlmjax import cli; cli.{entry[7:].replace('-', '_')}()"
   return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
                         cwd=cwd or ROOT, timeout=300, check=False)
 

@@ -14,11 +14,8 @@ random embeddings here (in training it reads the model's own).
 from __future__ import annotations
 
 import re
-from typing import Any, Sequence
+from typing import Any
 
-from absl import app
-from absl import flags
-from absl import logging
 import jax
 import numpy as np
 
@@ -126,34 +123,3 @@ def mask_text(text: str, strategy: str, rate: float, steps: int, seed: int,
         targets.append(f"{text[a:b]} ({how})")
     lines.append("  predict: " + (", ".join(targets) or "nothing (budget 0)"))
   return lines
-
-
-def _define_flags() -> None:
-  """Flags, defined when the command runs (importing this module defines none)."""
-  flags.DEFINE_enum("strategy", "dynamic", sorted(masking.STRATEGIES), "masking strategy")
-  flags.DEFINE_float("rate", 0.15, "share of eligible tokens to predict")
-  flags.DEFINE_integer("steps", 1, "how many steps to show (masks change every step)")
-  flags.DEFINE_integer("seed", 0, "PRNG seed")
-  flags.DEFINE_float("mask_prob", 0.8, "share of targets shown as [MASK]")
-  flags.DEFINE_float("random_prob", 0.1, "share of targets replaced at random")
-  flags.DEFINE_string("vocab", "", "WordPiece vocab.txt to use instead of training one")
-  flags.DEFINE_integer("vocab_size", 120, "size of the WordPiece trained on the text")
-
-
-def _main(argv: Sequence[str]) -> None:
-  logging.set_verbosity(logging.WARNING)  # no backend-probing chatter
-  text = " ".join(argv[1:]).strip()
-  if not text:
-    raise app.UsageError('give a sentence: mlmjax-mask --strategy=span "The quick brown fox."')
-  f = flags.FLAGS
-  print("\n".join(mask_text(text, f.strategy, f.rate, f.steps, f.seed, f.mask_prob,
-                            f.random_prob, f.vocab, f.vocab_size)))
-
-
-def main() -> None:
-  _define_flags()
-  app.run(_main)
-
-
-if __name__ == "__main__":
-  main()

@@ -1,35 +1,35 @@
 """Tests of the masking demo CLI and the benchmark's table."""
 
-from mlmjax import mask_cli
+from mlmjax.experiments import show_masks
 from mlmjax.bench import masking as bench
 
 SENTENCE = "Barack Obama was born in Hawaii. The quick brown fox jumps over the lazy dog."
 
 
 def test_mask_text_shows_masks_and_targets():
-  lines = mask_cli.mask_text(SENTENCE, "dynamic", rate=0.3, steps=2, seed=0, mask_prob=1.0,
+  lines = show_masks.mask_text(SENTENCE, "dynamic", rate=0.3, steps=2, seed=0, mask_prob=1.0,
                              random_prob=0.0)
   assert lines[0] == f'Original: "{SENTENCE}"'
   masked = [line for line in lines if line.startswith("Masked")]
   assert len(masked) == 2 and all("[MASK]" in line for line in masked)
   assert masked[0] != masked[1]  # new masks every step
-  ids, _ = mask_cli.encode(mask_cli.build_tokenizer(SENTENCE), SENTENCE)
+  ids, _ = show_masks.encode(show_masks.build_tokenizer(SENTENCE), SENTENCE)
   targets = lines[2].split(": ", 1)[1].split(", ")
   assert len(targets) == round(0.3 * (ids.shape[1] - 2))  # [CLS] and [SEP] are not eligible
   assert all(t.endswith("([MASK])") for t in targets)
 
 
 def test_capitalised_words_stand_in_for_entities():
-  tok = mask_cli.build_tokenizer(SENTENCE)
-  _, offsets = mask_cli.encode(tok, SENTENCE)
-  spans = mask_cli.capitalised_spans(SENTENCE, offsets)[0]
+  tok = show_masks.build_tokenizer(SENTENCE)
+  _, offsets = show_masks.encode(tok, SENTENCE)
+  spans = show_masks.capitalised_spans(SENTENCE, offsets)[0]
   words = {SENTENCE[a:b]: k for (a, b), k in zip(offsets, spans) if b > a}
   assert words["Barack"] == words["Obama"] == 1  # one entity of two words
   assert words["Hawaii"] == 2 and words["The"] == 0 and words["fox"] == 0
 
 
 def test_entity_strategy_masks_entities_first():
-  lines = mask_cli.mask_text(SENTENCE, "entity", rate=0.2, steps=1, seed=0, mask_prob=1.0,
+  lines = show_masks.mask_text(SENTENCE, "entity", rate=0.2, steps=1, seed=0, mask_prob=1.0,
                              random_prob=0.0)
   assert "Barack (" in lines[2] and "Obama (" in lines[2] and "Hawaii (" in lines[2]
 

@@ -1,0 +1,444 @@
+"""Every command line of mlmjax: absl apps with ml_collections config files, a few lines each.
+
+The work lives in the libraries (which tests and notebooks import); this file holds flags and
+wiring only, and nothing imports it. Each console script of setup.py is a function here, and
+`python -m mlmjax.cli COMMAND [flags]` runs one without installing the scripts:
+
+    mlmjax-train --config=configs/quickstart.py --workdir=DIR [--config.train.steps=200 ...]
+    python -m mlmjax.cli bench-train --config=configs/bert_base.py --masking
+
+Every command has `--help`; a bad flag or config key, and the mistakes a user can make with a
+corpus, config or workdir, end in one line naming the fix instead of a traceback.
+"""
+
+import functools
+import logging as std_logging
+import os
+import sys
+import time
+
+import jax
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from mlmjax import bench, inference
+from mlmjax.bench import data as bench_data
+from mlmjax.bench import fit as bench_fit
+from mlmjax.bench import masking as bench_masking
+from mlmjax.bench import torch_baseline, trace
+from mlmjax.bench import train as bench_train
+from mlmjax.convert import hf
+from mlmjax.data import prepare as prepare_lib
+from mlmjax.experiments import compare as compare_lib
+from mlmjax.experiments import report as compare_report
+from mlmjax.experiments import show_masks
+from mlmjax import masking
+from mlmjax.model.bert import attention_kernel
+from mlmjax.train import loop, partition
+
+CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+QUICKSTART_CONFIG = os.path.join(CONFIGS, "quickstart.py")
+COMPARE_CONFIG = os.path.join(CONFIGS, "compare.py")
+DEMO_SENTENCES = (  # docstring-like sentences, since the embedded corpus is Python's docs
+    "Return true if the object is [MASK], false otherwise.",
+    "If the argument is omitted, the default value is [MASK].",
+    "Raise a [MASK] if the key is not found.",
+    "This module provides functions for working with files and [MASK].",
+)
+
+FLAGS = flags.FLAGS
+
+
+# ----------------------------------------------------------------------------- shared wiring
+
+
+class _QuietLibraries(std_logging.Filter):
+  """Keeps mlmjax's own INFO lines but only warnings and errors of the checkpoint/data libraries."""
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    noisy = any(f"{os.sep}{lib}{os.sep}" in record.pathname for lib in ("orbax", "grain", "jax"))
+    return record.levelno >= std_logging.WARNING or not noisy
+
+
+def _exit_on_bad_flags(fn, *args):
+  """Runs flag definition/parsing; a bad flag or config key exits with one line, no traceback.
+
+  (ml_collections reads `--config.*` overrides while the config flag is defined and parsed.)
+  """
+  try:
+    return fn(*args)
+  except (flags.Error, AttributeError, KeyError, ValueError, TypeError) as e:
+    message = " ".join(str(e).replace("\\n", " ").replace("\\'", "'").split()).strip("'\"")
+    if "Did you mean" in message:  # ml_collections' wording for an unknown key
+      message = "unknown config key. " + message[message.index("Did you mean"):]
+    overrides = [a for a in sys.argv[1:] if a.startswith("--config.")]
+    sys.exit(f"mlmjax: bad command line: {message}\n  config overrides given: {overrides}\n"
+             "  Run with --helpfull to list flags; config keys are those of the --config file.")
+
+
+def _user_errors_as_messages(main):
+  """Errors a user can cause (bad corpus, config, workdir) end as one line naming the fix."""
+  def wrapped(argv):
+    try:
+      return main(argv)
+    except (ValueError, FileNotFoundError) as e:
+      if FLAGS.verbosity >= 1:
+        raise
+      sys.exit(f"mlmjax: error: {e}\n  (run with --verbosity=1 for the traceback)")
+  return wrapped
+
+
+def run_app(main, define) -> None:
+  """Defines flags with `define`, then runs `main` as an absl app with mlmjax's error handling."""
+  _exit_on_bad_flags(define)
+  logging.get_absl_handler().addFilter(_QuietLibraries())
+  jax.config.config_with_absl()
+  app.run(_user_errors_as_messages(main),
+          flags_parser=lambda argv: _exit_on_bad_flags(FLAGS, argv))
+
+
+def _define_config(default: str, text: str) -> None:
+  config_flags.DEFINE_config_file("config", default, text, lock_config=True)
+
+
+def _define_config_and_workdir() -> None:
+  _define_config(QUICKSTART_CONFIG, "Python config file returning a ConfigDict.")
+  flags.DEFINE_string("workdir", None, "Directory for data, checkpoints and logs.")
+  flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (cluster "
+                    "auto-detection: Cloud TPU pods, SLURM, GKE); implied by JAX_NUM_PROCESSES>1 "
+                    "or a multi-task SLURM job.")
+  flags.DEFINE_integer("dry_run", 0, "Plan only: print the sharding and per-device memory of "
+                       "the parameters and optimizer state on a mesh of this many devices "
+                       "(abstract: no device is needed), then exit.")
+  flags.mark_flag_as_required("workdir")
+
+
+def _maybe_initialize_distributed() -> None:
+  """Joins JAX's multi-controller runtime when this is one of several processes.
+
+  Decided from the environment only (touching a JAX backend first would make initialisation
+  fail): JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID as set by
+  `launch/local.py` or any launcher; a multi-task SLURM job; or `--distributed` to force
+  JAX's own cluster detection (Cloud TPU pods, GKE, MPI).
+  """
+  env = os.environ
+  if int(env.get("JAX_NUM_PROCESSES", "1")) > 1:
+    # Collectives between CPU processes go through gloo over loopback/TCP.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator_address=env["JAX_COORDINATOR_ADDRESS"],
+                               num_processes=int(env["JAX_NUM_PROCESSES"]),
+                               process_id=int(env["JAX_PROCESS_ID"]))
+  elif int(env.get("SLURM_NTASKS", "1")) > 1 or FLAGS.distributed:
+    jax.distributed.initialize()
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+  """`loop.train_and_evaluate`, starting from the Hugging Face model `config.init_from_hf`
+  (its shape, tokenizer and weights) when that is set."""
+  if not config.init_from_hf:
+    return loop.train_and_evaluate(config, workdir)
+  config = hf.with_hf_architecture(config)
+  return loop.train_and_evaluate(config, workdir,
+                                 init_params=functools.partial(hf.load_params,
+                                                               config.init_from_hf))
+
+
+def _format_results(r: dict) -> str:
+  ratio = r["eval_accuracy"] / max(r["eval_baseline_accuracy"], 1e-9)
+  return (f"step {r['step']}: held-out MLM loss {r['eval_loss']:.3f}, accuracy "
+          f"{r['eval_accuracy']:.1%} vs {r['eval_baseline_accuracy']:.1%} for always predicting "
+          f"{r['baseline_token']!r} ({ratio:.1f}x), on {int(r['eval_predictions'])} masked tokens")
+
+
+def _quiet() -> None:
+  logging.set_verbosity(logging.WARNING)  # no backend-probing chatter in the tools' output
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def train() -> None:
+  """mlmjax-train: prepares the data if needed, trains, resumes from the workdir."""
+  def main(_):
+    if FLAGS.dry_run:
+      print(partition.format_plan(FLAGS.config, FLAGS.dry_run))
+      return
+    _maybe_initialize_distributed()
+    results = train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    if results.get("preempted"):
+      print(f"Preempted: checkpoint saved at step {results['step']}; rerun the same command "
+            "to resume.")
+      return
+    print(_format_results(results))
+  run_app(main, _define_config_and_workdir)
+
+
+def prepare() -> None:
+  """mlmjax-prepare: tokenizer and packed shards in the workdir (cached)."""
+  def main(_):
+    manifest = prepare_lib.prepare(FLAGS.config.data, FLAGS.workdir)
+    for split, entry in manifest["splits"].items():
+      print(f"{split}: {entry['documents']} documents, {entry['tokens']:,} tokens, "
+            f"{entry['rows']} rows of {manifest['seq_len']}")
+  run_app(main, _define_config_and_workdir)
+
+
+def quickstart() -> None:
+  """mlmjax-quickstart: train the small model, export it, show a fill-mask demo."""
+  def main(_):
+    results = train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    out = inference.export_workdir(FLAGS.workdir, os.path.join(FLAGS.workdir, "hf"))
+    model, tokenizer, _ = inference.load_trained(FLAGS.workdir)
+    fits = lambda t: len(tokenizer.encode(t).ids) <= model.cfg.max_position_embeddings
+    texts = [t for t in DEMO_SENTENCES if fits(t)]
+    print(_format_results(results))
+    print(f"\nHugging Face export: {out}  (AutoModelForMaskedLM.from_pretrained loads it)\n")
+    print(inference.format_predictions(texts, inference.fill_mask(model, tokenizer, texts)))
+  run_app(main, _define_config_and_workdir)
+
+
+# ----------------------------------------------------------------------------- trained models
+
+
+def export() -> None:
+  """mlmjax-export: a checkpoint as a Hugging Face BertForMaskedLM folder."""
+  def define():
+    flags.DEFINE_string("workdir", None, "Training workdir holding checkpoints.")
+    flags.DEFINE_string("out", None, "Output folder for the Hugging Face model.")
+    flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).")
+    flags.mark_flags_as_required(["workdir", "out"])
+
+  def main(_):
+    out = inference.export_workdir(FLAGS.workdir, FLAGS.out, FLAGS.step)
+    print(f"Exported a Hugging Face BertForMaskedLM to {out}")
+  run_app(main, define)
+
+
+def fill_mask() -> None:
+  """mlmjax-fill-mask: the trained model's top predictions for each [MASK]."""
+  def define():
+    flags.DEFINE_string("workdir", None, "Training workdir holding checkpoints.")
+    flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).")
+    flags.DEFINE_string("checkpoint", None, "A step directory WORKDIR/checkpoints/STEP, "
+                        "instead of --workdir and --step.")
+    flags.DEFINE_integer("top_k", 5, "Predictions shown per [MASK].")
+
+  def main(argv):
+    texts = argv[1:] or list(DEMO_SENTENCES)
+    workdir, step = FLAGS.workdir, FLAGS.step
+    if FLAGS.checkpoint:  # WORKDIR/checkpoints/STEP
+      checkpoint = os.path.abspath(FLAGS.checkpoint.rstrip("/"))
+      if not os.path.basename(checkpoint).isdigit():
+        raise ValueError(f"--checkpoint={FLAGS.checkpoint} is not a step directory "
+                         "WORKDIR/checkpoints/STEP; pass --workdir=WORKDIR for the latest step")
+      workdir = os.path.dirname(os.path.dirname(checkpoint))
+      step = int(os.path.basename(checkpoint))
+    if not workdir:
+      raise ValueError("Pass --workdir=DIR (latest checkpoint) or --checkpoint=DIR/checkpoints/N")
+    model, tokenizer, _ = inference.load_trained(workdir, step)
+    print(inference.format_predictions(
+        texts, inference.fill_mask(model, tokenizer, texts, FLAGS.top_k)))
+  run_app(main, define)
+
+
+# ----------------------------------------------------------------------------- masking
+
+
+def mask() -> None:
+  """mlmjax-mask: what a masking strategy does to your sentence."""
+  def define():
+    flags.DEFINE_enum("strategy", "dynamic", sorted(masking.STRATEGIES), "masking strategy")
+    flags.DEFINE_float("rate", 0.15, "share of eligible tokens to predict")
+    flags.DEFINE_integer("steps", 1, "how many steps to show (masks change every step)")
+    flags.DEFINE_integer("seed", 0, "PRNG seed")
+    flags.DEFINE_float("mask_prob", 0.8, "share of targets shown as [MASK]")
+    flags.DEFINE_float("random_prob", 0.1, "share of targets replaced at random")
+    flags.DEFINE_string("vocab", "", "WordPiece vocab.txt to use instead of training one")
+    flags.DEFINE_integer("vocab_size", 120, "size of the WordPiece trained on the text")
+
+  def main(argv):
+    _quiet()
+    text = " ".join(argv[1:]).strip()
+    if not text:
+      raise ValueError('give a sentence: mlmjax-mask --strategy=span "The quick brown fox."')
+    f = FLAGS
+    print("\n".join(show_masks.mask_text(text, f.strategy, f.rate, f.steps, f.seed, f.mask_prob,
+                                         f.random_prob, f.vocab, f.vocab_size)))
+  run_app(main, define)
+
+
+def compare() -> None:
+  """mlmjax-compare: masking strategies trained side by side and cross-evaluated."""
+  def define():
+    _define_config(COMPARE_CONFIG, "Comparison config file (configs/compare.py).")
+    flags.DEFINE_string("workdir", None, "Directory for the runs, caches and results.")
+    flags.mark_flag_as_required("workdir")
+
+  def main(_):
+    config = compare_lib.with_scale(FLAGS.config, FLAGS["config"])
+    start = time.perf_counter()
+    try:
+      matrix = compare_lib.compare(config, FLAGS.workdir)
+    except compare_lib.Preempted as e:
+      sys.exit(f"mlmjax-compare: {e}")
+    print(compare_report.results_table(matrix))
+    print(f"\n{len(matrix.cells)} cells in {(time.perf_counter() - start) / 60:.1f} min; "
+          f"outputs in {os.path.abspath(FLAGS.workdir)}: "
+          f"{', '.join(compare_lib.OUTPUTS.values())}")
+    missing = ([s for s, r in matrix.runs.items() if r.get("error")]
+               + [m for m, info in matrix.masks.items() if info.get("error")])
+    if missing:
+      sys.exit(f"mlmjax-compare: {missing} could not be compared; results.md says why.")
+  run_app(main, define)
+
+
+# ----------------------------------------------------------------------------- benchmarks
+
+
+def bench_masking_cli() -> None:
+  """mlmjax-bench-masking: every strategy jitted on CPU, next to the HF collator."""
+  def define():
+    flags.DEFINE_list("shapes", ["256x128", "64x512"], "batch shapes BxS to time")
+    flags.DEFINE_integer("bench_iters", 200, "timed calls per measurement (the median is kept)")
+    flags.DEFINE_list("strategies", [], "strategies to time (default: all)")
+
+  def main(_):
+    _quiet()
+    shapes = [tuple(int(x) for x in shape.split("x")) for shape in FLAGS.shapes]
+    print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {len(jax.devices())} "
+          "device(s)")
+    results = bench_masking.run(shapes, FLAGS.strategies or list(masking.STRATEGIES),
+                                FLAGS.bench_iters)
+    print(bench_masking.table(results, shapes))
+    print("x HF: speed-up over the HF collator with return_tensors='np' (whole_word and the "
+          "HF whole-word rows against HF whole_word_mask=True; the rest against plain).")
+  run_app(main, define)
+
+
+def bench_data_cli() -> None:
+  """mlmjax-bench-data: preparation and loader tokens/s."""
+  def define():
+    flags.DEFINE_integer("scale", 4, "copies of the embedded corpus in the benchmark corpus")
+    flags.DEFINE_list("seq_lens", ["128", "512"], "row lengths S to prepare and load")
+    flags.DEFINE_integer("batch_size", 256, "global batch size of the loader benchmark")
+    flags.DEFINE_integer("loader_batches", 200, "batches per timed loader run")
+
+  def main(_):
+    _quiet()
+    print(bench_data.run(FLAGS.scale, [int(s) for s in FLAGS.seq_lens], FLAGS.batch_size,
+                         FLAGS.loader_batches))
+  run_app(main, define)
+
+
+def _define_bench_train() -> None:
+  _define_config(QUICKSTART_CONFIG, "training config file; --config.a.b=value overrides a key")
+  flags.DEFINE_enum("preset", "", ["", *bench_train.PRESETS],
+                    "model shape, set before the overrides")
+  flags.DEFINE_string("name", "mlmjax", "the run's name in the report (e.g. a variant's)")
+  flags.DEFINE_integer("steps", 20, "timed steps")
+  flags.DEFINE_integer("warmup", 3, "steps run before timing")
+  flags.DEFINE_integer("windows", 3, "timed windows (each ends in a block); the median is kept")
+  flags.DEFINE_float("pad_fraction", 0.0, "mean share of padding per row (0: full rows)")
+  flags.DEFINE_string("profile_dir", "", "if set, a jax.profiler trace of 3 steps goes here")
+  flags.DEFINE_string("json_out", "", "write the result records (a JSON list) here")
+  flags.DEFINE_bool("masking", False, "also time every masking strategy on the batch's shape")
+  flags.DEFINE_bool("hf", False, "also time HF BertForMaskedLM (PyTorch, eager), same shape")
+  flags.DEFINE_list("strategies", [], "masking strategies to time (default: all)")
+  flags.DEFINE_integer("masking_iters", 20, "dispatches per strategy")
+  flags.DEFINE_integer("masking_unroll", 4, "masker calls per dispatch")
+  flags.DEFINE_bool("find_max_batch", False, "search the largest batch that trains instead")
+  flags.DEFINE_integer("fit_start", 0, "first batch tried (0: config.train.batch_size)")
+  flags.DEFINE_integer("fit_limit", 4096, "largest batch tried")
+  flags.DEFINE_integer("fit_refine", 2, "bisection steps after the doubling")
+  flags.DEFINE_list("report", [], "print one Markdown table of these JSON result files, exit")
+  flags.DEFINE_string("title", "", "heading of the --report table")
+
+
+def bench_train_cli() -> None:
+  """mlmjax-bench-train: the real train step timed on synthetic rows (see bench/README.md)."""
+  def main(_):
+    _quiet()
+    f = FLAGS
+    if f.report:
+      print(bench.report(bench.load_records(f.report), f.title))
+      return
+    config = bench_train.bench_config(f.config, f.preset,
+                                      config_flags.get_override_values(f["config"]))
+    model = bench_train.model_name(config)
+    kernel = attention_kernel(config.model.attention, config.model.dtype)
+    print(f"jax {jax.__version__}, {jax.device_count()} x {jax.devices()[0].device_kind}; "
+          f"model {model}, {config.model.dtype}, attention {kernel}, "
+          f"remat {config.model.remat_policy}, strategy {config.masking.strategy}, "
+          f"P={config.masking.max_predictions}", flush=True)
+    if f.find_max_batch:
+      r = bench_fit.bench_fit(config, f.fit_start or config.train.batch_size, f.fit_limit,
+                              f.fit_refine, model,
+                              on_try=lambda partial: bench_train.write_json(f.json_out, [partial]))
+      print(bench_fit.summary(r))
+      records = [r]
+    else:
+      records = bench_train.run(config, model, f.steps, f.warmup, f.windows, f.pad_fraction,
+                                f.profile_dir, f.name, hf=f.hf, masking_strategies=(
+                                    (f.strategies or list(masking.STRATEGIES)) if f.masking
+                                    else []), masking_iters=f.masking_iters,
+                                masking_unroll=f.masking_unroll)
+    bench_train.write_json(f.json_out, records)
+  run_app(main, _define_bench_train)
+
+
+def bench_torch_cli() -> None:
+  """HF BertForMaskedLM in PyTorch, eager and torch.compile (the GPU report's baseline)."""
+  def define():
+    flags.DEFINE_string("device", "", "cuda or cpu (default: cuda if available)")
+    flags.DEFINE_list("cases", list(torch_baseline.CASES), "cases to time")
+    flags.DEFINE_bool("tiny", False, "tiny model and rows (smoke test)")
+    flags.DEFINE_integer("steps", 20, "timed steps per case")
+    flags.DEFINE_integer("warmup", 3, "steps after the first, untimed")
+    flags.DEFINE_integer("windows", 3, "timed windows; median reported")
+    flags.DEFINE_enum("dtype", "bf16", ["bf16", "fp32"],
+                      "bf16: autocast (the GPU baseline); fp32: none (CPUs without bf16)")
+    flags.DEFINE_float("clip_norm", 1.0, "0 disables clipping")
+    flags.DEFINE_string("json_out", "", "write the records (a JSON list) here")
+
+  def main(_):
+    _quiet()
+    f = FLAGS
+    records = torch_baseline.run_cases(f.cases, f.device, f.tiny, f.steps, f.warmup, f.windows,
+                                       f.dtype == "bf16", f.clip_norm)
+    bench_train.write_json(f.json_out, records)
+  run_app(main, define)
+
+
+def bench_trace_cli() -> None:
+  """Where a traced train step's device time goes (`--profile_dir` of bench-train)."""
+  def define():
+    flags.DEFINE_integer("steps", 3, "steps the trace holds")
+    flags.DEFINE_integer("top", 15, "most costly operations listed")
+
+  def main(argv):
+    if len(argv) != 2:
+      raise ValueError("give one path: a profile directory or a perfetto_trace.json.gz")
+    print(trace.summarize(argv[1], FLAGS.steps, FLAGS.top))
+  run_app(main, define)
+
+
+COMMANDS = {
+    "train": train, "prepare": prepare, "quickstart": quickstart, "export": export,
+    "fill-mask": fill_mask, "mask": mask, "compare": compare,
+    "bench-masking": bench_masking_cli, "bench-data": bench_data_cli,
+    "bench-train": bench_train_cli, "bench-torch": bench_torch_cli,
+    "bench-trace": bench_trace_cli,
+}
+
+
+def main() -> None:
+  """`python -m mlmjax.cli COMMAND [flags]`: any command without the console scripts."""
+  if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
+    sys.exit(f"usage: python -m mlmjax.cli {{{','.join(COMMANDS)}}} [flags] (--help for each)")
+  command = sys.argv.pop(1)
+  sys.argv[0] = f"mlmjax-{command}"
+  COMMANDS[command]()
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,120 @@
+"""The strategy registry: each strategy is registered where it is defined, with what it needs.
+
+A registration carries the plan function and its needs (annotation fields of the batch,
+vocabulary statistics, running state, the model), so the trainer, the benchmarks and the
+comparison read them here instead of keeping their own lists of names:
+
+    @register("entity", batch_fields=("entity_ids",))
+    def entity(keys, batch, tables, ctx) -> Plan: ...
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import jax
+import ml_collections
+
+from mlmjax.masking import core
+from mlmjax.masking.core import Context, MaskedBatch, Plan, TokenBatch
+from mlmjax.masking.tables import VocabTables
+
+PlanFn = Callable[[jax.Array, TokenBatch, VocabTables, Context], Plan]
+Strategy = Callable[[jax.Array, TokenBatch, VocabTables, Context], MaskedBatch]
+
+_BATCH_FIELDS = frozenset(f.name for f in dataclasses.fields(TokenBatch)) - {"input_ids"}
+_TABLE_FIELDS = frozenset(f.name for f in dataclasses.fields(VocabTables))
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+  """A registered strategy and what it needs.
+
+  Attributes:
+    name: the name configs and mixtures use.
+    plan: the plan function `(keys [B], batch, tables, ctx) -> Plan`.
+    batch_fields: TokenBatch annotations it reads (the data pipeline must produce them).
+    tables: VocabTables statistics it needs to be non-trivial (all zeros is refused).
+    stateful: keeps a running state in the train state (masking.init_state / update_state).
+    reads_model: its masks depend on the model being trained (its state or its weights), so
+      two models do not see the same masks under it.
+    doc: one line saying what it does.
+  """
+  name: str
+  plan: PlanFn
+  batch_fields: tuple[str, ...] = ()
+  tables: tuple[str, ...] = ()
+  stateful: bool = False
+  reads_model: bool = False
+  doc: str = ""
+
+
+# name -> Spec, plan function, and strategy `fn(keys [B], batch, tables, ctx) -> MaskedBatch`.
+SPECS: dict[str, Spec] = {}
+PLANS: dict[str, PlanFn] = {}
+STRATEGIES: dict[str, Strategy] = {}
+
+
+def _as_strategy(plan_fn: PlanFn) -> Strategy:
+  """The plan function followed by the shared core (`core.apply_plan`)."""
+  def strategy(keys, batch, tables, ctx):
+    return core.apply_plan(keys, batch, tables, ctx, plan_fn(keys, batch, tables, ctx))
+  strategy.__name__ = plan_fn.__name__
+  strategy.__doc__ = plan_fn.__doc__
+  return strategy
+
+
+def register(name: str, plan_fn: PlanFn | None = None, *, batch_fields: tuple[str, ...] = (),
+             tables: tuple[str, ...] = (), stateful: bool = False, reads_model: bool = False,
+             doc: str = ""):
+  """Adds a strategy; configs and mixtures can then name it.
+
+  `register(name, plan_fn, ...)` registers and returns `plan_fn`; without `plan_fn` it is a
+  decorator. The keywords are the Spec's needs; unknown field names are refused.
+  """
+  unknown = ([f for f in batch_fields if f not in _BATCH_FIELDS]
+             + [f for f in tables if f not in _TABLE_FIELDS])
+  if unknown:
+    raise ValueError(f"strategy {name!r} declares unknown fields {unknown}: batch_fields "
+                     f"are among {sorted(_BATCH_FIELDS)}, tables among {sorted(_TABLE_FIELDS)}")
+
+  def add(fn: PlanFn) -> PlanFn:
+    first_line = (fn.__doc__ or "").strip().split("\n")[0]
+    SPECS[name] = Spec(name, fn, tuple(batch_fields), tuple(tables), stateful, reads_model,
+                       doc or first_line)
+    PLANS[name] = fn
+    STRATEGIES[name] = _as_strategy(fn)
+    return fn
+
+  return add if plan_fn is None else add(plan_fn)
+
+
+def spec(name: str) -> Spec:
+  """The registration of `name`; a clear error for an unknown name."""
+  if name not in SPECS:
+    raise ValueError(f"unknown masking strategy {name!r}; choose from {sorted(SPECS)}")
+  return SPECS[name]
+
+
+def components(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """The strategy names a masking config uses: a mixture's components, else its strategy."""
+  if config.strategy == "mixture":
+    return tuple(config.mixture.strategies)
+  return (config.strategy,)
+
+
+def batch_fields(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """The TokenBatch annotations a masking config reads: the union over its components."""
+  fields = [f for name in components(config) for f in spec(name).batch_fields]
+  return tuple(dict.fromkeys(fields))
+
+
+def is_stateful(config: ml_collections.ConfigDict) -> bool:
+  """Whether a component keeps running state in the train state."""
+  return any(spec(name).stateful for name in components(config))
+
+
+def reads_model(config: ml_collections.ConfigDict) -> bool:
+  """Whether a component's masks depend on the model (its running loss or its weights)."""
+  return any(spec(name).reads_model for name in components(config))
