@@ -203,7 +203,7 @@ case "$MODE" in
       # The report's pipeline at tiny shapes on CPU: checks the script, not the speed.
       BUDGET=${BUDGET_S:-400}
       export JAX_PLATFORMS=${JAX_PLATFORMS:-cpu}
-      tiny=(--preset=tiny --config.train.batch_size=4 --warmup=1)
+      tiny=(--config=configs/bench.py:tiny --config.train.batch_size=4 --warmup=1)
       BASE=("${tiny[@]}" --config.data.seq_len=32 --masking_iters=2 --masking_unroll=1)
       BASE512=("${tiny[@]}" --config.data.seq_len=128)
       LARGE=("${tiny[@]}" --config.data.seq_len=128 --fit_start=4 --fit_limit=8)

@@ -9,7 +9,7 @@ the same held-out rows with the same masks. It writes results.md, results.csv, l
 and accuracy_heatmap.png to the workdir; docs/COMPARISON.md reads a run of this command. Run it
 again to resume: finished runs and evaluated cells are reused.
 
-Presets, `--config.scale=NAME` (or `--config=configs/compare.py:NAME`):
+Presets, `--config=configs/compare.py:NAME` (`get_config(NAME)`; `config.scale` records it):
   cpu    (default) 2 layers x 128, 600 steps of 32 x 128 tokens per strategy: about 25 minutes
          for the five strategies on 2 CPU cores.
   smoke  1 layer x 64, 40 steps of 16 x 64 tokens: checks the whole path in a few minutes.

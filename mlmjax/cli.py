@@ -275,7 +275,10 @@ def compare() -> None:
     flags.mark_flag_as_required("workdir")
 
   def main(_):
-    config = compare_lib.with_scale(FLAGS.config, FLAGS["config"])
+    if "scale" in config_flags.get_override_values(FLAGS["config"]):
+      raise ValueError("a preset is chosen with the config file's argument, e.g. "
+                       "--config=configs/compare.py:gpu; config.scale only records it")
+    config = FLAGS.config
     start = time.perf_counter()
     try:
       matrix = compare_lib.compare(config, FLAGS.workdir)
@@ -332,8 +335,6 @@ def bench_data_cli() -> None:
 
 def _define_bench_train() -> None:
   _define_config(QUICKSTART_CONFIG, "training config file; --config.a.b=value overrides a key")
-  flags.DEFINE_enum("preset", "", ["", *bench_train.PRESETS],
-                    "model shape, set before the overrides")
   flags.DEFINE_string("name", "mlmjax", "the run's name in the report (e.g. a variant's)")
   flags.DEFINE_integer("steps", 20, "timed steps")
   flags.DEFINE_integer("warmup", 3, "steps run before timing")
@@ -362,8 +363,7 @@ def bench_train_cli() -> None:
     if f.report:
       print(bench.report(bench.load_records(f.report), f.title))
       return
-    config = bench_train.bench_config(f.config, f.preset,
-                                      config_flags.get_override_values(f["config"]))
+    config = f.config
     model = bench_train.model_name(config)
     kernel = attention_kernel(config.model.attention, config.model.dtype)
     print(f"jax {jax.__version__}, {jax.device_count()} x {jax.devices()[0].device_kind}; "

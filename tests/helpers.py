@@ -8,12 +8,12 @@ import numpy as np
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def load_config(name: str = "quickstart"):
-  """`get_config()` of `configs/<name>.py`, as the command line would load it."""
+def load_config(name: str = "quickstart", arg: str | None = None):
+  """`get_config([arg])` of `configs/<name>.py`, as `--config=configs/<name>.py[:arg]` loads it."""
   spec = importlib.util.spec_from_file_location(f"configs.{name}", ROOT / "configs" / f"{name}.py")
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  return module.get_config()
+  return module.get_config() if arg is None else module.get_config(arg)
 
 
 def write_corpus(path: pathlib.Path, num_docs: int = 120, seed: int = 0) -> pathlib.Path:

@@ -33,6 +33,7 @@ import time
 
 import ml_collections
 
+from mlmjax import config as mlmjax_config
 from mlmjax.data import corpora, pipeline, prepare
 from mlmjax.data import tokenizer as tokenizer_lib
 
@@ -40,13 +41,10 @@ H100_TOKENS_PER_SECOND = 0.85e6
 
 
 def _config(path: str, seq_len: int, annotations: tuple[str, ...]) -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict({
-      "source": "files", "paths": path, "text_field": "text", "validation_fraction": 0.01,
-      "seq_len": seq_len, "tokenizer_path": "", "vocab_size": 8192, "lowercase": True,
-      "packing": "full_sentences", "annotations": annotations, "spacy_pipeline": "",
-      "num_workers": 0, "split_seed": 0,
-      "pmi": {"vocab_size": 100_000, "min_count": 10},
-  })
+  config = mlmjax_config.default_config().data
+  config.update(source="files", paths=path, validation_fraction=0.01, seq_len=seq_len,
+                vocab_size=8192, annotations=annotations, spacy_pipeline="")
+  return config
 
 
 def _write_corpus(directory: str, scale: int) -> tuple[str, int]:

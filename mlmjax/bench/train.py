@@ -4,9 +4,9 @@ r"""Train-step benchmark: the real jitted train step, masking inside, on synthet
     mlmjax-bench-train --config=configs/bert_base.py --masking     # + every masking strategy
     mlmjax-bench-train --config=configs/bert_large.py:512 --config.train.batch_size=32
     mlmjax-bench-train --config=configs/bert_large.py:512 --find_max_batch  # remat as configured
-    mlmjax-bench-train --preset=tiny --steps=3                     # a CPU smoke run
-    mlmjax-bench-train --preset=mini --hf                          # beside HF PyTorch, same CPU
-    mlmjax-bench-train --preset=dispatch                           # host time of a step call
+    mlmjax-bench-train --config=configs/bench.py:tiny --steps=3    # a CPU smoke run
+    mlmjax-bench-train --config=configs/bench.py:mini --hf         # beside HF PyTorch, same CPU
+    mlmjax-bench-train --config=configs/bench.py:dispatch          # host time of a step call
     mlmjax-bench-train --report=a.json,b.json                      # one Markdown table
 
 The step is the one training runs (`train.state.build` + `jit_train_step`, compiled ahead of
@@ -15,18 +15,16 @@ ids ([PAD] [UNK] [CLS] [SEP] [MASK], a few function words, then word and '##' pi
 packed as `data/packing.py` makes them ([CLS] doc [SEP] doc [SEP], right-padded when
 --pad_fraction > 0), with the annotations the masking strategy reads.
 
-`--preset=tiny|mini|dispatch|base|large` sets a model shape (bf16 for base and large) on top of
-`--config`,
-and the command line's `--config.*` overrides go on top of both. With a preset,
-`masking.max_predictions` follows the sequence length as BERT's does (20 at 128, 80 at 512)
-unless it is overridden. Attention is the config's ("auto": cuDNN flash on a GPU in bf16).
+`configs/bench.py:NAME` is a config of one of the SHAPES below (tiny, mini, dispatch, and BERT's
+base and large in bf16); any config file works, and `--config.*` overrides go on top. Attention
+is the config's ("auto": cuDNN flash on a GPU in bf16).
 
 Timing: warm-up steps, then `--steps` steps in `--windows` windows, each ended by
 `block_until_ready`; the median window gives step ms and tokens/s (rows x seq_len / step).
 `host_ms` is the host time of one step call (the median over 20 calls, each made with the
 device idle): what the training loop pays per step before the device has work, and what it
-hides by running ahead. `--preset=dispatch` (BERT-base's 12 layers at a width of 16) shows it
-alone.
+hides by running ahead. `configs/bench.py:dispatch` (BERT-base's 12 layers at a width of 16)
+shows it alone.
 
 `--hf` also times Hugging Face `BertForMaskedLM` (PyTorch, eager) at the same shape, batch,
 dropout and dtype on the same device, in the same run (`mlmjax.bench.torch_baseline`): on a CPU
@@ -58,8 +56,8 @@ from mlmjax.train import state as state_lib
 from mlmjax.train import metrics as metrics_lib
 from mlmjax.train import partition
 
-# Model shapes by name, as dotted config paths; command-line overrides are applied after them.
-PRESETS: dict[str, dict[str, Any]] = {
+# Benchmark shapes by name, as dotted config paths (`configs/bench.py:NAME` applies one).
+SHAPES: dict[str, dict[str, Any]] = {
     # BERT-Tiny's width at a small vocabulary: for tests and CPU smoke runs.
     "tiny": {"model.hidden_size": 64, "model.num_layers": 2, "model.num_heads": 2,
              "model.intermediate_size": 256, "model.max_position_embeddings": 512,
@@ -86,33 +84,9 @@ FUNCTION_WORDS = ("the", "of", "and", "to", "a", "in", "is", "that", "for", "it"
 # ----------------------------------------------------------------------------- config
 
 
-def set_path(config: ml_collections.ConfigDict, path: str, value: Any) -> None:
-  """config["a.b.c"] = value."""
-  *parents, leaf = path.split(".")
-  for name in parents:
-    config = config[name]
-  config[leaf] = value
-
-
-def bench_config(config: ml_collections.ConfigDict, preset: str,
-                 overrides: dict[str, Any]) -> ml_collections.ConfigDict:
-  """`config` with the preset's shape, then `overrides` (dotted path -> value) on top."""
-  config = config.copy_and_resolve_references()
-  if preset:
-    if preset not in PRESETS:
-      raise ValueError(f"--preset={preset!r}: choose one of {sorted(PRESETS)}")
-    for path, value in PRESETS[preset].items():
-      set_path(config, path, value)
-  for path, value in overrides.items():
-    set_path(config, path, value)
-  if preset and "masking.max_predictions" not in overrides:
-    config.masking.max_predictions = max(1, round(config.data.seq_len * 20 / 128))
-  return config
-
-
 def model_name(config: ml_collections.ConfigDict) -> str:
-  """The preset whose shape the model has ("base", "large", "tiny"), else e.g. "L2-d64"."""
-  for name, preset in PRESETS.items():
+  """The SHAPES name of the model's shape ("base", "large", "tiny", ...), else e.g. "L2-d64"."""
+  for name, preset in SHAPES.items():
     shape = {k[len("model."):]: v for k, v in preset.items()
              if k.startswith("model.") and k != "model.dtype"}
     if all(config.model[k] == v for k, v in shape.items()):

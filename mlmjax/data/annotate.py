@@ -108,8 +108,8 @@ def rule_entities(text: str, starts: Iterable[int] | None = None) -> list[tuple[
   return spans
 
 
-def vocab_tables(vocab: Sequence[str | None], special: np.ndarray,
-                 function_words: frozenset[str]) -> dict[str, np.ndarray]:
+def token_classes(vocab: Sequence[str | None], special: np.ndarray,
+                  function_words: frozenset[str]) -> dict[str, np.ndarray]:
   """Per-id tables for word grouping and the vocabulary part-of-speech fallback.
 
   Args:

@@ -270,7 +270,7 @@ def _tfds_source(data_config: ml_collections.ConfigDict, split: str):
   except ImportError as e:
     raise CorpusError("data.source='tfds' needs tensorflow-datasets (TensorFlow is not "
                       "needed): pip install 'mlmjax[tfds]'.") from e
-  name, data_dir = data_config.get("tfds_name", ""), data_config.get("tfds_data_dir", "")
+  name, data_dir = data_config.tfds_name, data_config.tfds_data_dir
   if not name:
     raise CorpusError("data.source='tfds' needs data.tfds_name, e.g. 'wikipedia/20230601.en'.")
   try:
@@ -306,7 +306,7 @@ def _hf_dataset(data_config: ml_collections.ConfigDict):
   except ImportError as e:
     raise CorpusError("data.source='hf' needs the Hugging Face datasets library: pip install "
                       "'mlmjax[datasets]'.") from e
-  path, split = data_config.get("hf_path", ""), data_config.get("hf_split", "train")
+  path, split = data_config.hf_path, data_config.hf_split
   if not path or not os.path.exists(path):
     raise CorpusError(f"data.hf_path={path!r} does not exist; give a folder written by "
                       "Dataset.save_to_disk, or a folder of data files.")
@@ -362,7 +362,7 @@ def load_documents(data_config: ml_collections.ConfigDict) -> Sequence[str]:
     for path in resolve_paths(data_config.paths):
       docs += read_file(path, data_config.text_field)
   elif source == "tfds":
-    docs = tfds_corpus(data_config, data_config.get("tfds_split", "train"))
+    docs = tfds_corpus(data_config, data_config.tfds_split)
   elif source == "hf":
     docs = hf_corpus(data_config)
   else:
@@ -390,7 +390,7 @@ def source_fingerprint(data_config: ml_collections.ConfigDict) -> dict:
     return {"source": "files", "files": sum((_tree_stats(p)
                                              for p in resolve_paths(data_config.paths)), [])}
   if source == "tfds":
-    split = data_config.get("tfds_split", "train")
+    split = data_config.tfds_split
     info = _tfds_source(data_config, split).dataset_info
     return {"source": "tfds", "name": info.full_name, "files": _tree_stats(str(info.data_dir))}
   if source == "hf":
@@ -442,11 +442,11 @@ def load_splits(data_config: ml_collections.ConfigDict
   A TFDS dataset with its own held-out split (`data.tfds_validation_split`, e.g. C4's
   "validation") uses it; every other source holds out `data.validation_fraction`.
   """
-  if data_config.source == "tfds" and data_config.get("tfds_validation_split", ""):
+  if data_config.source == "tfds" and data_config.tfds_validation_split:
     validation = tfds_corpus(data_config, data_config.tfds_validation_split)
     if not len(validation):  # pylint: disable=g-explicit-length-test
       raise CorpusError(f"TFDS split {data_config.tfds_validation_split!r} is empty.")
     return load_documents(data_config), validation
   # data.split_seed is optional: the split stays the same across runs that change config.seed.
   return split_documents(load_documents(data_config), data_config.validation_fraction,
-                         data_config.get("split_seed", 0))
+                         data_config.split_seed)

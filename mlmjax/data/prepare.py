@@ -56,7 +56,6 @@ SPLITS = ("train", "validation")
 CHUNK_DOCS = 1024
 # Keys that change how, not what, is prepared: they never make prepared data stale.
 _RUNTIME_KEYS = ("num_workers",)
-pack = packing.pack  # the in-memory packer, kept here for callers of the first version
 
 
 def array_files(split: str, fields: Sequence[str] = ()) -> dict[str, str]:
@@ -153,7 +152,7 @@ def _encode_in_worker(texts: list[str]) -> annotate.EncodedChunk:
 
 def num_workers(data_config: ml_collections.ConfigDict) -> int:
   """`data.num_workers`, where 0 means one per core this process may use."""
-  n = data_config.get("num_workers", 0)
+  n = data_config.num_workers
   return n if n > 0 else len(os.sched_getaffinity(0))
 
 
@@ -211,33 +210,33 @@ def _drop_empty(chunk: annotate.EncodedChunk) -> tuple[annotate.EncodedChunk, in
                                 chunk.fields), int((~keep).sum()))
 
 
-def _prepare_split(tok, docs, split: str, data_dir: str, plan: dict,
+def _prepare_split(tok, docs, split: str, data_dir: str, spec: dict,
                    stats: stats_lib.TokenStats | None) -> dict:
   """Tokenizes, annotates, packs and writes one split; returns its manifest entry."""
   roles = tokenizer_lib.special_roles(tok)
-  text_fields = plan["job"]["wanted"]
-  seq_len = plan["seq_len"]
-  packer = packing.Packer(seq_len, plan["packing"], roles["cls"], roles["sep"], roles["pad"],
+  text_fields = spec["job"]["wanted"]
+  seq_len = spec["seq_len"]
+  packer = packing.Packer(seq_len, spec["packing"], roles["cls"], roles["sep"], roles["pad"],
                           text_fields)
-  row_fields = [f for f in plan["wanted"] if f in annotate.TEXT_ANNOTATIONS]
+  row_fields = [f for f in spec["wanted"] if f in annotate.TEXT_ANNOTATIONS]
   files = array_files(split, row_fields)
   writers = {key: NpyWriter(os.path.join(data_dir, name), packing.FIELD_DTYPES[key],
                             (seq_len,)) for key, name in files.items()}
   counts = collections.Counter()
 
   def write(rows: dict[str, np.ndarray]) -> None:
-    if annotate.POS in plan["wanted"]:
+    if annotate.POS in spec["wanted"]:
       rows[annotate.POS] = (
-          annotate.share_word_class(rows[annotate.POS], rows["input_ids"], plan["tables"])
+          annotate.share_word_class(rows[annotate.POS], rows["input_ids"], spec["tables"])
           if annotate.POS in rows else
-          annotate.vocab_pos_classes(rows["input_ids"], plan["tables"]))
+          annotate.vocab_pos_classes(rows["input_ids"], spec["tables"]))
     for key, writer in writers.items():
       writer.append(rows[key])
     counts["padding"] += int((rows["segment_ids"] == 0).sum())
     if stats is not None:
       stats.add_rows(rows["input_ids"])
 
-  for chunk in _encode_chunks(tok, docs, plan["job"], plan["workers"]):
+  for chunk in _encode_chunks(tok, docs, spec["job"], spec["workers"]):
     # A document of only control characters or whitespace encodes to no token; it has nothing
     # to learn from, so it is left out and counted.
     chunk, empty = _drop_empty(chunk)
@@ -253,7 +252,7 @@ def _prepare_split(tok, docs, split: str, data_dir: str, plan: dict,
     raise corpora.CorpusError(f"The {split} split tokenizes to no token at all; check the "
                               "corpus and the tokenizer.")
   if packer.units_split:
-    unit = "sentences" if plan["packing"] == "full_sentences" else "documents"
+    unit = "sentences" if spec["packing"] == "full_sentences" else "documents"
     logging.warning("%s: %d %s longer than a row (%d tokens) continue across rows.", split,
                     packer.units_split, unit, seq_len - 1)
   return {
@@ -305,7 +304,7 @@ def token_tables(tok: tokenizers.Tokenizer) -> dict[str, np.ndarray]:
     tokens[i] = t
   special = np.zeros(len(tokens), bool)
   special[list(tokenizer_lib.special_roles(tok).values())] = True
-  return annotate.vocab_tables(tokens, special, tables.DEFAULT_FUNCTION_WORDS)
+  return annotate.token_classes(tokens, special, tables.DEFAULT_FUNCTION_WORDS)
 
 
 # ------------------------------------------------------------------------------ manifest
@@ -328,7 +327,7 @@ def read_manifest(data_dir: str) -> dict | None:
 
 def wanted_annotations(data_config: ml_collections.ConfigDict) -> tuple[str, ...]:
   """`data.annotations`, checked, in canonical order."""
-  wanted = tuple(data_config.get("annotations", ()) or ())
+  wanted = tuple(data_config.annotations or ())
   unknown = sorted(set(wanted) - set(annotate.ANNOTATIONS))
   if unknown:
     raise ValueError(f"Unknown data.annotations {unknown}; choose among "
@@ -339,7 +338,7 @@ def wanted_annotations(data_config: ml_collections.ConfigDict) -> tuple[str, ...
 def _annotator(data_config: ml_collections.ConfigDict) -> str:
   if not set(wanted_annotations(data_config)) & set(annotate.TEXT_ANNOTATIONS):
     return "none"
-  return annotate.resolve_annotator(data_config.get("spacy_pipeline", "auto"))
+  return annotate.resolve_annotator(data_config.spacy_pipeline)
 
 
 def _stale_reasons(manifest, data_config, workdir) -> list[str]:
@@ -392,11 +391,11 @@ def prepare(data_config: ml_collections.ConfigDict, workdir: str) -> dict:
   """
   if data_config.seq_len < 3:
     raise ValueError(f"data.seq_len={data_config.seq_len} must be at least 3 ([CLS] x [SEP]).")
-  mode = data_config.get("packing", "full_sentences")
+  mode = data_config.packing
   if mode not in packing.MODES:
     raise ValueError(f"Unknown data.packing {mode!r}; use one of {list(packing.MODES)}.")
   wanted = wanted_annotations(data_config)
-  pmi_config = pmi.PmiConfig.from_config(data_config.get("pmi", None))
+  pmi_config = pmi.PmiConfig.from_config(data_config.pmi)
   data_dir = os.path.join(workdir, DATA_DIR)
   manifest = read_manifest(data_dir)
   reasons = _stale_reasons(manifest, data_config, workdir)
@@ -422,7 +421,7 @@ def prepare(data_config: ml_collections.ConfigDict, workdir: str) -> dict:
   text_fields = tuple(a for a in wanted
                       if a == annotate.ENTITY or (a == annotate.POS and spacy))
   tables = token_tables(tok)
-  plan = {"seq_len": data_config.seq_len, "packing": mode, "workers": num_workers(data_config),
+  spec = {"seq_len": data_config.seq_len, "packing": mode, "workers": num_workers(data_config),
           "wanted": wanted, "tables": tables,
           "job": {"wanted": text_fields, "annotator": annotator,
                   "sentences": mode == "full_sentences"}}
@@ -430,7 +429,7 @@ def prepare(data_config: ml_collections.ConfigDict, workdir: str) -> dict:
   stats = stats_lib.TokenStats(len(tables["word_start"]), roles["pad"])
   splits = {}
   for split, split_docs in zip(SPLITS, (train, validation)):
-    splits[split] = _prepare_split(tok, split_docs, split, data_dir, plan,
+    splits[split] = _prepare_split(tok, split_docs, split, data_dir, spec,
                                    stats if split == "train" else None)
   tok_hash = tokenizer_lib.tokenizer_hash(tok)
   stats_file = stats.save(data_dir, tok_hash)
@@ -456,7 +455,7 @@ def prepare(data_config: ml_collections.ConfigDict, workdir: str) -> dict:
       "pmi": pmi_entry,
       "splits": splits,
       "timing": {"seconds": round(seconds, 3), "tokenizer_seconds": round(tokenizer_seconds, 3),
-                 "workers": plan["workers"],
+                 "workers": spec["workers"],
                  "tokens_per_second": round(tokens / max(seconds - tokenizer_seconds, 1e-9))},
   }
   tmp = manifest_path + ".tmp"

@@ -1,6 +1,6 @@
 r"""Masking strategy comparison: one model per strategy on one budget, every model on every masking.
 
-    mlmjax-compare --config=configs/compare.py --workdir=DIR [--config.scale=gpu]
+    mlmjax-compare --config=configs/compare.py[:gpu] --workdir=DIR
 
 Each strategy in `compare.strategies` trains the same model through `loop.train_and_evaluate`:
 same architecture, steps, batch and seed (so the same initial weights and the same data order);
@@ -22,7 +22,6 @@ checkpoint, reuses finished runs and evaluated cells, and rewrites the tables an
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import time
@@ -32,7 +31,6 @@ import ml_collections
 import numpy as np
 from absl import logging
 from flax import nnx
-from ml_collections import config_flags
 
 from mlmjax import inference, masking
 from mlmjax.data import prepare, stats, tokenizer as tokenizer_lib
@@ -314,31 +312,3 @@ def compare(config: ml_collections.ConfigDict, workdir: str) -> report.Matrix:
       setup=setup)
   write_outputs(matrix, workdir)
   return matrix
-
-
-# ---------------------------------------------------------------------- command line
-
-
-def load_config_file(path: str, scale: str) -> ml_collections.ConfigDict:
-  """`get_config(scale)` of a config file, as `--config=path:scale` would load it."""
-  spec = importlib.util.spec_from_file_location("mlmjax_compare_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  try:
-    return module.get_config(scale)
-  except TypeError as e:
-    raise ValueError(f"--config.scale needs a config file whose get_config(scale) takes the "
-                     f"preset's name, as configs/compare.py does; {path} does not.") from e
-
-
-def with_scale(config: ml_collections.ConfigDict, config_flag) -> ml_collections.ConfigDict:
-  """Applies `--config.scale=NAME`: the file's preset NAME, then the other overrides again.
-
-  A preset sets many sizes at once; a key given on the command line still wins over it.
-  """
-  overrides = config_flags.get_override_values(config_flag)
-  if "scale" not in overrides:
-    return config
-  rebuilt = load_config_file(config_flags.get_config_filename(config_flag), overrides["scale"])
-  rebuilt.update_from_flattened_dict(overrides)
-  return rebuilt

@@ -130,7 +130,7 @@ def evaluation_masks(config: ml_collections.ConfigDict, name: str, tables: maski
     masked = draw_masks(eval_masking_config(config, name), tables, rows,
                         eval_key(config.compare.eval_seed))
   except ValueError as e:
-    asked = tuple(config.data.get("annotations", ()) or ())
+    asked = tuple(config.data.annotations or ())
     return {"error": f"{e} (config.data.annotations is {asked}; request the annotation there)",
             "batches": None}
   return {"batches": masked, "sha256": masks_sha256(masked), "error": None,

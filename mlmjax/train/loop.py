@@ -102,22 +102,36 @@ def _restore_or_init(config, c, manager, data_iter, meta: dict, init_params) -> 
   return state
 
 
-def speed(steps: int, seconds: float, tokens_per_step: int, flops_per_token: float,
-          peak_flops: float | None) -> dict:
-  """Throughput scalars of a window of `steps` steps that took `seconds`."""
-  tokens_per_second = steps * tokens_per_step / seconds
-  tflops = flops_per_token * tokens_per_second / jax.device_count() / 1e12
-  scalars = {"tokens_per_second": tokens_per_second, "step_seconds": seconds / steps,
-             "model_tflops_per_device": tflops}
-  if peak_flops:
-    scalars["mfu"] = tflops * 1e12 / peak_flops
-  return scalars
+class Throughput:
+  """Tokens/s, step time and MFU over the steps since the window last restarted."""
+
+  def __init__(self, config, c):
+    self.tokens_per_step = config.train.batch_size * config.data.seq_len
+    self.flops_per_token = metrics_lib.flops_per_token(c.model_cfg, config.data.seq_len,
+                                                       config.masking.max_predictions)
+    self.peak_flops = metrics_lib.peak_flops_per_device()
+    self.restart()
+
+  def restart(self) -> None:
+    """Starts a new window (after a compile or an evaluation, which are not steps)."""
+    self.start, self.steps = time.perf_counter(), 0
+
+  def read(self) -> dict:
+    """The window's scalars; the next window starts now."""
+    seconds = time.perf_counter() - self.start
+    tokens_per_second = self.steps * self.tokens_per_step / seconds
+    tflops = self.flops_per_token * tokens_per_second / jax.device_count() / 1e12
+    scalars = {"tokens_per_second": tokens_per_second, "step_seconds": seconds / self.steps,
+               "model_tflops_per_device": tflops}
+    if self.peak_flops:
+      scalars["mfu"] = tflops * 1e12 / self.peak_flops
+    self.restart()
+    return scalars
 
 
 def _train(config, workdir, c, manifest, tokenizer, init_params) -> dict:
   is_main = jax.process_index() == 0
   data_dir = os.path.join(workdir, "data")
-  train_fn = state_lib.jit_train_step(config, c)
   train_rows = np.load(os.path.join(data_dir, "train.npy"), mmap_mode="r")
   baseline_token = state_lib.most_frequent_token(train_rows, c.tables)
   eval_fn = state_lib.jit_eval_step(c, baseline_token)
@@ -134,72 +148,25 @@ def _train(config, workdir, c, manifest, tokenizer, init_params) -> dict:
           "tokenizer_hash": manifest["tokenizer"]["sha256"],
           "model": dataclasses.asdict(c.model_cfg)}
   state = _restore_or_init(config, c, manager, data_iter, meta, init_params)
-  start = int(jax.device_get(state.step))
 
   writer = metrics_lib.MetricWriter(os.path.join(workdir, "tensorboard"), enabled=is_main)
   if is_main:
     with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
       f.write(config.to_json_best_effort(indent=2))
-  logging.info("Training from step %d to %d on mesh %s", start, config.train.steps,
-               dict(c.mesh.shape))
+  save = lambda step, state, **kw: checkpoint.save(manager, step, state, data_iter, meta, **kw)
 
-  tokens_per_step = config.train.batch_size * config.data.seq_len
-  flops_per_token = metrics_lib.flops_per_token(c.model_cfg, config.data.seq_len,
-                                                config.masking.max_predictions)
-  peak_flops = metrics_lib.peak_flops_per_device()
-  train_key = jax.random.key(config.seed)
-  compiled = None
-  bar = tqdm.tqdm(total=config.train.steps, initial=start, disable=not is_main,
-                  desc="train", dynamic_ncols=True)
-  window_start, window_steps = time.perf_counter(), 0
-  last = config.train.stop_after or config.train.steps
-  preemption = checkpoint.PreemptionNotice()
-  for step in range(start + 1, last + 1):
-    batch = partition.global_batch(next(data_iter), c.mesh)
-    if compiled is None:  # compiled once, ahead of time: a changed shape fails, never recompiles
-      compile_start = time.perf_counter()
-      compiled = train_fn.lower(state, batch, train_key).compile()
-      writer.write_scalars(step, {"compile_seconds": time.perf_counter() - compile_start})
-      window_start = time.perf_counter()
-    # Dispatched, not waited for: the host runs ahead of the device and only blocks where it
-    # reads a result (logging, evaluation, a checkpoint), so host time never adds to the step.
-    state, step_metrics = compiled(state, batch, train_key)
-    window_steps += 1
-    bar.update(1)
+  # The steps.
+  state, preempted = _run_steps(config, c, state, data_iter, run_eval, save, writer)
+  manager.wait_until_finished()
+  if preempted:
+    writer.close()
+    return {"step": int(jax.device_get(state.step)), "preempted": True}
 
-    if step % config.train.log_every == 0 or step == last:
-      scalars = jax.device_get(step_metrics)
-      check_consecutive_skips(int(scalars["consecutive_skips"]), step, config)
-      scalars.update(speed(window_steps, time.perf_counter() - window_start, tokens_per_step,
-                           flops_per_token, peak_flops))
-      window_start, window_steps = time.perf_counter(), 0
-      writer.write_scalars(step, scalars)
-      bar.set_postfix(loss=f"{scalars['loss']:.3f}", acc=f"{scalars['accuracy']:.3f}",
-                      tok_s=f"{scalars['tokens_per_second']:,.0f}")
-
-    eval_metrics = None
-    if config.train.eval_every and step % config.train.eval_every == 0 and step < last:
-      eval_metrics = run_eval(state)
-      writer.write_scalars(step, eval_metrics)
-      window_start = time.perf_counter()
-    if preemption.reached(step):
-      checkpoint.save(manager, step, state, data_iter, meta, force=True)
-      manager.wait_until_finished()
-      logging.warning("Preempted: saved step %d; rerun the same command to resume.", step)
-      bar.close()
-      writer.close()
-      preemption.close()
-      return {"step": step, "preempted": True}
-    # Evaluated steps are always saved, with their loss, so the best one can be kept.
-    checkpoint.save(manager, step, state, data_iter, meta, force=eval_metrics is not None,
-                    metrics=eval_metrics)
-  bar.close()
-  preemption.close()
-
+  # The final evaluation, saved with the last checkpoint.
   results = run_eval(state)
   final_step = int(jax.device_get(state.step))
   if final_step not in manager.all_steps():
-    checkpoint.save(manager, final_step, state, data_iter, meta, force=True, metrics=results)
+    save(final_step, state, force=True, metrics=results)
   manager.wait_until_finished()
   writer.write_scalars(final_step, results)
   writer.close()
@@ -209,6 +176,57 @@ def _train(config, workdir, c, manifest, tokenizer, init_params) -> dict:
     with open(os.path.join(workdir, "eval_results.json"), "w", encoding="utf-8") as f:
       json.dump(results, f, indent=2)
   return results
+
+
+def _run_steps(config, c, state, data_iter, run_eval, save, writer) -> tuple[TrainState, bool]:
+  """Steps from the state's step to the last one: (the state, whether it stopped preempted).
+
+  Steps are dispatched, not waited for: the host runs ahead of the device and only blocks where
+  it reads a result (logging, evaluation, a checkpoint), so host time never adds to the step.
+  """
+  start = int(jax.device_get(state.step))
+  last = config.train.stop_after or config.train.steps
+  logging.info("Training from step %d to %d on mesh %s", start, last, dict(c.mesh.shape))
+  train_fn, train_key = state_lib.jit_train_step(config, c), jax.random.key(config.seed)
+  compiled = None
+  window = Throughput(config, c)
+  bar = tqdm.tqdm(total=config.train.steps, initial=start, desc="train", dynamic_ncols=True,
+                  disable=jax.process_index() != 0)
+  preemption = checkpoint.PreemptionNotice()
+  try:
+    for step in range(start + 1, last + 1):
+      batch = partition.global_batch(next(data_iter), c.mesh)
+      if compiled is None:  # compiled once, ahead of time: a changed shape fails, never recompiles
+        compile_start = time.perf_counter()
+        compiled = train_fn.lower(state, batch, train_key).compile()
+        writer.write_scalars(step, {"compile_seconds": time.perf_counter() - compile_start})
+        window.restart()
+      state, step_metrics = compiled(state, batch, train_key)
+      window.steps += 1
+      bar.update(1)
+
+      if step % config.train.log_every == 0 or step == last:
+        scalars = jax.device_get(step_metrics)
+        check_consecutive_skips(int(scalars["consecutive_skips"]), step, config)
+        scalars.update(window.read())
+        writer.write_scalars(step, scalars)
+        bar.set_postfix(loss=f"{scalars['loss']:.3f}", acc=f"{scalars['accuracy']:.3f}",
+                        tok_s=f"{scalars['tokens_per_second']:,.0f}")
+      eval_metrics = None
+      if config.train.eval_every and step % config.train.eval_every == 0 and step < last:
+        eval_metrics = run_eval(state)
+        writer.write_scalars(step, eval_metrics)
+        window.restart()
+      if preemption.reached(step):
+        save(step, state, force=True)
+        logging.warning("Preempted: saved step %d; rerun the same command to resume.", step)
+        return state, True
+      # Evaluated steps are always saved, with their loss, so the best one can be kept.
+      save(step, state, force=eval_metrics is not None, metrics=eval_metrics)
+    return state, False
+  finally:
+    bar.close()
+    preemption.close()
 
 
 SHAPE_FIELDS = ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",

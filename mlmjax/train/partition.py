@@ -69,7 +69,7 @@ def global_batch(local_batch: dict, mesh: Mesh) -> dict:
   return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local_batch.items()}
 
 
-def plan(model_cfg, mesh_shape: Sequence[int], axis_rules) -> list[dict]:
+def sharding_table(model_cfg, mesh_shape: Sequence[int], axis_rules) -> list[dict]:
   """Per parameter: shape, logical axes, PartitionSpec and bytes per device. No device needed.
 
   Works on an `AbstractMesh`, so a pod's layout can be planned (and tested) from a laptop.
@@ -96,7 +96,7 @@ def format_plan(config, num_devices: int) -> str:
   """The dry-run report: mesh, every parameter's sharding, per-device state memory."""
   shape = resolve_mesh_shape(config.mesh.shape, num_devices)
   model_cfg = BertConfig.from_config(config.model, vocab_size=config.data.vocab_size)
-  rows = plan(model_cfg, shape, config.mesh.axis_rules)
+  rows = sharding_table(model_cfg, shape, config.mesh.axis_rules)
   params = sum(r["bytes_per_device"] for r in rows)
   total = sum(int(np.prod(r["shape"])) for r in rows)
   lines = [f"mesh {dict(zip(MESH_AXES, shape))} on {num_devices} devices; "

@@ -22,7 +22,8 @@ SMALL = {"model.hidden_size": 32, "model.num_layers": 1, "model.num_heads": 2,
 
 @pytest.fixture(scope="module")
 def small():
-  config = bench_train.bench_config(load_config("quickstart"), "tiny", SMALL)
+  config = load_config("bench", "tiny")
+  config.update_from_flattened_dict(SMALL)
   return bench_train.setup(config)
 
 
@@ -31,19 +32,20 @@ def train_record(small):
   return bench_train.bench_train(small, steps=2, warmup=1, windows=2, model="small")
 
 
-def test_presets_then_overrides():
-  config = bench_train.bench_config(load_config("quickstart"), "base",
-                                    {"data.seq_len": 512, "model.remat_policy": "full"})
+def test_bench_shapes_then_overrides():
+  config = load_config("bench", "base")
+  config.update_from_flattened_dict({"data.seq_len": 512, "model.remat_policy": "full"})
   assert (config.model.hidden_size, config.model.num_layers, config.model.dtype) == (
       768, 12, "bfloat16")
   assert config.data.seq_len == 512 and config.model.remat_policy == "full"
   assert config.masking.max_predictions == 80  # follows the sequence length, as BERT's
   assert bench_train.model_name(config) == "base"
-  pinned = bench_train.bench_config(load_config("quickstart"), "base",
-                                    {"masking.max_predictions": 24})
+  pinned = load_config("bench", "base")
+  pinned.masking.max_predictions = 24
+  pinned.data.seq_len = 512
   assert pinned.masking.max_predictions == 24
-  with pytest.raises(ValueError, match="preset"):
-    bench_train.bench_config(load_config("quickstart"), "huge", {})
+  with pytest.raises(ValueError, match="choose one of"):
+    load_config("bench", "huge")
 
 
 def test_synthetic_rows_look_like_packed_data():
@@ -166,15 +168,6 @@ def test_report_table_and_goals():
   assert "largest batch that trains = 512" in text
 
 
-def test_preset_then_overrides():
-  from helpers import load_config
-  config = bench_train.bench_config(load_config("quickstart"), "large",
-                                    {"model.num_layers": 3, "data.seq_len": 128})
-  assert (config.model.hidden_size, config.model.num_layers) == (1024, 3)  # preset, override
-  assert config.data.seq_len == 128 and config.masking.max_predictions == 20
-  assert bench_train.model_name(config) == "L3-d1024"
-
-
 def test_cli_report(tmp_path):
   records = [{"kind": "train", "name": "mlmjax", "model": "tiny", "batch": 2, "seq_len": 16,
               "tokens_per_s": 100.0, "step_ms": 320.0, "device": "cpu"}]
@@ -191,7 +184,7 @@ def test_cli_times_a_step_and_its_trace_summarises(tmp_path):
   profile it wrote."""
   out = tmp_path / "r.json"
   run = subprocess.run(
-      [sys.executable, "-m", "mlmjax.cli", "bench-train", "--preset=tiny", "--steps=2", "--warmup=1",
+      [sys.executable, "-m", "mlmjax.cli", "bench-train", "--config=configs/bench.py:tiny", "--steps=2", "--warmup=1",
        "--windows=1", "--config.train.batch_size=2", "--config.data.seq_len=16",
        "--name=mlmjax, variant", f"--profile_dir={tmp_path / 'trace'}", f"--json_out={out}"],
       cwd=ROOT, capture_output=True, text=True, timeout=300)

@@ -2,7 +2,7 @@
 
 import json
 
-import ml_collections
+from mlmjax import config as mlmjax_config
 import numpy as np
 import pytest
 
@@ -35,19 +35,10 @@ def _write_jsonl(path, docs: list[str], field: str = "text") -> str:
   return str(path)
 
 
-def _data_config(**overrides) -> ml_collections.ConfigDict:
-  """The config.data block of configs/quickstart.py, with test-sized overrides."""
-  config = ml_collections.ConfigDict({
-      "source": "embedded",
-      "paths": "",
-      "text_field": "text",
-      "validation_fraction": 0.1,
-      "seq_len": 32,
-      "tokenizer_path": "",
-      "vocab_size": 200,
-      "lowercase": True,
-  })
-  config.update(overrides)
+def _data_config(**overrides):
+  """The config.data block of the defaults (mlmjax/config.py), with test-sized overrides."""
+  config = mlmjax_config.default_config().data
+  config.update(dict(validation_fraction=0.1, seq_len=32, vocab_size=200), **overrides)
   return config
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from mlmjax.data import corpora
+from mlmjax.data import packing
 from mlmjax.data import prepare as prepare_lib
 from mlmjax.data import tokenizer as tokenizer_lib
 
@@ -49,7 +50,7 @@ def test_pack_invariants(seq_len):
   # Short documents, one exactly filling a row with its [SEP], and one spanning several rows.
   lengths = list(rng.integers(1, 6, size=20)) + [seq_len - 2, 3 * seq_len] + [1, 2]
   doc_ids = [rng.integers(10, 100, size=n).astype(np.int32) for n in lengths]
-  input_ids, segment_ids = prepare_lib.pack(doc_ids, seq_len, CLS, SEP, PAD)
+  input_ids, segment_ids = packing.pack(doc_ids, seq_len, CLS, SEP, PAD)
 
   assert input_ids.dtype == segment_ids.dtype == np.int32
   assert input_ids.shape == segment_ids.shape and input_ids.shape[1] == seq_len
@@ -74,7 +75,10 @@ def test_prepare_writes_arrays_and_manifest(tmp_path, files_config):
   assert json.loads((data_dir / "manifest.json").read_text()) == manifest
   tok = tokenizer_lib.get_tokenizer(files_config, str(tmp_path))
   assert manifest["tokenizer"]["sha256"] == tokenizer_lib.tokenizer_hash(tok)
-  assert manifest["data_config"] == files_config.to_dict()
+  # The config as JSON keeps it, less the keys that change how, not what, is prepared.
+  expected = json.loads(json.dumps(files_config.to_dict()))
+  assert manifest["data_config"] == {k: v for k, v in expected.items()
+                                     if k not in prepare_lib._RUNTIME_KEYS}
   docs = corpora.load_documents(files_config)
   splits = corpora.split_documents(docs, files_config.validation_fraction, 0)
   for split, split_docs in zip(prepare_lib.SPLITS, splits):

@@ -176,13 +176,14 @@ def test_run_config_sets_only_the_strategy(tiny_compare):
 
 
 def test_scale_preset_then_command_line_overrides():
-  argv = ["prog", "--config.scale=smoke", "--config.train.steps=7"]
+  """`--config=configs/compare.py:smoke` is the file's get_config("smoke"); overrides win."""
+  path = f"{ROOT / 'configs' / 'compare.py'}:smoke"
+  argv = ["prog", f"--config={path}", "--config.train.steps=7"]
   values = flags.FlagValues()
   # The override flags are made from the argv the config flag is defined with.
-  config_flags.DEFINE_config_file("config", str(ROOT / "configs" / "compare.py"),
-                                  flag_values=values, sys_argv=argv)
+  config_flags.DEFINE_config_file("config", path, flag_values=values, sys_argv=argv)
   values(argv)
-  config = compare.with_scale(values.config, values["config"])
+  config = values.config
   assert config.scale == "smoke" and config.model.num_layers == 1  # the preset
   assert config.train.steps == 7  # the command line wins over it
   assert config.compare.strategies == ("random", "whole_word", "span", "entity", "pmi")

@@ -90,11 +90,11 @@ def test_unknown_remat_policy_is_named():
 
 def test_plan_leaves_the_layers_axis_unsharded():
   rules = mlmjax_config.default_config().mesh.axis_rules
-  for row in partition.plan(CFG, (1, 2, 2), rules):
+  for row in partition.sharding_table(CFG, (1, 2, 2), rules):
     if row["path"].startswith("bert/encoder/layers/"):
       assert row["shape"][0] == CFG.num_layers and row["logical"][0] == "layers"
       assert row["spec"][0] is None
-  query = {r["path"]: r for r in partition.plan(CFG, (1, 2, 2), rules)}[
+  query = {r["path"]: r for r in partition.sharding_table(CFG, (1, 2, 2), rules)}[
       "bert/encoder/layers/attention/self/query/kernel"]
   assert tuple(query["spec"]) == (None, "fsdp", "tensor")  # the other axes as their rules say
 

@@ -78,7 +78,7 @@ def test_plan_matches_the_shardings_of_a_real_run(sharded_results):
   config = tiny_config()
   model_cfg = BertConfig.from_config(config.model, vocab_size=len(VOCAB))
   planned = {r["path"]: str(tuple(r["spec"])) for r in
-             partition.plan(model_cfg, (2, 2, 2), config.mesh.axis_rules)}
+             partition.sharding_table(model_cfg, (2, 2, 2), config.mesh.axis_rules)}
   real = dict(line.split("=", 1) for line in sharded_results["specs"])
   assert planned == {k[len("params/"):]: v for k, v in real.items() if k.startswith("params/")}
 
