@@ -4,7 +4,7 @@ r"""Runs a command as N JAX processes on this machine (CPU devices, loopback coo
       mlmjax-train --config=configs/quickstart.py --workdir=/tmp/two_hosts
 
 Each process gets JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID, which
-`mlmjax.main` passes to `jax.distributed.initialize`, and its own simulated CPU devices. The
+`mlmjax.cli` passes to `jax.distributed.initialize`, and its own simulated CPU devices. The
 processes then behave like hosts of a cluster: each reads its shard of the data, collectives go
 through gloo, all take part in checkpointing. Exits with the first non-zero exit code.
 """

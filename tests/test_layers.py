@@ -27,9 +27,6 @@ ALLOWED = {
     "cli": {"cli", "bench", "experiments", "inference", "convert", "train", "checkpoint",
             "model", "masking", "data", "config"},
 }
-# Imports inside functions that stay, with their reason: tokenizing worker processes import
-# the data modules and do without JAX, which the masking package imports.
-FUNCTION_IMPORTS_ALLOWED = {("data", "masking")}
 
 
 def layer_of(module: str) -> str:
@@ -88,8 +85,7 @@ def test_no_import_cycle_between_modules():
 
 
 def test_no_import_of_the_package_inside_functions():
-  hidden = [(a, b) for a, b, inside in imports()
-            if inside and (layer_of(a), layer_of(b)) not in FUNCTION_IMPORTS_ALLOWED]
+  hidden = [(a, b) for a, b, inside in imports() if inside]
   assert not hidden, hidden
 
 

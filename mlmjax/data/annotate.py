@@ -109,23 +109,23 @@ def rule_entities(text: str, starts: Iterable[int] | None = None) -> list[tuple[
 
 
 def token_classes(vocab: Sequence[str | None], special: np.ndarray,
-                  function_words: frozenset[str]) -> dict[str, np.ndarray]:
+                  function_words: frozenset[str], convention: str,
+                  word_start: np.ndarray) -> dict[str, np.ndarray]:
   """Per-id tables for word grouping and the vocabulary part-of-speech fallback.
 
   Args:
     vocab: token of each id (None for holes).
     special: bool [V] special tokens.
     function_words: lowercase English closed-class words.
+    convention: the vocabulary's word-start convention ("wordpiece", "sentencepiece",
+      "byte_level"; `masking.tables.detect_convention`).
+    word_start: bool [V] the token begins a word (specials too).
   Returns:
-    word_start bool [V]: the token begins a word (the masking library's convention, detected
-      from the vocabulary; specials too).
+    word_start bool [V]: as given.
     barrier bool [V]: specials and word-start tokens with no letter or digit (punctuation).
     word_class int8 [V]: class of a one-token word: 2 function word, 1 other word, 0 special
       or punctuation.
   """
-  from mlmjax.masking import tables  # pylint: disable=g-import-not-at-top  (needs JAX)
-  convention = tables.detect_convention(t for t in vocab if t is not None)
-  word_start = tables.word_starts(vocab, convention) | special
   marker = {"sentencepiece": "\u2581", "byte_level": "\u0120"}.get(convention, "")
   bare = ["" if t is None else t[len(marker):] if marker and t.startswith(marker) else t
           for t in vocab]

@@ -20,20 +20,17 @@ separately replaceable. ArrayRecord would add per-record compression and framing
 fixed size do not need.
 
 Work: documents are read in chunks (lazy sources are never held whole), tokenized and
-annotated in `data.num_workers` processes (0: every core; results come back in order, so the
-output does not depend on the number of workers), and packed in this process (packing.py) while
-the workers go on. Re-running with the same data config, corpus and tokenizer is a no-op.
+annotated in `data.num_workers` processes (encode.py; 0: every core; results come back in
+order, so the output does not depend on the number of workers), and packed in this process
+(packing.py) while the workers go on. Re-running with the same data config, corpus and tokenizer is a no-op.
 """
 
 import collections
-from concurrent import futures
 import dataclasses
 import json
-import multiprocessing
 import os
-import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 from absl import logging
 import ml_collections
@@ -42,18 +39,17 @@ import tokenizers
 
 from mlmjax.data import annotate
 from mlmjax.data import corpora
+from mlmjax.data import encode
 from mlmjax.data import packing
 from mlmjax.data import pmi
 from mlmjax.data import stats as stats_lib
 from mlmjax.data import tokenizer as tokenizer_lib
+from mlmjax.masking import tables
 
 FORMAT_VERSION = 2
 DATA_DIR = "data"  # under the workdir
 MANIFEST = "manifest.json"
 SPLITS = ("train", "validation")
-# Documents per chunk: enough for each worker to amortise the hand-over, few enough that a
-# chunk's Encoding objects (much larger than the ids) stay small.
-CHUNK_DOCS = 1024
 # Keys that change how, not what, is prepared: they never make prepared data stale.
 _RUNTIME_KEYS = ("num_workers",)
 
@@ -68,8 +64,8 @@ def array_files(split: str, fields: Sequence[str] = ()) -> dict[str, str]:
 def tokenize(tok: tokenizers.Tokenizer, docs: Sequence[str]) -> list[np.ndarray]:
   """Token ids of each document, without special tokens: int32 [len(doc)] each."""
   ids = []
-  for start in range(0, len(docs), CHUNK_DOCS):
-    encodings = tok.encode_batch(list(docs[start:start + CHUNK_DOCS]),
+  for start in range(0, len(docs), encode.CHUNK_DOCS):
+    encodings = tok.encode_batch(list(docs[start:start + encode.CHUNK_DOCS]),
                                  add_special_tokens=False)
     ids += [np.asarray(e.ids, np.int32) for e in encodings]
   return ids
@@ -117,90 +113,6 @@ class NpyWriter:
     return (self.rows, *self.row_shape)
 
 
-# ------------------------------------------------------------------- tokenizing, in workers
-
-
-class _Encoder:
-  """Tokenizes and annotates chunks of documents: one per worker process (or in-process)."""
-
-  def __init__(self, tokenizer_json: str, job: dict):
-    self.tok = tokenizers.Tokenizer.from_str(tokenizer_json)
-    self.job = job
-    self.annotator = None
-    if job["wanted"] and job["annotator"].startswith("spacy:"):
-      target = job["annotator"][len("spacy:"):].rsplit("@", 1)[0]
-      self.annotator = annotate.SpacyAnnotator(target, job["wanted"])
-
-  def __call__(self, texts: list[str]) -> annotate.EncodedChunk:
-    return annotate.encode_chunk(self.tok, texts, sentences=self.job["sentences"],
-                                 wanted=self.job["wanted"], annotator=self.annotator)
-
-
-_worker_encoder = None  # per worker process: the tokenizer and spaCy pipeline load once
-
-
-def _init_worker(tokenizer_json: str, job: dict) -> None:
-  global _worker_encoder
-  # One process per core already: the tokenizer's own thread pool would oversubscribe.
-  os.environ["TOKENIZERS_PARALLELISM"] = "false"
-  _worker_encoder = _Encoder(tokenizer_json, job)
-
-
-def _encode_in_worker(texts: list[str]) -> annotate.EncodedChunk:
-  return _worker_encoder(texts)
-
-
-def num_workers(data_config: ml_collections.ConfigDict) -> int:
-  """`data.num_workers`, where 0 means one per core this process may use."""
-  n = data_config.num_workers
-  return n if n > 0 else len(os.sched_getaffinity(0))
-
-
-def _can_spawn() -> bool:
-  """False where spawned workers would die at start-up: a main script read from stdin (its
-  `__file__` is "<stdin>"), which the child tries to re-run, and then the pool hangs."""
-  main = sys.modules["__main__"]
-  path = getattr(main, "__file__", None)
-  return getattr(main, "__spec__", None) is not None or path is None or os.path.exists(path)
-
-
-def _encode_chunks(tok: tokenizers.Tokenizer, docs: Sequence[str], job: dict,
-                   workers: int) -> Iterator[annotate.EncodedChunk]:
-  chunks = corpora.iter_chunks(docs, CHUNK_DOCS)
-  if workers > 1 and not _can_spawn():
-    logging.warning("This interpreter's main module (%s) cannot be re-imported by worker "
-                    "processes; tokenizing in this process.", sys.modules["__main__"])
-    workers = 1
-  if workers <= 1 or len(docs) <= CHUNK_DOCS:
-    # In-process: encode_batch still spreads one chunk over every core (Rust threads).
-    encoder = _Encoder(tok.to_str(), job)
-    yield from map(encoder, chunks)
-    return
-  # spawn, not fork: the caller may hold JAX's threads, which a forked child would inherit
-  # in an unknown state. concurrent.futures, not multiprocessing.Pool: a worker that dies
-  # (out of memory, or an interpreter that cannot spawn) raises instead of hanging.
-  context = multiprocessing.get_context("spawn")
-  with futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
-                                   initargs=(tok.to_str(), job)) as pool:
-    pending = collections.deque()
-    try:
-      for texts in chunks:
-        pending.append(pool.submit(_encode_in_worker, texts))
-        # Bounded read-ahead: a lazy corpus is never read much faster than it is packed.
-        if len(pending) >= 2 * workers:
-          yield pending.popleft().result()
-      while pending:
-        yield pending.popleft().result()
-    except futures.process.BrokenProcessPool as e:
-      raise RuntimeError(
-          "A tokenizing worker process died (out of memory, or this interpreter cannot "
-          "start workers, e.g. a script read from stdin). Set data.num_workers=1 to tokenize "
-          "in this process.") from e
-    finally:
-      for future in pending:
-        future.cancel()
-
-
 # -------------------------------------------------------------------------------- a split
 
 
@@ -236,7 +148,7 @@ def _prepare_split(tok, docs, split: str, data_dir: str, spec: dict,
     if stats is not None:
       stats.add_rows(rows["input_ids"])
 
-  for chunk in _encode_chunks(tok, docs, spec["job"], spec["workers"]):
+  for chunk in encode.encode_chunks(tok, docs, spec["job"], spec["workers"]):
     # A document of only control characters or whitespace encodes to no token; it has nothing
     # to learn from, so it is left out and counted.
     chunk, empty = _drop_empty(chunk)
@@ -297,14 +209,17 @@ def _add_ngrams(tok, data_dir: str, manifest_splits: dict, pmi_config: pmi.PmiCo
 
 def token_tables(tok: tokenizers.Tokenizer) -> dict[str, np.ndarray]:
   """Per-id tables the annotators read: specials, word starts, function words."""
-  from mlmjax.masking import tables  # pylint: disable=g-import-not-at-top  (JAX: main only)
   vocab = tok.get_vocab()
   tokens = [None] * (max(vocab.values()) + 1)
   for t, i in vocab.items():
     tokens[i] = t
   special = np.zeros(len(tokens), bool)
   special[list(tokenizer_lib.special_roles(tok).values())] = True
-  return annotate.token_classes(tokens, special, tables.DEFAULT_FUNCTION_WORDS)
+  # Words as the masking library groups them (its convention, detected from the vocabulary).
+  convention = tables.detect_convention(t for t in tokens if t is not None)
+  word_start = tables.word_starts(tokens, convention) | special
+  return annotate.token_classes(tokens, special, tables.DEFAULT_FUNCTION_WORDS, convention,
+                                word_start)
 
 
 # ------------------------------------------------------------------------------ manifest
@@ -421,7 +336,7 @@ def prepare(data_config: ml_collections.ConfigDict, workdir: str) -> dict:
   text_fields = tuple(a for a in wanted
                       if a == annotate.ENTITY or (a == annotate.POS and spacy))
   tables = token_tables(tok)
-  spec = {"seq_len": data_config.seq_len, "packing": mode, "workers": num_workers(data_config),
+  spec = {"seq_len": data_config.seq_len, "packing": mode, "workers": encode.num_workers(data_config),
           "wanted": wanted, "tables": tables,
           "job": {"wanted": text_fields, "annotator": annotator,
                   "sentences": mode == "full_sentences"}}

@@ -16,6 +16,7 @@ import numpy as np
 import tokenizers
 
 from mlmjax.data import tokenizer as tokenizer_lib
+from mlmjax.masking import tables
 
 STATS_FILE = "token_stats.npz"
 
@@ -79,8 +80,6 @@ def vocab_tables(tokenizer: tokenizers.Tokenizer, manifest_or_data_dir: dict | s
     `frequency` and `idf` from the training split, `function_word` from the masking library's
     English closed-class list (`masking.tables.DEFAULT_FUNCTION_WORDS`).
   """
-  # Imported here: masking needs JAX, which tokenizing worker processes do without.
-  from mlmjax.masking import tables  # pylint: disable=g-import-not-at-top
 
   data_dir = (manifest_or_data_dir["data_dir"] if isinstance(manifest_or_data_dir, dict)
               else manifest_or_data_dir)

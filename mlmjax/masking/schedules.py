@@ -6,6 +6,7 @@ serves every rate; `max_predictions` must be sized for the schedule's highest ra
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import jax
@@ -44,6 +45,21 @@ def max_rate(config: ml_collections.ConfigDict) -> float:
   if sched.kind == "constant":
     return float(config.rate)
   return float(min(1.0, max(sched.start, sched.end)))
+
+
+def required_predictions(config: ml_collections.ConfigDict, seq_len: int) -> int:
+  """The most tokens the budget can ask of one full row of `seq_len` at the schedule's highest
+  rate: what `max_predictions` must hold for nothing to be clipped.
+
+  A row counts at most seq_len - 2 tokens ([CLS] and [SEP] are special), or seq_len with
+  `count_specials`. "exact" rounds half to even, "ceil" and "prob_round" reach the ceiling;
+  "bernoulli" draws the count at random, so only its mean is required here (its tail beyond P
+  is clipped and counted in the `budget_clipped` metric).
+  """
+  n = seq_len if config.count_specials else max(seq_len - 2, 0)
+  x = max_rate(config) * n
+  count = {"exact": round(x), "bernoulli": round(x)}.get(config.count_mode, math.ceil(x - 1e-9))
+  return max(int(count), 1 if config.min_one else 0)
 
 
 def mixture_weights(weights: Sequence[float], final_weights: Sequence[float], steps: int,

@@ -40,6 +40,13 @@ def build(config, vocab_tables: masking.VocabTables, vocab_size: int, pad_id: in
   if config.data.seq_len > model_cfg.max_position_embeddings:
     raise ValueError(f"config.data.seq_len={config.data.seq_len} exceeds "
                      f"config.model.max_position_embeddings={model_cfg.max_position_embeddings}")
+  needed = masking.schedules.required_predictions(config.masking, config.data.seq_len)
+  if needed > config.masking.max_predictions:
+    raise ValueError(
+        f"config.masking.max_predictions={config.masking.max_predictions} would clip the "
+        f"masking budget: at its highest rate ({masking.schedules.max_rate(config.masking):g}) "
+        f"the schedule asks for {needed} of a {config.data.seq_len}-token row. Set "
+        f"--config.masking.max_predictions={needed}.")
   mesh = partition.make_mesh(config.mesh.shape, devices)
   masker = masking.make_masker(config.masking, vocab_tables)
   tx = optim.make_optimizer(config.train)

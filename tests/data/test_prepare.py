@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from mlmjax.data import corpora
+from mlmjax.data import encode
 from mlmjax.data import packing
 from mlmjax.data import prepare as prepare_lib
 from mlmjax.data import tokenizer as tokenizer_lib
@@ -176,13 +177,13 @@ def test_workers_give_the_same_data_as_one_process(tmp_path, files_config, monke
   files_config.spacy_pipeline = ""
   files_config.num_workers = 1
   serial = prepare_lib.prepare(files_config, str(tmp_path / "serial"))
-  monkeypatch.setattr(prepare_lib, "CHUNK_DOCS", 2)  # several chunks in either split
+  monkeypatch.setattr(encode, "CHUNK_DOCS", 2)  # several chunks in either split
 
   def not_here(*args, **kwargs):
     raise AssertionError("tokenized in the main process")
 
   # Spawned workers import the module afresh, without this patch.
-  monkeypatch.setattr(prepare_lib._Encoder, "__call__", not_here)
+  monkeypatch.setattr(encode.Encoder, "__call__", not_here)
   files_config.num_workers = 2
   parallel = prepare_lib.prepare(files_config, str(tmp_path / "parallel"))
   assert parallel["timing"]["workers"] == 2

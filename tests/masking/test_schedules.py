@@ -56,3 +56,14 @@ def test_mixture_weights_interpolate():
 def test_bad_schedule_kind_is_refused(tables):
   with pytest.raises(ValueError, match="schedule.kind"):
     masking.make_masker(_config("exponential"), tables)
+
+
+def test_required_predictions_follow_the_highest_rate_and_count_mode():
+  config = masking.default_config()
+  assert schedules.required_predictions(config, 128) == 19  # round(0.15 * 126): BERT's P=20 fits
+  config.schedule.update(kind="cosine", start=0.32, end=0.02)
+  assert schedules.required_predictions(config, 128) == 40  # round(0.32 * 126) at step 0
+  config.count_mode = "ceil"
+  assert schedules.required_predictions(config, 128) == 41
+  config.count_specials = True
+  assert schedules.required_predictions(config, 128) == 41  # ceil(0.32 * 128)

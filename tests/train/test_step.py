@@ -118,3 +118,14 @@ def test_mlm_loss_equals_optax_in_value_and_gradient():
   np.testing.assert_allclose(jax.grad(ours)(logits), jax.grad(reference)(logits), atol=1e-6)
   _, _, correct = mlm_loss(logits, labels, weights)
   np.testing.assert_array_equal(correct, jnp.argmax(logits, -1) == labels)  # no ties here
+
+
+def test_a_schedule_that_would_clip_the_budget_is_refused_with_the_number(setup):
+  """16-token rows, 4 slots: a cosine schedule starting at 50% asks for round(0.5 * 14) = 7."""
+  config, c, _ = setup
+  config = config.copy_and_resolve_references()
+  config.masking.schedule.update(kind="cosine", start=0.5, end=0.02, steps=10)
+  with pytest.raises(ValueError, match="Set --config.masking.max_predictions=7"):
+    state_lib.build(config, c.tables, len(VOCAB), 0)
+  config.masking.max_predictions = 7
+  state_lib.build(config, c.tables, len(VOCAB), 0)  # sized: accepted

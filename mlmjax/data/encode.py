@@ -1,0 +1,106 @@
+"""Tokenize and annotate chunks of documents, in this process or in spawned worker processes.
+
+The workers import this module (and what it imports: tokenizers, the annotators) and nothing
+of JAX: a worker starts in well under a second and holds only the tokenizer and, when asked
+for, the spaCy pipeline (tests/data/test_encode.py checks that importing it imports no JAX).
+"""
+
+import collections
+from concurrent import futures
+import multiprocessing
+import os
+import sys
+from collections.abc import Iterator, Sequence
+
+from absl import logging
+import ml_collections
+import tokenizers
+
+from mlmjax.data import annotate
+from mlmjax.data import corpora
+
+# Documents per chunk: a worker's unit of work, and how far the reader runs ahead; each
+# chunk's Encoding objects (much larger than the ids) stay small.
+CHUNK_DOCS = 1024
+
+
+class Encoder:
+  """Tokenizes and annotates chunks of documents: one per worker process (or in-process)."""
+
+  def __init__(self, tokenizer_json: str, job: dict):
+    self.tok = tokenizers.Tokenizer.from_str(tokenizer_json)
+    self.job = job
+    self.annotator = None
+    if job["wanted"] and job["annotator"].startswith("spacy:"):
+      target = job["annotator"][len("spacy:"):].rsplit("@", 1)[0]
+      self.annotator = annotate.SpacyAnnotator(target, job["wanted"])
+
+  def __call__(self, texts: list[str]) -> annotate.EncodedChunk:
+    return annotate.encode_chunk(self.tok, texts, sentences=self.job["sentences"],
+                                 wanted=self.job["wanted"], annotator=self.annotator)
+
+
+_worker_encoder = None  # per worker process: the tokenizer and spaCy pipeline load once
+
+
+def _init_worker(tokenizer_json: str, job: dict) -> None:
+  global _worker_encoder
+  # One process per core already: the tokenizer's own thread pool would oversubscribe.
+  os.environ["TOKENIZERS_PARALLELISM"] = "false"
+  _worker_encoder = Encoder(tokenizer_json, job)
+
+
+def _encode_in_worker(texts: list[str]) -> annotate.EncodedChunk:
+  return _worker_encoder(texts)
+
+
+def num_workers(data_config: ml_collections.ConfigDict) -> int:
+  """`data.num_workers`, where 0 means one per core this process may use."""
+  n = data_config.num_workers
+  return n if n > 0 else len(os.sched_getaffinity(0))
+
+
+def _can_spawn() -> bool:
+  """False where spawned workers would die at start-up: a main script read from stdin (its
+  `__file__` is "<stdin>"), which the child tries to re-run, and then the pool hangs."""
+  main = sys.modules["__main__"]
+  path = getattr(main, "__file__", None)
+  return getattr(main, "__spec__", None) is not None or path is None or os.path.exists(path)
+
+
+def encode_chunks(tok: tokenizers.Tokenizer, docs: Sequence[str], job: dict,
+                  workers: int) -> Iterator[annotate.EncodedChunk]:
+  """The chunks of `docs` tokenized and annotated as `job` says, in order."""
+  chunks = corpora.iter_chunks(docs, CHUNK_DOCS)
+  if workers > 1 and not _can_spawn():
+    logging.warning("This interpreter's main module (%s) cannot be re-imported by worker "
+                    "processes; tokenizing in this process.", sys.modules["__main__"])
+    workers = 1
+  if workers <= 1 or len(docs) <= CHUNK_DOCS:
+    # In-process: encode_batch still spreads one chunk over every core (Rust threads).
+    encoder = Encoder(tok.to_str(), job)
+    yield from map(encoder, chunks)
+    return
+  # spawn, not fork: the caller may hold JAX's threads, which a forked child would inherit
+  # in an unknown state. concurrent.futures, not multiprocessing.Pool: a worker that dies
+  # (out of memory, or an interpreter that cannot spawn) raises instead of hanging.
+  context = multiprocessing.get_context("spawn")
+  with futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+                                   initargs=(tok.to_str(), job)) as pool:
+    pending = collections.deque()
+    try:
+      for texts in chunks:
+        pending.append(pool.submit(_encode_in_worker, texts))
+        # Bounded read-ahead: a lazy corpus is never read much faster than it is packed.
+        if len(pending) >= 2 * workers:
+          yield pending.popleft().result()
+      while pending:
+        yield pending.popleft().result()
+    except futures.process.BrokenProcessPool as e:
+      raise RuntimeError(
+          "A tokenizing worker process died (out of memory, or this interpreter cannot "
+          "start workers, e.g. a script read from stdin). Set data.num_workers=1 to tokenize "
+          "in this process.") from e
+    finally:
+      for future in pending:
+        future.cancel()
