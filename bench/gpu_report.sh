@@ -204,7 +204,9 @@ case "$MODE" in
       BUDGET=${BUDGET_S:-400}
       export JAX_PLATFORMS=${JAX_PLATFORMS:-cpu}
       tiny=(--config=configs/bench.py:tiny --config.train.batch_size=4 --warmup=1)
-      BASE=("${tiny[@]}" --config.data.seq_len=32 --masking_iters=2 --masking_unroll=1)
+      # Three strategies stand for all (tests/bench/test_bench_train.py times every one).
+      BASE=("${tiny[@]}" --config.data.seq_len=32 --masking_iters=2 --masking_unroll=1
+            --strategies=dynamic,span,adaptive)
       BASE512=("${tiny[@]}" --config.data.seq_len=128)
       LARGE=("${tiny[@]}" --config.data.seq_len=128 --fit_start=4 --fit_limit=8)
       HF=(--device=cpu --tiny --dtype=fp32 --warmup=1 --cases=eager-s128,eager-s512)
