@@ -90,7 +90,10 @@ def _user_errors_as_messages(main):
 
 def run_app(main, define) -> None:
   """Defines flags with `define`, then runs `main` as an absl app with mlmjax's error handling."""
+  before = set(FLAGS)
   _exit_on_bad_flags(define)
+  for name in set(FLAGS) - before:  # `--help` lists the command's own flags (absl shows those
+    FLAGS.register_key_flag_for_module(sys.argv[0], FLAGS[name])  # of the main module)
   logging.get_absl_handler().addFilter(_QuietLibraries())
   jax.config.config_with_absl()
   app.run(_user_errors_as_messages(main),

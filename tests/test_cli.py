@@ -71,3 +71,10 @@ def test_fill_mask_without_a_checkpoint_says_what_to_do(tmp_path):
   assert out.returncode != 0
   assert "No checkpoint" in out.stderr and "mlmjax-train" in out.stderr
   assert "Traceback" not in out.stderr
+
+
+def test_help_lists_the_commands_own_flags():
+  out = run_cli("mlmjax-mask", "--help")
+  assert "--strategy" in out.stdout and "--rate" in out.stdout  # (absl exits 1 after --help)
+  out = run_cli("mlmjax-train", "--help")
+  assert "--workdir" in out.stdout and "--config" in out.stdout
