@@ -1,5 +1,6 @@
-"""Benchmarks: masking (`masking.py`), the train step (`train.py`), the largest batch (`fit.py`),
-the PyTorch baseline (`torch_baseline.py`), and trace summaries (`trace.py`).
+"""Benchmarks: masking (`masking.py`), the train step (`train.py`, on `synthetic.py`'s rows), the
+largest batch (`fit.py`), the PyTorch baseline (`torch_baseline.py`), and trace summaries
+(`trace.py`).
 
 This file holds what they share and nothing heavier than the standard library, so the PyTorch
 baseline can use it without importing JAX: the result record every benchmark writes (one dict per

@@ -34,7 +34,7 @@ import time
 import ml_collections
 
 from mlmjax import config as mlmjax_config
-from mlmjax.data import corpora, pipeline, prepare
+from mlmjax.data import corpora, pipeline, prepare, sources
 from mlmjax.data import tokenizer as tokenizer_lib
 
 H100_TOKENS_PER_SECOND = 0.85e6
@@ -48,7 +48,7 @@ def _config(path: str, seq_len: int, annotations: tuple[str, ...]) -> ml_collect
 
 
 def _write_corpus(directory: str, scale: int) -> tuple[str, int]:
-  docs = corpora.embedded_documents()
+  docs = sources.embedded_documents()
   path = os.path.join(directory, "corpus.jsonl")
   with open(path, "w", encoding="utf-8") as f:
     for copy in range(scale):

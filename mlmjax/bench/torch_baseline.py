@@ -8,7 +8,7 @@ What a user would run instead of mlmjax: HF `BertForMaskedLM` (BERT-base, random
 attention, dropout 0.1 as configured), bf16 autocast with float32 parameters, fused AdamW,
 gradients clipped at 1.0 as the HF Trainer does, the dense MLM head HF computes (logits at every
 position, labels -100 except at the 15% predicted ones). Data: random full rows from the same
-Zipf-shaped synthetic vocabulary idea as `mlmjax.bench.train`, [MASK] at the predicted slots.
+Zipf-shaped synthetic vocabulary idea as `mlmjax.bench.synthetic`, [MASK] at the predicted slots.
 
 The columns are those of `mlmjax.bench.train`; model FLOPs are counted with the same
 sparse-head formula (`train/metrics.flops_per_token`, P = 20 per 128 tokens), so the MFU of
@@ -38,7 +38,7 @@ BASE = dict(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attenti
 # --tiny: the train bench's "tiny" preset, 4 rows a quarter as long (s128 -> 32, s512 -> 128).
 TINY = dict(vocab_size=1024, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
             intermediate_size=256, max_position_embeddings=512)
-MASK_ID, NUM_SPECIAL = 4, 5  # [PAD] [UNK] [CLS] [SEP] [MASK], as mlmjax.bench.train
+MASK_ID, NUM_SPECIAL = 4, 5  # [PAD] [UNK] [CLS] [SEP] [MASK], as mlmjax.bench.synthetic
 PREDICTIONS_PER_128 = 20  # BERT's max_predictions at 128 tokens
 
 

@@ -17,7 +17,7 @@ import ml_collections
 import tokenizers
 
 from mlmjax.data import annotate
-from mlmjax.data import corpora
+from mlmjax.data import sources
 
 # Documents per chunk: a worker's unit of work, and how far the reader runs ahead; each
 # chunk's Encoding objects (much larger than the ids) stay small.
@@ -71,7 +71,7 @@ def _can_spawn() -> bool:
 def encode_chunks(tok: tokenizers.Tokenizer, docs: Sequence[str], job: dict,
                   workers: int) -> Iterator[annotate.EncodedChunk]:
   """The chunks of `docs` tokenized and annotated as `job` says, in order."""
-  chunks = corpora.iter_chunks(docs, CHUNK_DOCS)
+  chunks = sources.iter_chunks(docs, CHUNK_DOCS)
   if workers > 1 and not _can_spawn():
     logging.warning("This interpreter's main module (%s) cannot be re-imported by worker "
                     "processes; tokenizing in this process.", sys.modules["__main__"])

@@ -42,6 +42,7 @@ from mlmjax.data import corpora
 from mlmjax.data import encode
 from mlmjax.data import packing
 from mlmjax.data import pmi
+from mlmjax.data import sources
 from mlmjax.data import stats as stats_lib
 from mlmjax.data import tokenizer as tokenizer_lib
 from mlmjax.masking import tables
@@ -161,7 +162,7 @@ def _prepare_split(tok, docs, split: str, data_dir: str, spec: dict,
   write(packer.finish())
   shapes = {key: writer.close() for key, writer in writers.items()}
   if not counts["tokens"]:
-    raise corpora.CorpusError(f"The {split} split tokenizes to no token at all; check the "
+    raise sources.CorpusError(f"The {split} split tokenizes to no token at all; check the "
                               "corpus and the tokenizer.")
   if packer.units_split:
     unit = "sentences" if spec["packing"] == "full_sentences" else "documents"

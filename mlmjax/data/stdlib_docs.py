@@ -1,6 +1,6 @@
 """Collects the English docstrings of Python's standard library (run as an isolated script).
 
-`corpora.embedded_documents` runs this file as `python -I -S stdlib_docs.py OUT.json` in a child
+`sources.embedded_documents` runs this file as `python -I -S stdlib_docs.py OUT.json` in a child
 process: importing ~500 standard-library modules has side effects (signal handlers, atexit hooks,
 terminal escape codes, warnings, module caches) that must not leak into the training process,
 and `-I -S` keeps site-packages and environment variables from changing what is found, so the

@@ -12,6 +12,7 @@ import pytest
 from helpers import ROOT, load_config
 from mlmjax import bench, masking
 from mlmjax.bench import fit
+from mlmjax.bench import synthetic
 from mlmjax.bench import train as bench_train
 
 # A one-layer model on 2 x 16 rows: the real step, compiled in seconds.
@@ -49,22 +50,22 @@ def test_bench_shapes_then_overrides():
 
 
 def test_synthetic_rows_look_like_packed_data():
-  tables = bench_train.synthetic_tables(bench_train.synthetic_vocab(300))
-  rows = bench_train.synthetic_rows(tables, 6, 40, seed=1, pad_fraction=0.2)
+  tables = synthetic.synthetic_tables(synthetic.synthetic_vocab(300))
+  rows = synthetic.synthetic_rows(tables, 6, 40, seed=1, pad_fraction=0.2)
   ids, seg = rows["input_ids"], rows["segment_ids"]
   assert ids.shape == seg.shape == rows["entity_ids"].shape == (6, 40)
-  assert np.all(ids[:, 0] == bench_train.CLS)
-  lengths = (ids != bench_train.PAD).sum(1)
+  assert np.all(ids[:, 0] == synthetic.CLS)
+  lengths = (ids != synthetic.PAD).sum(1)
   assert lengths.min() < 40  # some rows are padded
   for r, n in enumerate(lengths):
-    assert np.all(ids[r, n:] == bench_train.PAD) and ids[r, n - 1] == bench_train.SEP
+    assert np.all(ids[r, n:] == synthetic.PAD) and ids[r, n - 1] == synthetic.SEP
     assert set(np.unique(seg[r, :n])) == {1, 2} and np.all(seg[r, n:] == 0)
     spans = rows["entity_ids"][r]
     assert set(np.unique(spans[spans > 0])) == set(range(1, spans.max() + 1))  # numbered 1..k
   special = np.asarray(tables.is_special)[ids]
   assert np.all(rows["entity_ids"][special] == 0) and np.all(rows["pos_class"][special] == 0)
-  full = bench_train.synthetic_rows(tables, 3, 20)
-  assert np.all(full["input_ids"] != bench_train.PAD)
+  full = synthetic.synthetic_rows(tables, 3, 20)
+  assert np.all(full["input_ids"] != synthetic.PAD)
 
 
 def test_train_bench_runs_the_real_step(train_record):
@@ -88,10 +89,10 @@ def test_masking_bench_covers_every_strategy(small, train_record):
 
 def test_batch_fields_follow_the_strategy(small):
   config = small.config.copy_and_resolve_references()
-  assert bench_train.batch_fields(config) == ("input_ids", "segment_ids")
+  assert synthetic.batch_fields(config) == ("input_ids", "segment_ids")
   config.masking.strategy = "mixture"
   config.masking.mixture.strategies = ("entity", "pmi")
-  assert bench_train.batch_fields(config)[2:] == ("entity_ids", "ngram_ids")
+  assert synthetic.batch_fields(config)[2:] == ("entity_ids", "ngram_ids")
 
 
 def test_search_batch_doubles_then_bisects():

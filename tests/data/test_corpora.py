@@ -1,4 +1,4 @@
-"""Tests of mlmjax.data.corpora: the embedded corpus, file sources, their errors, the split."""
+"""Tests of mlmjax.data.sources and corpora: the embedded corpus, files, their errors, the split."""
 
 import inspect
 import json
@@ -7,29 +7,29 @@ import sys
 from pydoc_data import topics
 import pytest
 
-from mlmjax.data import corpora
+from mlmjax.data import corpora, sources
 
 
 @pytest.fixture(scope="module")
 def embedded():
-  return corpora.embedded_documents()
+  return sources.embedded_documents()
 
 
 def test_embedded_corpus_is_substantial_and_clean(embedded):
   assert len(embedded) > 2000
   assert sum(map(len, embedded)) > 1_000_000
   assert len(set(embedded)) == len(embedded)
-  assert min(map(len, embedded)) >= corpora.MIN_EMBEDDED_CHARS
-  assert all(d == corpora.clean_text(d) for d in embedded)
+  assert min(map(len, embedded)) >= sources.MIN_EMBEDDED_CHARS
+  assert all(d == sources.clean_text(d) for d in embedded)
   # Both parts are there: a pydoc topic and a standard-library docstring.
-  assert corpora.clean_text(topics.topics["if"]) in embedded
+  assert sources.clean_text(topics.topics["if"]) in embedded
   assert inspect.cleandoc(json.dumps.__doc__) in embedded
 
 
 def test_embedded_corpus_is_deterministic(embedded):
-  corpora._embedded_documents.cache_clear()
+  sources._embedded_documents.cache_clear()
   # A fresh child process, with its own random hash seed, collects the docstrings again.
-  assert corpora.embedded_documents() == embedded
+  assert sources.embedded_documents() == embedded
 
 
 def test_embedded_corpus_imports_nothing_here(embedded):
@@ -69,7 +69,7 @@ def test_jsonl_text_field(tmp_path, data_config, write_jsonl):
 def test_bad_txt_files(tmp_path, data_config, content, message):
   path = tmp_path / "bad.txt"
   path.write_bytes(content)
-  with pytest.raises(corpora.CorpusError, match=message):
+  with pytest.raises(sources.CorpusError, match=message):
     corpora.load_documents(data_config(source="files", paths=str(path)))
 
 
@@ -82,7 +82,7 @@ def test_bad_txt_files(tmp_path, data_config, content, message):
 def test_bad_jsonl_files(tmp_path, data_config, lines, message):
   path = tmp_path / "bad.jsonl"
   path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-  with pytest.raises(corpora.CorpusError, match=message):
+  with pytest.raises(sources.CorpusError, match=message):
     corpora.load_documents(data_config(source="files", paths=str(path)))
 
 
@@ -97,9 +97,9 @@ def test_bad_sources(tmp_path, data_config, write_txt):
       (data_config(source="files", paths=f"{tmp_path}/*.csv"), "unsupported file type"),
   ]
   for config, message in cases:
-    with pytest.raises(corpora.CorpusError, match=message):
+    with pytest.raises(sources.CorpusError, match=message):
       corpora.load_documents(config)
-  assert issubclass(corpora.CorpusError, ValueError)
+  assert issubclass(sources.CorpusError, ValueError)
 
 
 def test_split_is_deterministic_and_complete(make_documents):
@@ -115,7 +115,7 @@ def test_split_is_deterministic_and_complete(make_documents):
 def test_split_edge_cases():
   assert corpora.split_documents(["a", "b"], 0.0, seed=0)[1] in (["a"], ["b"])
   assert len(corpora.split_documents(["a", "b", "c"], 0.9, seed=0)[0]) == 1
-  with pytest.raises(corpora.CorpusError, match="at least 2"):
+  with pytest.raises(sources.CorpusError, match="at least 2"):
     corpora.split_documents(["only one"], 0.5, seed=0)
-  with pytest.raises(corpora.CorpusError, match="validation_fraction"):
+  with pytest.raises(sources.CorpusError, match="validation_fraction"):
     corpora.split_documents(["a", "b"], 1.0, seed=0)

@@ -7,6 +7,7 @@ import pytest
 
 from mlmjax.data import corpora
 from mlmjax.data import prepare as prepare_lib
+from mlmjax.data import sources
 
 
 def test_parquet_files(tmp_path, data_config, make_documents):
@@ -18,16 +19,16 @@ def test_parquet_files(tmp_path, data_config, make_documents):
   config = data_config(source="files", paths=str(tmp_path / "a.parquet"), text_field="body")
   assert corpora.load_documents(config) == docs[:4]  # the blank row holds no document
   config.text_field = "text"
-  with pytest.raises(corpora.CorpusError, match=r"no column 'text' \(columns: \['body', 'n'\]"):
+  with pytest.raises(sources.CorpusError, match=r"no column 'text' \(columns: \['body', 'n'\]"):
     corpora.load_documents(config)
   config.text_field = "n"
-  with pytest.raises(corpora.CorpusError, match="column 'n' is int64, not a string"):
+  with pytest.raises(sources.CorpusError, match="column 'n' is int64, not a string"):
     corpora.load_documents(config)
   pq.write_table(pa.table({"text": ["fine", None]}), tmp_path / "b.parquet")
-  with pytest.raises(corpora.CorpusError, match=r"b.parquet: row 1 has no 'text' \(null\)"):
+  with pytest.raises(sources.CorpusError, match=r"b.parquet: row 1 has no 'text' \(null\)"):
     corpora.load_documents(data_config(source="files", paths=str(tmp_path / "b.parquet")))
   (tmp_path / "c.parquet").write_bytes(b"PAR1 not really")
-  with pytest.raises(corpora.CorpusError, match="not a readable Parquet file"):
+  with pytest.raises(sources.CorpusError, match="not a readable Parquet file"):
     corpora.load_documents(data_config(source="files", paths=str(tmp_path / "c.parquet")))
 
 
@@ -66,7 +67,7 @@ def test_tfds_source_reads_by_random_access(tfds_dir, data_config):
   data_dir, docs = tfds_dir
   config = data_config(source="tfds", tfds_name="tiny_corpus", tfds_data_dir=data_dir)
   corpus = corpora.load_documents(config)
-  assert isinstance(corpus, corpora.IndexedCorpus) and len(corpus) == 36
+  assert isinstance(corpus, sources.IndexedCorpus) and len(corpus) == 36
   # TFDS stores examples in its own shuffled order; the documents are all there, once.
   assert sorted(corpus) == sorted(docs[:36])
   assert corpus[3] == list(corpus)[3] and corpus[2:5] == list(corpus)[2:5]
@@ -97,7 +98,7 @@ def test_tfds_prepare_and_errors(tfds_dir, data_config, tmp_path):
                    text_field="body"), r"no feature 'body' \(features: \['text', 'title'\]"),
   ]
   for config, message in cases:
-    with pytest.raises(corpora.CorpusError, match=message):
+    with pytest.raises(sources.CorpusError, match=message):
       corpora.load_documents(config)
 
 
@@ -128,13 +129,13 @@ def test_hf_datasets_from_disk(tmp_path, data_config, make_documents, write_json
       (data_config(source="hf", hf_path=str(tmp_path / "saved")), "no column 'text'"),
   ]
   for config, message in cases:
-    with pytest.raises(corpora.CorpusError, match=message):
+    with pytest.raises(sources.CorpusError, match=message):
       corpora.load_documents(config)
 
 
 def test_lazy_split_matches_the_list_split(make_documents):
   docs = make_documents(50)
-  lazy = corpora.IndexedCorpus("test", lambda rows: [docs[r] for r in rows], np.arange(50))
+  lazy = sources.IndexedCorpus("test", lambda rows: [docs[r] for r in rows], np.arange(50))
   eager = corpora.split_documents(docs, 0.2, seed=4)
   views = corpora.split_documents(lazy, 0.2, seed=4)
   assert [list(v) for v in views] == list(eager)

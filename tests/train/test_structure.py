@@ -18,6 +18,7 @@ import pytest
 from jax._src.cudnn import fused_attention_stablehlo as cudnn_attention
 
 from helpers import load_config
+from mlmjax.bench import synthetic
 from mlmjax.bench import train as bench_train
 from mlmjax.train import partition
 from mlmjax.train import state as state_lib
@@ -33,7 +34,7 @@ def setup():
   config.data.vocab_size = 1024  # the head's shape, not its size, is under test
   config.train.batch_size = ROWS
   s = bench_train.setup(config)
-  fields = bench_train.batch_fields(config)
+  fields = synthetic.batch_fields(config)
   batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in s.rows.items() if k in fields}
   key = jax.eval_shape(lambda: jax.random.key(0))
   return config, s.components, batch, key
@@ -55,7 +56,7 @@ def cpu_compiled(setup):
   config, c, batch, key = setup
   config = config.copy_and_resolve_references()
   config.model.attention = "xla"
-  c = state_lib.build(config, c.tables, config.data.vocab_size, bench_train.PAD)
+  c = state_lib.build(config, c.tables, config.data.vocab_size, synthetic.PAD)
   with partition.mesh_context(c.mesh, config.mesh.axis_rules):
     return state_lib.jit_train_step(config, c).lower(c.abstract_state, batch, key).compile()
 
