@@ -63,10 +63,11 @@ def get_config(scale: str = "cpu") -> ml_collections.ConfigDict:
   config = mlmjax_config.default_config()
   config.scale = scale  # the preset these sizes come from (see the module docstring)
 
-  # Entity and PMI masking (training and evaluation) need the data's annotations. The rule-based
-  # annotator is the same everywhere, so the embedded corpus gives the same table on any machine.
-  config.data.annotations = ("entity_ids", "pos_class", "ngram_ids")  # prepared beside the ids
-  config.data.spacy_pipeline = ""  # "" rules; "auto" spaCy's en_core_web_sm when installed
+  # Entity and PMI masking (training and evaluation) need the data's annotations: entities and
+  # phrases (ERNIE), part-of-speech classes (syntax, semantic), PMI n-grams.
+  config.data.annotations = ("entity_ids", "phrase_ids", "pos_class", "ngram_ids")
+  # An installed English spaCy pipeline when there is one, else the rules (the report names
+  # the annotator used: tables made with different annotators do not compare).
 
   config.compare = compare = ml_collections.ConfigDict()
   # One model each, trained alike: the seed's five unit-based strategies, one per kind of unit

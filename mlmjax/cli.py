@@ -15,6 +15,7 @@ import functools
 import logging as std_logging
 import os
 import sys
+import tempfile
 import time
 
 import jax
@@ -68,8 +69,12 @@ def _exit_on_bad_flags(fn, *args):
   try:
     return fn(*args)
   except (flags.Error, AttributeError, KeyError, ValueError, TypeError) as e:
-    message = " ".join(str(e).replace("\\n", " ").replace("\\'", "'").split()).strip("'\"")
-    if "Did you mean" in message:  # ml_collections' wording for an unknown key
+    message = " ".join(str(e).replace("\\n", " ").replace("\\'", "'").split())
+    if len(message) > 1 and message[0] == message[-1] and message[0] in "'\"":
+      message = message[1:-1]  # a KeyError's message comes quoted
+    # ml_collections' wording for an unknown key; absl says "Unknown command line flag" for a
+    # misspelt flag, with its own suggestion.
+    if "Did you mean" in message and "Unknown command line flag" not in message:
       message = "unknown config key. " + message[message.index("Did you mean"):]
     overrides = [a for a in sys.argv[1:] if a.startswith("--config.")]
     sys.exit(f"mlmjax: bad command line: {message}\n  config overrides given: {overrides}\n"
@@ -248,25 +253,32 @@ def fill_mask() -> None:
 
 
 def mask() -> None:
-  """mlmjax-mask: what a masking strategy does to your sentence."""
+  """mlmjax-mask: what a masking strategy does to your sentences."""
   def define():
-    flags.DEFINE_enum("strategy", "dynamic", sorted(masking.STRATEGIES), "masking strategy")
-    flags.DEFINE_float("rate", 0.15, "share of eligible tokens to predict")
-    flags.DEFINE_integer("steps", 1, "how many steps to show (masks change every step)")
+    _define_config(QUICKSTART_CONFIG, "Config file: its masking and data settings are used "
+                   "(e.g. configs/masking.py:spanbert for a named recipe).")
+    flags.DEFINE_string("workdir", os.path.join(tempfile.gettempdir(), "mlmjax_mask"),
+                        "A run's workdir (its tokenizer, statistics, annotations, model), or a "
+                        "folder where the config's data is prepared once with every annotation.")
+    flags.DEFINE_enum("strategy", None, sorted(masking.STRATEGIES), "masking strategy "
+                      "(default: the config's)")
+    flags.DEFINE_float("rate", None, "share of eligible tokens to predict (default: the config's)")
+    flags.DEFINE_integer("steps", 1, "how many steps to show (dynamic masks change every step)")
     flags.DEFINE_integer("seed", 0, "PRNG seed")
-    flags.DEFINE_float("mask_prob", 0.8, "share of targets shown as [MASK]")
-    flags.DEFINE_float("random_prob", 0.1, "share of targets replaced at random")
-    flags.DEFINE_string("vocab", "", "WordPiece vocab.txt to use instead of training one")
-    flags.DEFINE_integer("vocab_size", 120, "size of the WordPiece trained on the text")
+    flags.DEFINE_float("mask_prob", None, "share of targets shown as [MASK] (default: config's)")
+    flags.DEFINE_float("random_prob", None, "share of targets replaced at random (default: "
+                       "the config's)")
 
   def main(argv):
     _quiet()
-    text = " ".join(argv[1:]).strip()
-    if not text:
+    texts = [t.strip() for t in argv[1:] if t.strip()]
+    if not texts:
       raise ValueError('give a sentence: mlmjax-mask --strategy=span "The quick brown fox."')
-    f = FLAGS
-    print("\n".join(show_masks.mask_text(text, f.strategy, f.rate, f.steps, f.seed, f.mask_prob,
-                                         f.random_prob, f.vocab, f.vocab_size)))
+    config, f = FLAGS.config, FLAGS
+    for key in ("strategy", "rate", "mask_prob", "random_prob"):
+      if f[key].value is not None:
+        config.masking[key] = f[key].value
+    print("\n".join(show_masks.mask_texts(config, f.workdir, texts, f.steps, f.seed)))
   run_app(main, define)
 
 

@@ -38,8 +38,11 @@ def default_config() -> ml_collections.ConfigDict:
   data.hf_split = "train"  # split of an HF DatasetDict / data-file folder
   data.split_seed = 0  # which documents are held out; independent of config.seed
   data.packing = "full_sentences"  # "full_sentences" (RoBERTa), "per_document", "concatenate"
-  data.annotations = ()  # any of "entity_ids", "pos_class", "ngram_ids", made at preparation
-  data.spacy_pipeline = "auto"  # "auto": en_core_web_sm if installed, else rules; "": rules
+  # Any of "entity_ids", "phrase_ids", "pos_class", "ngram_ids", made at preparation.
+  data.annotations = ()
+  # "auto": the best installed English spaCy pipeline (en_core_web_sm first), else the rules;
+  # "": the rules; or a pipeline package name or folder.
+  data.spacy_pipeline = "auto"
   data.num_workers = 0  # tokenizing processes; 0 = one per core
   data.pmi = ml_collections.ConfigDict()  # PMI n-gram vocabulary for `ngram_ids`
   data.pmi.vocab_size = 100_000  # n-grams kept (the paper: 800K for BERT-scale corpora)

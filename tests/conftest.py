@@ -1,5 +1,6 @@
 """Shared test setup: CPU only, and float32 matmuls so numerical comparisons are meaningful."""
 
+import importlib
 import os
 import tempfile
 
@@ -24,3 +25,15 @@ from helpers import tiny_config  # noqa: E402
 def tiny(tmp_path):
   """The quickstart config shrunk to run in seconds on a synthetic corpus in `tmp_path`."""
   return tiny_config(tmp_path)
+
+
+@pytest.fixture
+def spacy_package(tmp_path, monkeypatch):
+  """A small English spaCy pipeline installed as a package for this test; its name.
+
+  The pipeline (tests/data/spacy_fixture.py) tags and parses plain sentences and finds a few
+  entities; `spacy.load(name)` and `data.spacy_pipeline="auto"` find it. Its folder,
+  `tmp_path / "site-packages"`, is on sys.path; put it on PYTHONPATH for a subprocess.
+  """
+  spacy_fixture = importlib.import_module("data.spacy_fixture")  # imports spaCy: only here
+  return spacy_fixture.install_pipeline(tmp_path / "site-packages", monkeypatch)

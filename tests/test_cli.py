@@ -19,6 +19,13 @@ def test_unknown_config_key_names_the_nearest_key(tmp_path):
   assert "Traceback" not in out.stderr
 
 
+def test_unknown_flag_is_not_called_a_config_key(tmp_path):
+  out = run_cli("mlmjax-train", f"--workdir={tmp_path}", "--stepz=3")
+  assert out.returncode != 0
+  assert "Unknown command line flag 'stepz'" in out.stderr
+  assert "unknown config key" not in out.stderr and "Traceback" not in out.stderr
+
+
 def test_missing_corpus_path_is_one_line(tmp_path):
   out = run_cli("mlmjax-train", f"--workdir={tmp_path}", "--config.data.source=files",
                 f"--config.data.paths={tmp_path}/nothing/*.txt")
@@ -64,6 +71,13 @@ def test_quickstart_trains_exports_and_demos(tmp_path):
   cli = run_cli("mlmjax-fill-mask", f"--checkpoint={workdir}/checkpoints/4", text)
   assert cli.returncode == 0, cli.stderr[-2000:]
   assert f"[MASK]: {ours[0][0]} ({ours[0][1]:.2f})" in cli.stdout
+
+  # mlmjax-mask on the run: its tokenizer and data; contextual masking reads its trained model.
+  cli = run_cli("mlmjax-mask", f"--workdir={workdir}", f"--config.data.paths={corpus}",
+                *QUICKSTART_OVERRIDES, "--strategy=contextual", "the parser returns a string.")
+  assert cli.returncode == 0, cli.stderr[-2000:]
+  assert f"hidden states: the trained model in {workdir}" in cli.stdout
+  assert "Masked:" in cli.stdout and "[MASK]" in cli.stdout
 
 
 def test_fill_mask_without_a_checkpoint_says_what_to_do(tmp_path):

@@ -59,7 +59,8 @@ def synthetic_rows(tables: masking.VocabTables, batch: int, seq_len: int, seed: 
 
 def annotations(ids: np.ndarray, tables: masking.VocabTables,
                 rng: np.random.Generator) -> dict[str, np.ndarray]:
-  """Entity and n-gram spans of two words each (about one in six words), part-of-speech classes.
+  """Entity, phrase and n-gram spans of two words each (about one in six words each; phrases
+  never on entities), part-of-speech classes.
 
   Spans are numbered per row from 1 as `packing.renumber_spans` leaves them; pos_class follows
   `annotate.vocab_pos_classes`: 0 special, 1 content word, 2 function word.
@@ -69,8 +70,8 @@ def annotations(ids: np.ndarray, tables: masking.VocabTables,
   starts[:, 1] |= ~special[:, 1]  # a row's first piece starts a word even if it is '##'
   words = np.cumsum(starts, axis=1)  # word index of each token, from 1
 
-  def spans(period: int) -> np.ndarray:
-    offset = rng.integers(0, period, (ids.shape[0], 1))
+  def spans(period: int, offset: np.ndarray | None = None) -> np.ndarray:
+    offset = rng.integers(0, period, (ids.shape[0], 1)) if offset is None else offset
     phase = (words + offset) % period
     return np.where(((phase == 0) | (phase == 1)) & ~special & (words > 0),
                     (words + offset) // period + 1, 0).astype(np.int32)
@@ -84,7 +85,10 @@ def annotations(ids: np.ndarray, tables: masking.VocabTables,
 
   function = np.asarray(tables.function_word)[ids]
   pos = np.where(special, 0, np.where(function, 2, 1)).astype(np.int8)
-  return {"entity_ids": renumber(spans(6)), "ngram_ids": renumber(spans(5)), "pos_class": pos}
+  entity_offset = rng.integers(0, 6, (ids.shape[0], 1))
+  return {"entity_ids": renumber(spans(6, entity_offset)),
+          "phrase_ids": renumber(spans(6, entity_offset + 3)),  # words 3-4 of 6: off entities
+          "ngram_ids": renumber(spans(5)), "pos_class": pos}
 
 
 def batch_fields(config: ml_collections.ConfigDict) -> tuple[str, ...]:

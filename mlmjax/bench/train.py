@@ -228,12 +228,12 @@ def bench_hf(config: ml_collections.ConfigDict, steps: int, warmup: int, windows
 
 
 def _unrolled(masker: Callable, unroll: int) -> Callable:
-  """jit(key, step0, batch, state, embeddings) -> `unroll` MaskedBatches of steps step0, ...
+  """jit(key, step0, batch, state, hidden) -> `unroll` MaskedBatches of steps step0, ...
 
   The arrays are arguments, not closed over: XLA would otherwise embed them as constants.
   """
-  def many(key, step0, batch, state, embeddings):
-    return [masker(key, batch, step0 + i, state, embeddings) for i in range(unroll)]
+  def many(key, step0, batch, state, hidden):
+    return [masker(key, batch, step0 + i, state, hidden) for i in range(unroll)]
   return jax.jit(many)
 
 
@@ -244,19 +244,19 @@ def bench_masking(s: Setup, strategies: list[str] | None = None, iters: int = 20
   `unroll` masker calls (different steps, so different masks) run in one jitted program, and
   `iters` such programs are dispatched before one block: the figure is the device time of a
   masking call, with the launch overhead a separate dispatch would add amortised away, as
-  inside the train step. Contextual masking gets an embedding table of the model's shape.
+  inside the train step. Contextual masking gets stand-in hidden states of the model's width
+  (the forward pass that makes them in training is part of the train step's figure).
   """
   config, c = s.config, s.components
   b, seq = s.rows["input_ids"].shape
   batch = jax.device_put({k: jnp.asarray(v) for k, v in s.rows.items()})
-  embeddings = jax.random.normal(jax.random.key(1),
-                                 (c.model_cfg.padded_vocab_size, c.model_cfg.hidden_size))
+  hidden = jax.random.normal(jax.random.key(1), (b, seq, c.model_cfg.hidden_size))
   records = []
   for name in strategies or list(masking.STRATEGIES):
     mask_config = config.masking.copy_and_resolve_references()
     mask_config.strategy = name
     many = _unrolled(masking.make_masker(mask_config, c.tables), unroll)
-    args = (batch, masking.init_state(mask_config, c.tables), embeddings)
+    args = (batch, masking.init_state(mask_config, c.tables), hidden)
     key = jax.random.key(config.seed)
     start = time.perf_counter()
     compiled = many.lower(key, jnp.int32(0), *args).compile()

@@ -25,11 +25,17 @@ CHUNK_DOCS = 1024
 
 
 class Encoder:
-  """Tokenizes and annotates chunks of documents: one per worker process (or in-process)."""
+  """Tokenizes and annotates chunks of documents: one per worker process (or in-process).
+
+  `job` (prepare.py makes it): "wanted", the annotations found on text; "annotator", what
+  `annotate.resolve_annotator` gave; "sentences", whether to mark sentence starts;
+  "function_words", the closed-class words the rules read.
+  """
 
   def __init__(self, tokenizer_json: str, job: dict):
     self.tok = tokenizers.Tokenizer.from_str(tokenizer_json)
     self.job = job
+    self.function_words = frozenset(job["function_words"])
     self.annotator = None
     if job["wanted"] and job["annotator"].startswith("spacy:"):
       target = job["annotator"][len("spacy:"):].rsplit("@", 1)[0]
@@ -37,7 +43,8 @@ class Encoder:
 
   def __call__(self, texts: list[str]) -> annotate.EncodedChunk:
     return annotate.encode_chunk(self.tok, texts, sentences=self.job["sentences"],
-                                 wanted=self.job["wanted"], annotator=self.annotator)
+                                 wanted=self.job["wanted"], annotator=self.annotator,
+                                 function_words=self.function_words)
 
 
 _worker_encoder = None  # per worker process: the tokenizer and spaCy pipeline load once

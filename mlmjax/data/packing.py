@@ -14,8 +14,8 @@ Each row is `[CLS]` followed by W = seq_len - 1 positions; every document is fol
 
 `segment_ids[r, t]` is k when position t holds (a piece of) the k-th document of row r, from 1;
 [CLS] belongs to the first, each [SEP] to the document it ends, padding is 0. Span annotations
-(entity_ids, ngram_ids) are renumbered per row: the k-th span of the row is k; a span cut by a
-row break becomes one span in each row.
+(entity_ids, phrase_ids, ngram_ids) are renumbered per row: the k-th span of the row is k; a
+span cut by a row break becomes one span in each row.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ import numpy as np
 from mlmjax.data import annotate
 
 MODES = ("full_sentences", "per_document", "concatenate")
-SPAN_FIELDS = (annotate.ENTITY, annotate.NGRAM)
+SPAN_FIELDS = (annotate.ENTITY, annotate.PHRASE, annotate.NGRAM)
 FIELD_DTYPES = {"input_ids": np.int32, "segment_ids": np.int32, annotate.ENTITY: np.int32,
-                annotate.POS: np.int8, annotate.NGRAM: np.int32}
+                annotate.PHRASE: np.int32, annotate.POS: np.int8, annotate.NGRAM: np.int32}
 
 
 def place(lengths: np.ndarray, width: int, mode: str, position: int = 0

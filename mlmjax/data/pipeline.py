@@ -1,9 +1,10 @@
 """The grain input pipeline over prepared data: shuffle per epoch, shard by process, batch.
 
 A batch is `{"input_ids": int32 [b, S], "segment_ids": int32 [b, S], ...}` plus every
-annotation the data was prepared with (entity_ids int32, pos_class int8, ngram_ids int32, all
-[b, S]), with b = the global batch size / jax.process_count(): each process loads its own rows,
-and the trainer assembles the global batch with `jax.make_array_from_process_local_data`.
+annotation the data was prepared with (entity_ids int32, phrase_ids int32, pos_class int8,
+ngram_ids int32, all [b, S]), with b = the global batch size / jax.process_count(): each
+process loads its own rows, and the trainer assembles the global batch with
+`jax.make_array_from_process_local_data`.
 
 Order: the split's rows, shuffled anew each epoch (a permutation drawn from (seed, epoch)),
 epochs end to end, form one global stream; global batch k is stream elements k*B to

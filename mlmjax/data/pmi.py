@@ -16,8 +16,9 @@ proportions (half bigrams, a quarter trigrams, the rest shared by 4- and 5-grams
 `vocab_size` entries. Counting covers at most `max_tokens` tokens: whole rows drawn by `seed`.
 
 Matching (`match`, every split): in each row, the longest vocabulary n-grams are placed first
-(5, then 4, ...), each length left to right over the words not yet covered, non-overlapping.
-(The paper resolves overlaps of equal priority at random; leftmost is the deterministic choice.)
+(5, then 4, ...), each length over the words not yet covered, non-overlapping; overlaps of one
+length are resolved at random, as the paper does (reproducibly: the draw comes from the n-gram
+and its place in the row).
 The result is `ngram_ids` [N, S]: k > 0 on the tokens of the row's k-th n-gram, else 0.
 
 n-grams are identified by 64-bit hashes of their words' token ids (two distinct n-grams share a
@@ -41,7 +42,6 @@ VOCAB_JSON = "pmi_vocab.json"  # the same vocabulary, readable: text, length, co
 SHARES = {2: 0.5, 3: 0.25, 4: 0.125, 5: 0.125}  # the paper's merge of the per-length lists
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 _BLOCK_ROWS = 4096
-_RESOLVE_PASSES = 16  # vectorised overlap passes before a Python loop takes over
 
 
 @dataclasses.dataclass(frozen=True)
@@ -256,30 +256,33 @@ def load_vocab(data_dir: str) -> dict[int, np.ndarray]:
     return {int(k.split("_")[1]): f[k] for k in f.files}
 
 
-def _previous(positions: np.ndarray, active: np.ndarray) -> np.ndarray:
-  """For each entry, the position of the nearest earlier active entry (very negative if none)."""
-  marked = np.where(active, positions, -(2**62))
-  return np.concatenate([[-(2**62)], np.maximum.accumulate(marked)[:-1]])
+def _resolve(candidate: np.ndarray, n: int, priority: np.ndarray) -> np.ndarray:
+  """A non-overlapping choice among same-length candidates (starts, bool [M]), at random.
 
-
-def _resolve(candidate: np.ndarray, n: int) -> np.ndarray:
-  """Leftmost-first non-overlapping choice among same-length candidates (starts, bool [M])."""
+  The result of taking the candidates one by one in decreasing `priority` (uint64 [M], random
+  per candidate), each unless it overlaps one taken before. Computed in rounds: a candidate
+  whose priority beats every undecided candidate it overlaps is taken, those it overlaps are
+  dropped; a few rounds decide all (the expected number grows with the log of a chain's length).
+  """
   positions = np.flatnonzero(candidate)
-  undecided = np.ones(len(positions), bool)
-  taken = np.zeros(len(positions), bool)
-  for _ in range(_RESOLVE_PASSES):
-    if not undecided.any():
-      break
-    # A candidate is taken once no earlier one that could still block it remains; one within
-    # n - 1 words after a taken one is rejected.
-    new = undecided & (positions - _previous(positions, undecided | taken) >= n)
+  m = len(positions)
+  rank = np.empty(m, np.int64)
+  rank[np.argsort(priority[positions], kind="stable")] = np.arange(m)  # unique
+  # Overlapping candidates are at most n - 1 apart in the list (their positions are distinct).
+  pairs = [(d, positions[d:] - positions[:-d] < n) for d in range(1, min(n, m))]
+  undecided, taken = np.ones(m, bool), np.zeros(m, bool)
+  while undecided.any():
+    rival = np.full(m, -1)
+    for d, close in pairs:
+      rival[:-d] = np.maximum(rival[:-d], np.where(close & undecided[d:], rank[d:], -1))
+      rival[d:] = np.maximum(rival[d:], np.where(close & undecided[:-d], rank[:-d], -1))
+    new = undecided & (rank > rival)
+    blocked = np.zeros(m, bool)
+    for d, close in pairs:
+      blocked[:-d] |= close & new[d:]
+      blocked[d:] |= close & new[:-d]
     taken |= new
-    undecided &= ~new & (positions - _previous(positions, taken) >= n)
-  else:
-    last = -n
-    for i in np.flatnonzero(undecided | taken).tolist():  # long chains: finish in order
-      taken[i] = positions[i] - last >= n
-      last = positions[i] if taken[i] else last
+    undecided &= ~new & ~blocked
   out = np.zeros(len(candidate), bool)
   out[positions[taken]] = True
   return out
@@ -293,6 +296,7 @@ def match(input_ids: np.ndarray, segment_ids: np.ndarray, word_start: np.ndarray
   index = np.arange(m)
   hashes = _ngram_hashes(words, max(vocab) if vocab else 1)
   covered = np.zeros(m, bool)
+  place_in_row = words.first_token % input_ids.shape[1]
   span = np.zeros(m, np.int64)
   next_id = 1
   for n in sorted(vocab, reverse=True):
@@ -303,7 +307,9 @@ def match(input_ids: np.ndarray, segment_ids: np.ndarray, word_start: np.ndarray
     candidate = valid & (vocab[n][at] == h)
     busy = np.concatenate([[0], np.cumsum(covered)])
     candidate &= busy[np.minimum(index + n, m)] - busy[index] == 0
-    starts = np.flatnonzero(_resolve(candidate, n))
+    # Random but reproducible: from the n-gram and its place in its row, not the block.
+    priority = _mix(h ^ (place_in_row.astype(np.uint64) << np.uint64(48)))
+    starts = np.flatnonzero(_resolve(candidate, n, priority))
     ids = np.arange(next_id, next_id + len(starts))
     next_id += len(starts)
     for offset in range(n):

@@ -6,8 +6,9 @@ writes DIR/data/:
   manifest.json                  what is there and how it was made (read it first)
   {split}.npy                    input_ids   int32 [N, S]   split: train, validation
   {split}_segment_ids.npy        segment_ids int32 [N, S]   document of each position in a row
-  {split}_{annotation}.npy       per `data.annotations`: entity_ids int32, pos_class int8,
-                                 ngram_ids int32, all [N, S], the same rows as input_ids
+  {split}_{annotation}.npy       per `data.annotations`: entity_ids int32, phrase_ids int32,
+                                 pos_class int8, ngram_ids int32, all [N, S], the same rows
+                                 as input_ids
   token_stats.npz                frequency / document frequency per token id (stats.py)
   pmi_vocab.npz, pmi_vocab.json  the PMI n-gram vocabulary, when ngram_ids is asked for
 
@@ -22,7 +23,8 @@ fixed size do not need.
 Work: documents are read in chunks (lazy sources are never held whole), tokenized and
 annotated in `data.num_workers` processes (encode.py; 0: every core; results come back in
 order, so the output does not depend on the number of workers), and packed in this process
-(packing.py) while the workers go on. Re-running with the same data config, corpus and tokenizer is a no-op.
+(packing.py) while the workers go on. Re-running with the same data config, corpus, tokenizer,
+annotator and annotation schema is a no-op.
 """
 
 import collections
@@ -123,6 +125,17 @@ def _drop_empty(chunk: annotate.EncodedChunk) -> tuple[annotate.EncodedChunk, in
                                 chunk.fields), int((~keep).sum()))
 
 
+def _add_pos_classes(rows: dict[str, np.ndarray], wanted: Sequence[str],
+                     token_classes: dict[str, np.ndarray]) -> None:
+  """pos_class of packed rows, when wanted: the annotator's, shared by each word's tokens, or
+  the vocabulary fallback when the annotator found none on the text."""
+  if annotate.POS not in wanted:
+    return
+  rows[annotate.POS] = (
+      annotate.share_word_class(rows[annotate.POS], rows["input_ids"], token_classes)
+      if annotate.POS in rows else annotate.vocab_pos_classes(rows["input_ids"], token_classes))
+
+
 def _prepare_split(tok, docs, split: str, data_dir: str, spec: dict,
                    stats: stats_lib.TokenStats | None) -> dict:
   """Tokenizes, annotates, packs and writes one split; returns its manifest entry."""
@@ -138,11 +151,7 @@ def _prepare_split(tok, docs, split: str, data_dir: str, spec: dict,
   counts = collections.Counter()
 
   def write(rows: dict[str, np.ndarray]) -> None:
-    if annotate.POS in spec["wanted"]:
-      rows[annotate.POS] = (
-          annotate.share_word_class(rows[annotate.POS], rows["input_ids"], spec["tables"])
-          if annotate.POS in rows else
-          annotate.vocab_pos_classes(rows["input_ids"], spec["tables"]))
+    _add_pos_classes(rows, spec["wanted"], spec["tables"])
     for key, writer in writers.items():
       writer.append(rows[key])
     counts["padding"] += int((rows["segment_ids"] == 0).sum())
@@ -226,6 +235,19 @@ def token_tables(tok: tokenizers.Tokenizer) -> dict[str, np.ndarray]:
 # ------------------------------------------------------------------------------ manifest
 
 
+def _encode_job(wanted: Sequence[str], annotator: str, mode: str) -> dict:
+  """What the tokenizing workers (encode.Encoder) are to make.
+
+  Entities, phrases and spaCy's POS classes are found on the text, there; the vocabulary POS
+  fallback and PMI n-grams on the packed rows, in this process.
+  """
+  spacy = annotator.startswith("spacy:")
+  text_fields = tuple(a for a in wanted if a in (annotate.ENTITY, annotate.PHRASE)
+                      or (a == annotate.POS and spacy))
+  return {"wanted": text_fields, "annotator": annotator, "sentences": mode == "full_sentences",
+          "function_words": tuple(sorted(tables.DEFAULT_FUNCTION_WORDS))}
+
+
 def _config_record(data_config: ml_collections.ConfigDict) -> dict:
   # Through JSON so that tuples and lists compare equal to what a manifest holds.
   record = json.loads(json.dumps(data_config.to_dict(), sort_keys=True))
@@ -272,9 +294,17 @@ def _stale_reasons(manifest, data_config, workdir) -> list[str]:
   tok = tokenizer_lib.existing_tokenizer(data_config, workdir)
   if tok is None or tokenizer_lib.tokenizer_hash(tok) != manifest["tokenizer"]["sha256"]:
     reasons.append("the tokenizer changed")
-  if manifest["annotator"] != _annotator(data_config):
-    reasons.append(f"the annotator changed ({manifest['annotator']} -> "
-                   f"{_annotator(data_config)})")
+  annotator = _annotator(data_config)
+  if manifest["annotator"] != annotator:
+    reasons.append(f"the annotator changed ({manifest['annotator']} -> {annotator})")
+  # What each annotation's values mean: a change in this code that neither the config nor
+  # the annotator shows.
+  old_schema = manifest.get("schema", {})
+  schema = _schema(wanted_annotations(data_config), annotator)
+  changed = sorted(k for k in set(old_schema) & set(schema)
+                   if _meaning(old_schema[k]) != _meaning(schema[k]))
+  if changed:
+    reasons.append(f"the annotation schema changed ({', '.join(changed)})")
   data_dir = os.path.join(workdir, DATA_DIR)
   names = [n for split in SPLITS for n in manifest["splits"][split]["files"].values()]
   names += [manifest["token_stats"]] + ([manifest["pmi"]["file"]] if manifest["pmi"] else [])
@@ -282,12 +312,20 @@ def _stale_reasons(manifest, data_config, workdir) -> list[str]:
   return reasons
 
 
+def _meaning(entry: dict) -> tuple:
+  """A schema entry without its source (the annotator, compared on its own)."""
+  return entry.get("dtype"), entry.get("values")
+
+
 def _schema(wanted: Sequence[str], annotator: str) -> dict:
   schema = {"segment_ids": {"dtype": "int32", "values": "k = k-th document of the row, "
                                                         "0 = padding"}}
   meaning = {
       annotate.ENTITY: ("int32", "k > 0 = k-th entity span of the row, 0 = none", annotator),
-      annotate.POS: ("int8", "0 unknown/special/punctuation, 1 content word, 2 function word",
+      annotate.PHRASE: ("int32", "k > 0 = k-th multi-word phrase of the row (no token in an "
+                        "entity), 0 = none", annotator),
+      annotate.POS: ("int8", "0 unknown/special/punctuation, 1 content word, 2 function word, "
+                     "3 predicate, 4 core argument (3 and 4 from a dependency parse)",
                      annotator),
       annotate.NGRAM: ("int32", "k > 0 = k-th PMI n-gram of the row, 0 = none", "pmi"),
   }
@@ -331,16 +369,10 @@ def prepare(data_config: ml_collections.ConfigDict, workdir: str) -> dict:
   if os.path.exists(manifest_path):
     os.remove(manifest_path)  # arrays are about to change: never pair them with an old manifest
 
-  # Entities, and spaCy's POS classes, are found on the text (in the workers); the vocabulary
-  # POS fallback and PMI n-grams on the packed rows (here).
-  spacy = annotator.startswith("spacy:")
-  text_fields = tuple(a for a in wanted
-                      if a == annotate.ENTITY or (a == annotate.POS and spacy))
   tables = token_tables(tok)
-  spec = {"seq_len": data_config.seq_len, "packing": mode, "workers": encode.num_workers(data_config),
-          "wanted": wanted, "tables": tables,
-          "job": {"wanted": text_fields, "annotator": annotator,
-                  "sentences": mode == "full_sentences"}}
+  spec = {"seq_len": data_config.seq_len, "packing": mode,
+          "workers": encode.num_workers(data_config), "wanted": wanted, "tables": tables,
+          "job": _encode_job(wanted, annotator, mode)}
   roles = tokenizer_lib.special_roles(tok)
   stats = stats_lib.TokenStats(len(tables["word_start"]), roles["pad"])
   splits = {}
@@ -382,3 +414,36 @@ def prepare(data_config: ml_collections.ConfigDict, workdir: str) -> dict:
       f"{s}: {m['documents']} docs, {m['tokens']} tokens, {m['rows']} rows"
       for s, m in splits.items()), seconds)
   return manifest
+
+
+def encode_texts(tok: tokenizers.Tokenizer, texts: Sequence[str],
+                 manifest: dict) -> dict[str, np.ndarray]:
+  """New texts as the prepared data's rows: one text a row, every annotation made as here.
+
+  Args:
+    tok: the tokenizer the data was prepared with.
+    texts: N texts, each to fit one row.
+    manifest: the prepared data's manifest (`prepare` or `read_manifest`).
+  Returns:
+    {"input_ids", "segment_ids", annotation: [N, S]}, S the longest text's tokens + 2, each
+    row "[CLS] text [SEP]" then padding, with the manifest's annotations: the same annotator
+    (rules or spaCy pipeline), the vocabulary POS fallback, the PMI n-gram vocabulary.
+  """
+  wanted = tuple(manifest["annotations"])
+  job = _encode_job(wanted, manifest["annotator"], "per_document")
+  chunk, _ = _drop_empty(encode.Encoder(tok.to_str(), job)(list(texts)))
+  if len(chunk.lengths) != len(texts):
+    raise ValueError("a text encodes to no token at all; give text with words in it")
+  roles = tokenizer_lib.special_roles(tok)
+  packer = packing.Packer(int(chunk.lengths.max()) + 2, "per_document", roles["cls"],
+                          roles["sep"], roles["pad"], job["wanted"])
+  parts = [packer.add(chunk), packer.finish()]
+  rows = {k: np.concatenate([p[k] for p in parts if k in p]) for k in parts[0]}
+  token_classes = token_tables(tok)
+  _add_pos_classes(rows, wanted, token_classes)
+  if annotate.NGRAM in wanted:
+    rows[annotate.NGRAM] = pmi.match(rows["input_ids"], rows["segment_ids"],
+                                     token_classes["word_start"], token_classes["barrier"],
+                                     pmi.load_vocab(manifest["data_dir"]))
+  return rows
+

@@ -1,79 +1,106 @@
-r"""Show what a masking strategy does to a sentence.
+r"""Show what a masking strategy does to your sentences, with the annotations training uses.
 
     mlmjax-mask --strategy=span "The quick brown fox jumps over the lazy dog."
-    mlmjax-mask --strategy=whole_word --steps=2 --rate=0.3 "She loves reading books."
-    mlmjax-mask --strategy=entity --vocab=vocab.txt "Barack Obama was born in Hawaii."
+    mlmjax-mask --config=configs/masking.py:ernie "Barack Obama was born in Hawaii."
+    mlmjax-mask --workdir=/tmp/mlmjax_quickstart --strategy=contextual "A list is sorted."
 
-Prints the original and the masked text, as the seed document shows its examples, then each
-prediction target. Without --vocab, a small WordPiece vocabulary is trained on the input text
-itself (nothing is downloaded). Capitalised words inside a sentence stand in for entities and
-PMI n-grams; frequency and IDF statistics come from the input text; contextual masking uses
-random embeddings here (in training it reads the model's own).
+The sentences go through the path training data goes through (`prepare.encode_texts`): the
+workdir's tokenizer and corpus statistics, its annotator (an installed spaCy pipeline, or the
+rules), the vocabulary part-of-speech fallback and the PMI n-gram vocabulary. A workdir that
+holds prepared data (a training run's) is used as it is; otherwise the config's data is
+prepared there once, with every annotation. Contextual masking reads the run's trained model
+when the workdir has a checkpoint, else a freshly initialised one (said in the output).
 """
 
 from __future__ import annotations
 
-import re
+import os
 from typing import Any
 
 import jax
+import jax.numpy as jnp
+import ml_collections
 import numpy as np
+from flax import nnx
 
+from mlmjax import inference
 from mlmjax import masking
+from mlmjax.data import annotate
+from mlmjax.data import prepare
+from mlmjax.data import stats as data_stats
+from mlmjax.data import tokenizer as tokenizer_lib
+from mlmjax.model.bert import BertConfig, BertForMaskedLM
 
-SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+# What the annotations are called in the output.
+SPAN_NAMES = {annotate.ENTITY: "entities", annotate.PHRASE: "phrases",
+              annotate.NGRAM: "PMI n-grams"}
+CLASS_NAMES = {annotate.POS_UNKNOWN: "", annotate.POS_CONTENT: "content",
+               annotate.POS_FUNCTION: "function", annotate.POS_PREDICATE: "predicate",
+               annotate.POS_ARGUMENT: "argument"}
 
 
-def build_tokenizer(text: str, vocab_path: str = "", vocab_size: int = 120) -> Any:
-  """An uncased WordPiece tokenizer: loaded from vocab.txt, or trained on `text`."""
-  from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
-  if vocab_path:
-    tok = Tokenizer(models.WordPiece.from_file(vocab_path, unk_token="[UNK]"))
+def prepared_data(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, Any]:
+  """(manifest, tokenizer) of the workdir's prepared data; prepared with every annotation
+  from `config.data` when the workdir has none."""
+  manifest = prepare.read_manifest(os.path.join(workdir, prepare.DATA_DIR))
+  if manifest is None:
+    data = ml_collections.ConfigDict(config.data.to_dict())
+    data.annotations = annotate.ANNOTATIONS
+    manifest = prepare.prepare(data, workdir)
+    return manifest, tokenizer_lib.get_tokenizer(data, workdir)
+  tok = tokenizer_lib.existing_tokenizer(ml_collections.ConfigDict(manifest["data_config"]),
+                                         workdir)
+  if tok is None:
+    raise FileNotFoundError(f"{workdir} holds prepared data but not its tokenizer; prepare it "
+                            "again (mlmjax-prepare) or pass another --workdir")
+  return manifest, tok
+
+
+def hidden_states(config: ml_collections.ConfigDict, workdir: str, tok: Any,
+                  ids: np.ndarray, seed: int) -> tuple[jax.Array, str]:
+  """The model's hidden states of the rows, for contextual masking, and whose model it was."""
+  if os.path.isdir(os.path.join(workdir, "checkpoints")):
+    model, _, meta = inference.load_trained(workdir)
+    del meta
+    source = f"the trained model in {workdir} (its latest checkpoint)"
+    if ids.shape[1] > model.cfg.max_position_embeddings:
+      raise ValueError(f"a sentence is {ids.shape[1]} tokens with [CLS] and [SEP]; the model "
+                       f"reads at most {model.cfg.max_position_embeddings}: give shorter ones")
   else:
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-  tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-  tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-  if not vocab_path:
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIALS,
-                                        show_progress=False)
-    tok.train_from_iterator([text], trainer)
-  return tok
+    model_config = ml_collections.ConfigDict(config.model.to_dict())
+    model_config.max_position_embeddings = max(model_config.max_position_embeddings,
+                                               ids.shape[1])
+    model_cfg = BertConfig.from_config(model_config, vocab_size=tok.get_vocab_size(),
+                                       pad_token_id=tokenizer_lib.special_roles(tok)["pad"])
+    with nnx.use_eager_sharding(False):  # one device, no mesh: no sharding to place
+      model = BertForMaskedLM(model_cfg, rngs=nnx.Rngs(seed))
+    source = "an untrained model (no checkpoint in the workdir)"
+  return model.encode(jnp.asarray(ids)), source
 
 
-def encode(tok: Any, text: str) -> tuple[np.ndarray, list[tuple[int, int]]]:
-  """[1, S] ids "[CLS] text [SEP]" and each token's character span (specials: (0, 0))."""
-  enc = tok.encode(text, add_special_tokens=False)
-  ids = [tok.token_to_id("[CLS]")] + enc.ids + [tok.token_to_id("[SEP]")]
-  return np.asarray([ids], np.int32), [(0, 0)] + list(enc.offsets) + [(0, 0)]
-
-
-def capitalised_spans(text: str, offsets: list[tuple[int, int]]) -> np.ndarray:
-  """[1, S] int32 span ids: runs of capitalised words (entity stand-in; 0 = none).
-
-  A sentence's first word counts only when the next word is capitalised too ("Barack Obama").
-  """
-  words = list(re.finditer(r"\w+", text))
-  caps = [w.group()[:1].isupper() for w in words]
-  marked = []
-  for i, w in enumerate(words):
-    opens = i == 0 or text[words[i - 1].end():w.start()].strip()[-1:] in (".", "!", "?")
-    follows = i + 1 < len(words) and caps[i + 1] and not text[w.end():words[i + 1].start()].strip()
-    marked.append(caps[i] and (not opens or follows))
-  span_of_char = np.zeros(len(text) + 1, np.int32)
-  k = 0
-  for i, w in enumerate(words):
-    if marked[i]:
-      joined = i > 0 and marked[i - 1] and not text[words[i - 1].end():w.start()].strip()
-      k += 0 if joined else 1
-      span_of_char[w.start():w.end()] = k
-  return np.asarray([[span_of_char[a] if b > a else 0 for a, b in offsets]], np.int32)
-
-
-def statistics(ids: np.ndarray, vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
-  """[V] token counts and add-one IDF over the row's tokens (a stand-in for corpus statistics)."""
-  counts = np.bincount(ids.ravel(), minlength=vocab_size).astype(np.float32)
-  idf = np.log((2.0 + counts.max()) / (1.0 + counts)).astype(np.float32)
-  return counts, idf
+def describe(text: str, offsets: list[tuple[int, int]], rows: dict[str, np.ndarray],
+             fields: tuple[str, ...], r: int) -> list[str]:
+  """Lines naming the annotations the strategy reads, on the text's own words."""
+  lines = []
+  for field in fields:
+    values = rows[field][r]
+    if field == annotate.POS:  # per word: the pieces of a word touch and share its class
+      words, end = [], -1
+      for (a, b), c in zip(offsets, values):
+        label = CLASS_NAMES.get(int(c), str(c))
+        if b > a and a == end and words and words[-1][2] == label:
+          words[-1] = (words[-1][0], b, words[-1][2])
+        elif b > a:
+          words.append((a, b, label))
+        end = b if b > a else end
+      lines.append("  classes: " + " ".join(f"{text[a:b]}/{c}" for a, b, c in words if c))
+      continue
+    spans = []
+    for k in range(1, int(values.max(initial=0)) + 1):
+      inside = [offsets[i] for i in np.flatnonzero(values == k)]
+      spans.append(text[inside[0][0]:inside[-1][1]])
+    lines.append(f"  {SPAN_NAMES[field]}: " + (", ".join(repr(s) for s in spans) or "none"))
+  return lines
 
 
 def render(text: str, ids: np.ndarray, new_ids: np.ndarray, offsets: list[tuple[int, int]],
@@ -89,37 +116,46 @@ def render(text: str, ids: np.ndarray, new_ids: np.ndarray, offsets: list[tuple[
   return "".join(pieces) + text[cursor:]
 
 
-def mask_text(text: str, strategy: str, rate: float, steps: int, seed: int,
-              mask_prob: float = 0.8, random_prob: float = 0.1, vocab_path: str = "",
-              vocab_size: int = 120) -> list[str]:
-  """Lines showing `strategy` applied to `text` at steps 0..steps-1."""
-  tok = build_tokenizer(text, vocab_path, vocab_size)
-  ids, offsets = encode(tok, text)
-  counts, idf = statistics(ids, tok.get_vocab_size())
-  tables = masking.VocabTables.from_tokenizer(tok, frequency=counts + 1.0, idf=idf)
-  config = masking.default_config()
-  config.strategy, config.rate = strategy, rate
-  config.mask_prob, config.random_prob = mask_prob, random_prob
-  config.max_predictions = ids.shape[1]
-  config.mixture.strategies = ("dynamic", "span", "whole_word")
-  spans = capitalised_spans(text, offsets)
-  batch = {"input_ids": ids, "entity_ids": spans, "ngram_ids": spans}
-  masker = jax.jit(masking.make_masker(config, tables))
-  state = masking.init_state(config, tables)
-  embeddings = jax.random.normal(jax.random.key(seed), (tables.vocab_size, 16))
-  lines = [f'Original: "{text}"']
-  for step in range(steps):
-    out = masker(jax.random.key(seed), batch, step, state, embeddings)
-    new_ids = np.asarray(out.input_ids)[0]
-    label = f"Masked (step {step}):" if steps > 1 else "Masked:  "
-    lines.append(f'{label} "{render(text, ids[0], new_ids, offsets, tok)}"')
-    targets = []
-    for pos, w in zip(np.asarray(out.positions)[0], np.asarray(out.weights)[0]):
-      if w > 0:
-        a, b = offsets[pos]
-        how = ("[MASK]" if new_ids[pos] == tables.mask_id else
-               "kept" if new_ids[pos] == ids[0, pos] else
-               f"random: {tok.id_to_token(int(new_ids[pos]))}")
-        targets.append(f"{text[a:b]} ({how})")
-    lines.append("  predict: " + (", ".join(targets) or "nothing (budget 0)"))
+def mask_texts(config: ml_collections.ConfigDict, workdir: str, texts: list[str],
+               steps: int = 1, seed: int = 0) -> list[str]:
+  """Lines showing `config.masking` applied to each text at steps 0..steps-1."""
+  manifest, tok = prepared_data(config, workdir)
+  mask_config = ml_collections.ConfigDict(config.masking.to_dict())
+  fields = masking.batch_fields(mask_config)
+  missing = [f for f in fields if f not in manifest["annotations"]]
+  if missing:
+    raise ValueError(f"{mask_config.strategy} masking reads {missing}, which the data in "
+                     f"{workdir} was prepared without; use another --workdir (prepared "
+                     "afresh with every annotation) or prepare this one with "
+                     f"--config.data.annotations including {missing}")
+  rows = prepare.encode_texts(tok, texts, manifest)
+  ids = rows["input_ids"]
+  mask_config.max_predictions = ids.shape[1]
+  tables = data_stats.vocab_tables(tok, manifest)
+  masker = jax.jit(masking.make_masker(mask_config, tables))
+  state = masking.init_state(mask_config, tables)
+  lines = [f"annotator: {manifest['annotator']}  (workdir {workdir})"]
+  hidden = None
+  if masking.reads_hidden(mask_config):
+    hidden, source = hidden_states(config, workdir, tok, ids, seed)
+    lines.append(f"hidden states: {source}")
+  for r, text in enumerate(texts):
+    offsets = [(0, 0)] + list(tok.encode(text, add_special_tokens=False).offsets) + [(0, 0)]
+    offsets += [(0, 0)] * (ids.shape[1] - len(offsets))  # the row's padding
+    lines.append(f'Original: "{text}"')
+    lines += describe(text, offsets, rows, fields, r)
+    for step in range(steps):
+      out = masker(jax.random.key(seed), rows, step, state, hidden)
+      new_ids = np.asarray(out.input_ids)[r]
+      label = f"Masked (step {step}):" if steps > 1 else "Masked:  "
+      lines.append(f'{label} "{render(text, ids[r], new_ids, offsets, tok)}"')
+      targets = []
+      for pos, w in zip(np.asarray(out.positions)[r], np.asarray(out.weights)[r]):
+        if w > 0:
+          a, b = offsets[pos]
+          how = ("[MASK]" if new_ids[pos] == tables.mask_id else
+                 "kept" if new_ids[pos] == ids[r, pos] else
+                 f"random: {tok.id_to_token(int(new_ids[pos]))}")
+          targets.append(f"{text[a:b]} ({how})")
+      lines.append("  predict: " + (", ".join(targets) or "nothing (budget 0)"))
   return lines

@@ -18,16 +18,20 @@ import numpy as np
 
 from mlmjax.masking import core
 from mlmjax.masking import corruption
+from mlmjax.masking import presets
 from mlmjax.masking import registry
 from mlmjax.masking import rng
 from mlmjax.masking import schedules
 from mlmjax.masking import strategies  # registers the built-in strategies
 from mlmjax.masking.config import default_config
+from mlmjax.masking.config import is_static
 from mlmjax.masking.config import validate
+from mlmjax.masking.config import with_epoch_length
 from mlmjax.masking.core import Context
 from mlmjax.masking.core import MaskedBatch
 from mlmjax.masking.core import Plan
 from mlmjax.masking.core import TokenBatch
+from mlmjax.masking.presets import preset
 from mlmjax.masking.registry import PLANS
 from mlmjax.masking.registry import SPECS
 from mlmjax.masking.registry import STRATEGIES
@@ -37,6 +41,7 @@ from mlmjax.masking.registry import Strategy
 from mlmjax.masking.registry import batch_fields
 from mlmjax.masking.registry import components
 from mlmjax.masking.registry import is_stateful
+from mlmjax.masking.registry import reads_hidden
 from mlmjax.masking.registry import reads_model
 from mlmjax.masking.registry import register
 from mlmjax.masking.tables import VocabTables
@@ -46,16 +51,20 @@ def example_keys(config: ml_collections.ConfigDict, key: jax.Array, step: jax.Ar
                  batch: TokenBatch) -> jax.Array:
   """[B] per-row keys.
 
-  every_step: fold(fold(key, step), row). static (BERT dupe factor): fold(fold(key,
-  epoch % dupe_factor), example), where the example is `batch.example_ids` or, when absent, a
-  hash of the row's tokens; the same example then gets the same masks in epochs e and
-  e + dupe_factor whatever its row. (`rng.fold` is fold_in without threefry's CPU cost.)
+  Dynamic (RoBERTa): fold(fold(key, step), row), new masks every step. Static (BERT):
+  fold(fold(key, epoch % dupe_factor), example), where the example is `batch.example_ids` or,
+  when absent, a hash of the row's tokens: the same example gets the same masks in every epoch
+  of one copy, wherever it sits in the batch, and a new copy's masks the next epoch, for
+  `dupe_factor` epochs. (`rng.fold` is fold_in without threefry's CPU cost.)
   """
   b, s = batch.input_ids.shape
-  if config.dynamic.mode != "static":
+  if not is_static(config):
     return rng.row_keys(rng.fold(key, step), b)
-  epoch = step // config.dynamic.steps_per_epoch
-  base = rng.fold(key, epoch % config.dynamic.dupe_factor)
+  copy = jnp.zeros((), jnp.int32)
+  if config.dynamic.steps_per_epoch > 0:
+    epoch = jnp.floor(step.astype(jnp.float32) / config.dynamic.steps_per_epoch)
+    copy = epoch.astype(jnp.int32) % config.dynamic.dupe_factor
+  base = rng.fold(key, copy)
   example = batch.example_ids
   if example is None:
     # Multiplicative hash of the tokens (wrapping uint32 arithmetic); odd multipliers.
@@ -69,12 +78,13 @@ def make_masker(config: ml_collections.ConfigDict,
   """A pure masker for `config` closing over `tables`.
 
   Returns:
-    masker(key, batch, step, state=None, embeddings=None) -> MaskedBatch, jittable:
+    masker(key, batch, step, state=None, hidden=None) -> MaskedBatch, jittable:
       key: a PRNG key (typed or raw); the masker folds `step` in itself.
       batch: a TokenBatch or a dict with "input_ids" [B, S] int32 (+ optional annotations).
       step: [] int, traced; drives dynamic masks and the rate schedule.
       state: the running state from init_state/update_state (adaptive masking), else None.
-      embeddings: [V', D] word-embedding table, needed by contextual masking only.
+      hidden: [B, S, D] the model's hidden states of the unmasked batch (its last layer, no
+        dropout), needed by strategies registered with reads_hidden (contextual) only.
   """
   validate(config)
   names = components(config)
@@ -87,11 +97,11 @@ def make_masker(config: ml_collections.ConfigDict,
   replacement = corruption.replacement_table(tables, config.random_source)
 
   def masker(key: jax.Array, batch: TokenBatch | Mapping[str, Any], step: Any,
-             state: Any = None, embeddings: jax.Array | None = None) -> MaskedBatch:
+             state: Any = None, hidden: jax.Array | None = None) -> MaskedBatch:
     batch = core.as_token_batch(batch)
     step = jnp.asarray(step, jnp.int32)
     ctx = Context(config=config, step=step, rate=schedules.mask_rate(config, step),
-                  state=state, embeddings=embeddings, replacement=replacement)
+                  state=state, hidden=hidden, replacement=replacement)
     return strategy(example_keys(config, key, step, batch), batch, tables, ctx)
 
   return masker
@@ -154,6 +164,6 @@ def update_state(config: ml_collections.ConfigDict, state: Any, labels: jax.Arra
 __all__ = [
     "Context", "MaskedBatch", "Plan", "PlanFn", "PLANS", "SPECS", "STRATEGIES", "Spec",
     "Strategy", "TokenBatch", "VocabTables", "batch_fields", "components", "default_config",
-    "init_state", "is_stateful", "make_masker", "reads_model", "register", "update_state",
-    "schedules",
+    "init_state", "is_static", "preset", "presets", "is_stateful", "make_masker", "reads_hidden", "reads_model", "register",
+    "schedules", "update_state", "with_epoch_length",
 ]

@@ -28,9 +28,11 @@ def default_config() -> ml_collections.ConfigDict:
   c.segment_aware = True  # no unit crosses a document boundary (needs batch segment_ids)
 
   c.dynamic = d = ml_collections.ConfigDict()
-  d.mode = "every_step"  # "every_step": new masks each step; "static": BERT dupe-factor masks
-  d.dupe_factor = 10  # static: distinct masks per example, reused every dupe_factor epochs
-  d.steps_per_epoch = 0  # static: steps in one epoch (must be > 0 in static mode)
+  d.mode = "auto"  # "every_step": new masks each step (RoBERTa); "static": masks fixed per
+  #   example, dupe_factor copies (BERT); auto: static for "random", every_step otherwise
+  d.dupe_factor = 10  # static: distinct masks per example, copy epoch % dupe_factor (BERT: 10)
+  d.steps_per_epoch = 0.0  # static: steps in one pass over the data; 0: the trainer sets it
+  #   from the prepared data (elsewhere 0 means one copy: the masks never change)
 
   c.schedule = s = ml_collections.ConfigDict()
   s.kind = "constant"  # constant (uses rate) | linear | cosine (time-variant masking, MRD)
@@ -42,6 +44,7 @@ def default_config() -> ml_collections.ConfigDict:
   sp.mode = "geometric"  # geometric (SpanBERT, spans of whole words) | t5 (exact T5 corruption)
   sp.p = 0.2  # geometric: success probability of the span length in words
   sp.max_words = 10  # geometric: lengths truncated (renormalised) at this many words
+  sp.merge_adjacent = True  # per-span replacement: spans that touch are one span (SpanBERT)
   sp.mean_length = 3.0  # t5: mean noise-span length in tokens
 
   c.frequency = f = ml_collections.ConfigDict()
@@ -53,18 +56,23 @@ def default_config() -> ml_collections.ConfigDict:
   a.init_loss = 0.0  # starting running loss; 0 means log(vocab_size), a uniform model's loss
 
   c.syntax = sy = ml_collections.ConfigDict()
-  sy.class_weights = (1.0, 2.0, 0.5)  # weight per pos_class value (0 unknown, 1 content, 2 fn.)
+  sy.class_weights = (1.0, 2.0, 0.5, 4.0, 3.0)  # weight per pos_class value: 0 unknown, 1
+  #   content word, 2 function word; from a dependency parse 3 predicate, 4 core argument
   sy.content_class = 1  # class of a content word when pos_class is absent (vocabulary fallback)
   sy.function_class = 2  # class of a function word when pos_class is absent
 
   c.contextual = cx = ml_collections.ConfigDict()
-  cx.sharpness = 5.0  # log weight = sharpness * cos(token, row mean); < 0 favours outliers
+  cx.sharpness = 5.0  # log weight = sharpness * cos(h_token, mean h of its document), h the
+  #   model's hidden states of the unmasked row; < 0 favours outliers
 
   c.semantic = se = ml_collections.ConfigDict()
-  se.power = 1.0  # weight = idf ** power: salient (rare-in-documents) tokens first
+  se.power = 1.0  # weight = idf ** power on content words: salient (rare-in-documents) first
+  se.function_weight = 0.1  # and idf ** power * function_weight on function words, punctuation
 
   c.entity = e = ml_collections.ConfigDict()
-  e.weight = float("inf")  # entity unit vs word: inf = entities first, words top up (ERNIE)
+  e.weight = 1.0  # entity unit vs word: 1 = uniform over units (ERNIE 1.0); inf = entities
+  #   first, topped up with words
+  e.phrase_weight = 1.0  # phrase unit vs word (ERNIE's phrase level); 0 = never masked
 
   c.pmi = pm = ml_collections.ConfigDict()
   pm.weight = 1.0  # n-gram unit vs word; 1 = uniform over units (PMI-Masking)
@@ -75,6 +83,31 @@ def default_config() -> ml_collections.ConfigDict:
   m.final_weights = ()  # optional weights at `steps`, linearly interpolated; () = fixed
   m.steps = 100_000  # steps from weights to final_weights
   return c
+
+
+def is_static(config: ml_collections.ConfigDict) -> bool:
+  """Whether masks are fixed per example (BERT's static masking) rather than new every step.
+
+  "auto" follows the strategy's source: `random` is BERT's recipe (static, dupe_factor copies),
+  `dynamic` is RoBERTa's (new masks every time a row is seen), and every later strategy was
+  published with dynamic masks.
+  """
+  if config.dynamic.mode == "auto":
+    return config.strategy == "random"
+  return config.dynamic.mode == "static"
+
+
+def with_epoch_length(config: ml_collections.ConfigDict,
+                      steps_per_epoch: float) -> ml_collections.ConfigDict:
+  """`config` with `dynamic.steps_per_epoch` set, when static masks need it and it is unset.
+
+  The trainer knows how long a pass over its data is; a user's value is kept.
+  """
+  if not is_static(config) or config.dynamic.steps_per_epoch > 0 or steps_per_epoch <= 0:
+    return config
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.dynamic.steps_per_epoch = float(steps_per_epoch)
+  return config
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -90,10 +123,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
       (config.random_source in RANDOM_SOURCES, f"random_source must be one of {RANDOM_SOURCES}"),
       (config.units in ("token", "word"), "units must be 'token' or 'word'"),
       (config.fill in ("auto", "skip", "truncate"), "fill must be auto, skip or truncate"),
-      (config.dynamic.mode in ("every_step", "static"),
-       "dynamic.mode must be 'every_step' or 'static'"),
-      (config.dynamic.mode != "static" or config.dynamic.steps_per_epoch > 0,
-       "static masking needs dynamic.steps_per_epoch > 0"),
+      (config.dynamic.mode in ("auto", "every_step", "static"),
+       "dynamic.mode must be 'auto', 'every_step' or 'static'"),
+      (config.dynamic.steps_per_epoch >= 0, "dynamic.steps_per_epoch must be >= 0"),
       (config.dynamic.dupe_factor >= 1, "dynamic.dupe_factor must be at least 1"),
       (config.schedule.kind in ("constant", "linear", "cosine"),
        "schedule.kind must be constant, linear or cosine"),
@@ -101,9 +133,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
       (0.0 < config.span.p <= 1.0 and 1 <= config.span.max_words <= 256,
        "span.p must lie in (0, 1] and span.max_words in [1, 256]"),
       (config.span.mean_length >= 1.0, "span.mean_length must be at least 1"),
-      (config.entity.weight >= 0 and config.pmi.weight > 0,
-       "entity.weight must be >= 0 and pmi.weight > 0"),
+      (config.entity.weight >= 0 and config.entity.phrase_weight >= 0 and config.pmi.weight > 0,
+       "entity.weight and entity.phrase_weight must be >= 0, pmi.weight > 0"),
       (min(config.syntax.class_weights, default=1.0) >= 0, "syntax.class_weights must be >= 0"),
+      (config.semantic.function_weight >= 0, "semantic.function_weight must be >= 0"),
   ]
   for ok, message in checks:
     if not ok:

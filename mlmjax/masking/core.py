@@ -47,13 +47,16 @@ class TokenBatch:
   Attributes:
     input_ids: int32 packed rows: [CLS] ... [SEP] ... then PAD.
     entity_ids: int32, 0 = no entity, k > 0 = the k-th entity span of the row.
-    pos_class: int8, coarse syntactic class of each token (0 = unknown).
+    phrase_ids: int32, 0 = none, k > 0 = the k-th multi-word phrase (noun chunk) of the row;
+      phrases never overlap entities.
+    pos_class: int8, syntactic class of each token (0 = unknown; data/annotate.py).
     ngram_ids: int32, 0 = none, k > 0 = the k-th high-PMI n-gram span of the row.
     segment_ids: int32, k = the k-th document of the packed row, 0 for padding.
     example_ids: [B] int32 global example index, used only by static (dupe-factor) masking.
   """
   input_ids: Array
   entity_ids: Array | None = None
+  phrase_ids: Array | None = None
   pos_class: Array | None = None
   ngram_ids: Array | None = None
   segment_ids: Array | None = None
@@ -92,11 +95,14 @@ class Plan:
       skipping it (BERT); None: `config.fill == "truncate"`.
     unit_replace: [B] bool (or a bool): decide [MASK]/random/keep once per unit; None:
       `config.replace_per == "unit"`.
+    merge_adjacent: with unit_replace, chosen units that touch are merged into one run first
+      and the run gets one decision (SpanBERT merges adjacent spans so).
   """
   unit_start: Array | None = None
   log_weight: Array | None = None
   truncate: Array | bool | None = None
   unit_replace: Array | bool | None = None
+  merge_adjacent: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,7 +114,8 @@ class Context:
     step: [] int32 training step.
     rate: [] f32 mask rate at this step (from the schedule).
     state: running state from `init_state` / `update_state`, or None.
-    embeddings: [V', D] word-embedding table (contextual masking), or None.
+    hidden: [B, S, D] the model's hidden states of the unmasked rows (contextual masking), or
+      None.
     replacement: where random replacement ids come from (built once by make_masker); None:
       built from the (concrete) tables at trace time.
   """
@@ -116,13 +123,15 @@ class Context:
   step: Array
   rate: Array
   state: Any = None
-  embeddings: Array | None = None
+  hidden: Array | None = None
   replacement: corruption.ReplacementTable | None = None
 
 
 for _cls in (TokenBatch, MaskedBatch, Plan):
+  _static = {"merge_adjacent"}
   jax.tree_util.register_dataclass(
-      _cls, data_fields=[f.name for f in dataclasses.fields(_cls)], meta_fields=[])
+      _cls, data_fields=[f.name for f in dataclasses.fields(_cls) if f.name not in _static],
+      meta_fields=[f.name for f in dataclasses.fields(_cls) if f.name in _static])
 
 
 def as_token_batch(batch: TokenBatch | Mapping[str, Any]) -> TokenBatch:
@@ -276,6 +285,8 @@ def apply_plan(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context
   used = positions < s
   positions = jnp.where(used, positions, 0)
   labels = jnp.where(used, jnp.take_along_axis(ids, positions, axis=1), 0)
+  if plan.merge_adjacent and head is not None:  # one decision per run of chosen tokens
+    head = select.unit_heads(chosen & ~rows.shift_right(chosen, False))
   decide = corruption.decisions(rng.half_to_uniform(word["key"] & 0xFFFF), word.get("extra"),
                                 head, unit_replace)
   inputs = corruption.corrupt(ids, chosen, decide, word["bucket"], word.get("extra"),

@@ -39,6 +39,8 @@ class Spec:
     stateful: keeps a running state in the train state (masking.init_state / update_state).
     reads_model: its masks depend on the model being trained (its state or its weights), so
       two models do not see the same masks under it.
+    reads_hidden: it reads the model's hidden states of the unmasked batch (`ctx.hidden`):
+      the train step runs the model forward once more, without gradient, to give them.
     doc: one line saying what it does.
   """
   name: str
@@ -47,6 +49,7 @@ class Spec:
   tables: tuple[str, ...] = ()
   stateful: bool = False
   reads_model: bool = False
+  reads_hidden: bool = False
   doc: str = ""
 
 
@@ -67,7 +70,7 @@ def _as_strategy(plan_fn: PlanFn) -> Strategy:
 
 def register(name: str, plan_fn: PlanFn | None = None, *, batch_fields: tuple[str, ...] = (),
              tables: tuple[str, ...] = (), stateful: bool = False, reads_model: bool = False,
-             doc: str = ""):
+             reads_hidden: bool = False, doc: str = ""):
   """Adds a strategy; configs and mixtures can then name it.
 
   `register(name, plan_fn, ...)` registers and returns `plan_fn`; without `plan_fn` it is a
@@ -81,8 +84,8 @@ def register(name: str, plan_fn: PlanFn | None = None, *, batch_fields: tuple[st
 
   def add(fn: PlanFn) -> PlanFn:
     first_line = (fn.__doc__ or "").strip().split("\n")[0]
-    SPECS[name] = Spec(name, fn, tuple(batch_fields), tuple(tables), stateful, reads_model,
-                       doc or first_line)
+    SPECS[name] = Spec(name, fn, tuple(batch_fields), tuple(tables), stateful,
+                       reads_model or reads_hidden, reads_hidden, doc or first_line)
     PLANS[name] = fn
     STRATEGIES[name] = _as_strategy(fn)
     return fn
@@ -118,3 +121,8 @@ def is_stateful(config: ml_collections.ConfigDict) -> bool:
 def reads_model(config: ml_collections.ConfigDict) -> bool:
   """Whether a component's masks depend on the model (its running loss or its weights)."""
   return any(spec(name).reads_model for name in components(config))
+
+
+def reads_hidden(config: ml_collections.ConfigDict) -> bool:
+  """Whether a component reads the model's hidden states (the step must compute them)."""
+  return any(spec(name).reads_hidden for name in components(config))

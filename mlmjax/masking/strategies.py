@@ -55,15 +55,20 @@ def _weighted(log_weight: Array, batch: TokenBatch, tables: VocabTables, ctx: Co
 
 @register("random")
 def random(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context) -> Plan:
-  """BERT: single tokens, uniform."""
+  """BERT: single tokens, uniform; masks fixed per example (static, `dynamic.dupe_factor`)."""
   del keys, batch, tables, ctx
   return Plan()
 
 
-# "dynamic" is random masking named for when its masks change: every step (RoBERTa). That key
-# policy, and its static alternative (BERT's dupe factor), is `config.dynamic` and applies to
-# every strategy.
-dynamic = register("dynamic", random)
+@register("dynamic")
+def dynamic(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context) -> Plan:
+  """RoBERTa: single tokens, uniform; new masks every time a row is seen.
+
+  The plan is BERT's; what differs is when the masks change, which is the key policy
+  (`config.dynamic.mode`, "auto": static for `random`, every step for every other strategy).
+  """
+  del keys, batch, tables, ctx
+  return Plan()
 
 
 @register("whole_word")
@@ -78,7 +83,8 @@ def span(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context) -> P
   """SpanBERT: spans of whole words, lengths ~ Geo(p) truncated at max_words; or T5 spans.
 
   Geometric mode (default): the budget is met exactly by cutting the last span (fill "auto"),
-  and [MASK]/random/keep is decided per span (replace_per "auto"), as SpanBERT does.
+  and [MASK]/random/keep is decided per span (replace_per "auto"), spans that touch merged
+  into one first (`span.merge_adjacent`), as SpanBERT does.
   T5 mode: exactly round(rate * n) noise tokens in round(noise / mean_length) spans.
   """
   config = ctx.config
@@ -97,17 +103,33 @@ def span(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context) -> P
                       | core.forced_starts(ids, tables, segments))
   u = rng.half_to_uniform(rng.row_halves(keys, rng.SPANS, ids.shape[1]))
   return Plan(unit_start=units.geometric_spans(u, words, config.span.p, config.span.max_words),
-              truncate=_option(config.fill, True, "truncate"), unit_replace=per_span)
+              truncate=_option(config.fill, True, "truncate"), unit_replace=per_span,
+              merge_adjacent=config.span.merge_adjacent)
 
 
-@register("entity", batch_fields=("entity_ids",))
+@register("entity", batch_fields=("entity_ids", "phrase_ids"))
 def entity(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context) -> Plan:
-  """ERNIE: entity spans (`entity_ids`) first, topped up with random whole words."""
+  """ERNIE 1.0: entities and phrases as whole units beside words, drawn uniformly.
+
+  Each entity (`entity_ids`) and each multi-word phrase (`phrase_ids`) is one unit, every other
+  word is one; units are drawn with weights `entity.weight` and `entity.phrase_weight` against
+  a word's 1 (1 and 1: uniform, as ERNIE; weight=inf: entities first, topped up with words).
+  """
   del keys
-  spans = _require(batch.entity_ids, "entity_ids", "entity")
-  unit_start, in_span = units.annotated_spans(spans, units.word_starts(batch.input_ids, tables))
-  return Plan(unit_start=unit_start,
-              log_weight=jnp.where(in_span, _log(ctx.config.entity.weight), 0.0))
+  entities = _require(batch.entity_ids, "entity_ids", "entity")
+  phrases = _require(batch.phrase_ids, "phrase_ids", "entity")
+  in_entity = entities > 0
+  # One id per span: entities even, phrases odd (the data keeps phrases off entities; were one
+  # to overlap, the entity would win on its tokens).
+  span_ids = jnp.where(in_entity, 2 * entities, jnp.where(phrases > 0, 2 * phrases + 1, 0))
+  unit_start, in_span = units.annotated_spans(span_ids,
+                                              units.word_starts(batch.input_ids, tables))
+  config = ctx.config.entity
+  log_weight = None
+  if (config.weight, config.phrase_weight) != (1.0, 1.0):
+    log_weight = jnp.where(in_entity, _log(config.weight),
+                           jnp.where(in_span, _log(config.phrase_weight), 0.0))
+  return Plan(unit_start=unit_start, log_weight=log_weight)
 
 
 @register("pmi", batch_fields=("ngram_ids",))
@@ -146,48 +168,70 @@ def adaptive(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context) 
   return _weighted(log_weight, batch, tables, ctx)
 
 
+# pos_class values (data/annotate.py): 0 unknown, 1 content word, 2 function word, and with a
+# dependency parse 3 predicate, 4 core argument (both content words).
+CONTENT_CLASSES = (1, 3, 4)
+
+
+def _pos_class(batch: TokenBatch, tables: VocabTables, config) -> Array:
+  """[B, S] int32 pos_class, or content vs function word from the vocabulary without it."""
+  if batch.pos_class is not None:
+    return batch.pos_class.astype(jnp.int32)
+  return jnp.where(tables.function_word[batch.input_ids], config.syntax.function_class,
+                   config.syntax.content_class)
+
+
 @register("syntax", batch_fields=("pos_class",))
 def syntax(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context) -> Plan:
-  """Weights per part-of-speech class (`pos_class`); without it, content vs function words."""
+  """Weights per syntactic class (`pos_class`): with a dependency parse, predicates and core
+  arguments (subjects, objects) first, then other content words, function words last."""
   del keys
-  config = ctx.config.syntax
-  ids = batch.input_ids
-  if batch.pos_class is None:
-    pos = jnp.where(tables.function_word[ids], config.function_class, config.content_class)
-  else:
-    pos = batch.pos_class.astype(jnp.int32)
-  class_weights = jnp.asarray(config.class_weights, jnp.float32)
+  pos = _pos_class(batch, tables, ctx.config)
+  class_weights = jnp.asarray(ctx.config.syntax.class_weights, jnp.float32)
   n = class_weights.shape[0]
   weight = jnp.where(pos < n, class_weights[jnp.clip(pos, 0, n - 1)], 1.0)  # unlisted: 1
   return _weighted(jnp.log(weight), batch, tables, ctx)
 
 
-@register("contextual", reads_model=True)
+@register("contextual", reads_hidden=True)
 def contextual(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context) -> Plan:
-  """Weights exp(sharpness * cos(e_token, mean of the row's e)): central tokens first.
+  """Weights exp(sharpness * cos(h_token, mean h of its document)): central tokens first.
 
-  Needs the current word-embedding table: masker(..., embeddings=params' [V', D] table).
+  h are the model's own contextual representations of the unmasked row (`ctx.hidden`, its
+  last layer, no gradient), so what counts as central changes as the model learns. The mean
+  is over the eligible tokens of the token's document (`segment_ids`; the row without them), so
+  documents packed into one row do not mix.
   """
   del keys
-  if ctx.embeddings is None:
-    raise ValueError("contextual masking needs the word-embedding table: call "
-                     "masker(key, batch, step, state, embeddings=word_embeddings [V, D])")
+  if ctx.hidden is None:
+    raise ValueError("contextual masking needs the model's hidden states of the unmasked "
+                     "batch: masker(key, batch, step, state, hidden=[B, S, D]); the train step "
+                     "computes them when masking.reads_hidden(config)")
   ids = batch.input_ids
-  emb = jax.lax.stop_gradient(ctx.embeddings)[ids].astype(jnp.float32)  # [B, S, D]
+  h = jax.lax.stop_gradient(ctx.hidden).astype(jnp.float32)  # [B, S, D]
+  b, s, d = h.shape
   eligible = core.eligible_tokens(ids, tables)[..., None]
-  mean = jnp.sum(emb * eligible, axis=1, keepdims=True)  # direction only: no need to divide
-  cos = jnp.sum(emb * mean, axis=-1) / (
-      jnp.linalg.norm(emb, axis=-1) * jnp.linalg.norm(mean, axis=-1) + 1e-6)
+  # Each document's sum (its direction is the mean's), by a segment sum over (row, document).
+  segments = jnp.zeros_like(ids) if batch.segment_ids is None else batch.segment_ids
+  document = (jnp.arange(b)[:, None] * s + jnp.clip(segments, 0, s - 1)).reshape(-1)
+  sums = jax.ops.segment_sum((h * eligible).reshape(-1, d), document, num_segments=b * s)
+  doc_sum = sums[document].reshape(b, s, d)
+  cos = jnp.sum(h * doc_sum, axis=-1) / (
+      jnp.linalg.norm(h, axis=-1) * jnp.linalg.norm(doc_sum, axis=-1) + 1e-6)
   return _weighted(ctx.config.contextual.sharpness * cos, batch, tables, ctx)
 
 
-@register("semantic", tables=("idf",))
+@register("semantic", batch_fields=("pos_class",), tables=("idf",))
 def semantic(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context) -> Plan:
-  """Weights idf^power: salient (rare-in-documents) tokens first."""
+  """Salient content words first: weight idf^power on content words (nouns, proper nouns,
+  verbs, adjectives, adverbs, numbers: `pos_class`), times `function_weight` on the rest."""
   del keys
+  config = ctx.config.semantic
+  content = jnp.isin(_pos_class(batch, tables, ctx.config), jnp.asarray(CONTENT_CLASSES))
   idf = tables.idf[batch.input_ids]
-  return _weighted(ctx.config.semantic.power * jnp.log(jnp.maximum(idf, 1e-6)), batch, tables,
-                   ctx)
+  log_weight = (config.power * jnp.log(jnp.maximum(idf, 1e-6))
+                + jnp.where(content, 0.0, _log(config.function_weight)))
+  return _weighted(log_weight, batch, tables, ctx)
 
 
 # ----------------------------------------------------------------------------- mixture

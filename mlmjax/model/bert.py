@@ -360,13 +360,20 @@ class BertForMaskedLM(nnx.Module):
     Returns:
       [B, P, padded_vocab_size] float32 logits; columns past `vocab_size` are -1e9.
     """
+    hidden = self.encode(input_ids, token_type_ids=token_type_ids, lengths=lengths,
+                         dropout_key=dropout_key)
+    hidden = jnp.take_along_axis(hidden, positions[..., None], axis=1)  # [B, P, D]
+    return self.logits(hidden)
+
+  def encode(self, input_ids: jax.Array, *, token_type_ids: jax.Array | None = None,
+             lengths: jax.Array | None = None,
+             dropout_key: jax.Array | None = None) -> jax.Array:
+    """[B, S, D] the encoder's last hidden states (arguments as `__call__`)."""
     if token_type_ids is None:
       token_type_ids = jnp.zeros_like(input_ids)
     if lengths is None:
       lengths = real_lengths(input_ids, self.cfg.pad_token_id)
-    hidden = self.bert(input_ids, token_type_ids, lengths, dropout_key)  # [B, S, D]
-    hidden = jnp.take_along_axis(hidden, positions[..., None], axis=1)  # [B, P, D]
-    return self.logits(hidden)
+    return self.bert(input_ids, token_type_ids, lengths, dropout_key)
 
   def logits(self, hidden: jax.Array) -> jax.Array:
     """Head on gathered hidden states [B, P, D] -> [B, P, V_padded] float32."""

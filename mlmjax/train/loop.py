@@ -63,7 +63,8 @@ def train_and_evaluate(config, workdir: str,
   workdir = os.path.abspath(workdir)
   manifest, tokenizer, tables = _prepare_data(config, workdir)
   c = state_lib.build(config, tables, tokenizer.get_vocab_size(),
-                      manifest["tokenizer"]["roles"]["pad"])
+                      manifest["tokenizer"]["roles"]["pad"],
+                      train_rows=manifest["splits"]["train"]["rows"])
   with partition.mesh_context(c.mesh, config.mesh.axis_rules):
     return _train(config, workdir, c, manifest, tokenizer, init_params)
 

@@ -27,6 +27,7 @@ class Components:
   graphdef: nnx.GraphDef
   mesh: jax.sharding.Mesh
   tables: masking.VocabTables
+  mask_config: object  # the masking config the masker was built from (epoch length set)
   masker: object
   tx: object
   init_state: object  # jitted: key -> TrainState, already sharded
@@ -34,8 +35,12 @@ class Components:
 
 
 def build(config, vocab_tables: masking.VocabTables, vocab_size: int, pad_id: int,
-          devices=None) -> Components:
-  """Model config, mesh, masker, optimizer and the sharded state initialiser."""
+          devices=None, train_rows: int = 0) -> Components:
+  """Model config, mesh, masker, optimizer and the sharded state initialiser.
+
+  `train_rows`, the rows of one pass over the training data, sets how often static (BERT)
+  masks move to their next copy, unless `masking.dynamic.steps_per_epoch` says it.
+  """
   model_cfg = BertConfig.from_config(config.model, vocab_size=vocab_size, pad_token_id=pad_id)
   if config.data.seq_len > model_cfg.max_position_embeddings:
     raise ValueError(f"config.data.seq_len={config.data.seq_len} exceeds "
@@ -48,7 +53,8 @@ def build(config, vocab_tables: masking.VocabTables, vocab_size: int, pad_id: in
         f"the schedule asks for {needed} of a {config.data.seq_len}-token row. Set "
         f"--config.masking.max_predictions={needed}.")
   mesh = partition.make_mesh(config.mesh.shape, devices)
-  masker = masking.make_masker(config.masking, vocab_tables)
+  mask_config = masking.with_epoch_length(config.masking, train_rows / config.train.batch_size)
+  masker = masking.make_masker(mask_config, vocab_tables)
   tx = optim.make_optimizer(config.train)
   mask_state = masking.init_state(config.masking, vocab_tables)
 
@@ -94,14 +100,14 @@ def build(config, vocab_tables: masking.VocabTables, vocab_size: int, pad_id: in
   on_host = where == "host" or (where == "auto" and jax.default_backend() == "gpu")
   init_state = init_on_host if on_host else init_on_device
 
-  return Components(model_cfg, graphdef, mesh, vocab_tables, masker, tx, init_state,
-                    abstract_state)
+  return Components(model_cfg, graphdef, mesh, vocab_tables, mask_config, masker, tx,
+                    init_state, abstract_state)
 
 
 def jit_train_step(config, c: Components):
   state_shardings = jax.tree.map(lambda s: s.sharding, c.abstract_state)
   step = functools.partial(
-      train_step, graphdef=c.graphdef, masker=c.masker, tx=c.tx, mask_config=config.masking,
+      train_step, graphdef=c.graphdef, masker=c.masker, tx=c.tx, mask_config=c.mask_config,
       learning_rate=optim.learning_rate_schedule(config.train),
       grad_accum_steps=config.train.grad_accum_steps)
   return jax.jit(step,
@@ -116,7 +122,8 @@ def jit_eval_step(c: Components, baseline_token: int):
   mask_shardings = jax.tree.map(lambda s: s.sharding, c.abstract_state.mask_state)
   def eval_batch(params, mask_state, batch, key):
     return eval_step(params, batch, key, graphdef=c.graphdef, masker=c.masker,
-                     mask_state=mask_state, baseline_token=baseline_token)
+                     mask_config=c.mask_config, mask_state=mask_state,
+                     baseline_token=baseline_token)
 
   return jax.jit(
       eval_batch,

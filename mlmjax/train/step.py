@@ -28,10 +28,13 @@ class TrainState:
   consecutive_skips: jax.Array  # int32 scalar: skipped updates since the last good one
 
 
-def word_embeddings(params) -> jax.Array:
-  """[V_padded, D] input embedding table (contextual masking scores tokens with it)."""
-  table = params["bert"]["embeddings"]["word_embeddings"]["embedding"]
-  return jax.lax.stop_gradient(table[...])
+def hidden_states(graphdef: nnx.GraphDef, params, mask_config, batch: dict) -> jax.Array | None:
+  """The model's [B, S, D] hidden states of the unmasked rows, for the strategies that read
+  them (contextual masking); None otherwise, at no cost. No dropout, no gradient."""
+  if not masking.reads_hidden(mask_config):
+    return None
+  model = nnx.merge(graphdef, jax.lax.stop_gradient(params))
+  return jax.lax.stop_gradient(model.encode(batch["input_ids"]))
 
 
 def mlm_loss(logits: jax.Array, labels: jax.Array, weights: jax.Array):
@@ -75,7 +78,7 @@ def train_step(state: TrainState, batch: dict, key: jax.Array, *, graphdef: nnx.
   """
   step_key = jax.random.fold_in(key, state.step)
   masked = masker(jax.random.fold_in(key, MASK_STREAM), batch, state.step, state.mask_state,
-                  word_embeddings(state.params))
+                  hidden_states(graphdef, state.params, mask_config, batch))
   dropout_key = jax.random.fold_in(step_key, DROPOUT_STREAM)
   num_predictions = jnp.sum(masked.weights)
   inputs = (masked.input_ids, masked.positions, masked.labels, masked.weights)
@@ -135,13 +138,14 @@ def train_step(state: TrainState, batch: dict, key: jax.Array, *, graphdef: nnx.
 
 
 def eval_step(params: Any, batch: dict, key: jax.Array, *, graphdef: nnx.GraphDef,
-              masker: Callable, mask_state: Any, baseline_token: int) -> dict:
+              masker: Callable, mask_config, mask_state: Any, baseline_token: int) -> dict:
   """Sums over one validation batch with fixed masks (the caller passes a fixed key).
 
   `baseline_token` is the training corpus's most frequent token: always predicting it is the
   trivial baseline the model's accuracy is compared with, on the very same masks.
   """
-  masked = masker(key, batch, 0, mask_state, word_embeddings(params))
+  masked = masker(key, batch, 0, mask_state,
+                  hidden_states(graphdef, params, mask_config, batch))
   model = nnx.merge(graphdef, params)
   logits = model(masked.input_ids, masked.positions)
   _, per_slot, correct = mlm_loss(logits, masked.labels, masked.weights)

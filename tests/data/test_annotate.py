@@ -1,11 +1,19 @@
-"""Tests of mlmjax.data.annotate: rule entities, sentences, token alignment, POS classes, spaCy."""
+"""Tests of mlmjax.data.annotate: rule entities and phrases, sentences, token alignment, POS
+classes, spaCy pipelines (built here, installed as packages: tests/data/spacy_fixture.py)."""
 
 import numpy as np
 import pytest
+import spacy
+from spacy.tokens import Doc
 
+from data import spacy_fixture
 from mlmjax.data import annotate
+from mlmjax.data import encode
 from mlmjax.data import prepare as prepare_lib
 from mlmjax.data import tokenizer as tokenizer_lib
+from mlmjax.masking import tables
+
+WORDS = tables.DEFAULT_FUNCTION_WORDS
 
 TEXT = ("The Python Software Foundation was founded on March 6, 2001 in Delaware. Guido van "
         "Rossum wrote 3.5% of it, and 1,000 people met the Bank of England. In 1991 utf8 and "
@@ -16,14 +24,61 @@ def _texts(text, spans):
   return [text[s:e] for s, e in spans]
 
 
+def _entities(text):
+  return _texts(text, annotate.rule_entities(text, WORDS))
+
+
 def test_rule_entities():
-  found = _texts(TEXT, annotate.rule_entities(TEXT))
-  # Names not at a sentence start ("Guido van Rossum" starts one and loses "Guido", leaving a
-  # single word), numbers not glued to letters, dates in three forms.
-  assert found == ["Python Software Foundation", "March 6, 2001", "3.5%", "1,000",
-                   "Bank of England", "1991", "Ada Lovelace", "2021-05-05"]
-  assert annotate.rule_entities("New York City is big.") == [(4, 13)]  # "York City"
-  assert annotate.rule_entities("no entities here at all.") == []
+  # Names without a closed-class first word ("The", "In", "A"), single capitalised words
+  # inside a sentence ("Delaware"), runs of two or more anywhere ("Guido van Rossum" starts a
+  # sentence), numbers not glued to letters, dates in three forms.
+  assert _entities(TEXT) == ["Python Software Foundation", "March 6, 2001", "Delaware",
+                             "Guido van Rossum", "3.5%", "1,000", "Bank of England", "1991",
+                             "Ada Lovelace", "2021-05-05"]
+  assert _entities("Barack Obama was born in Hawaii.") == ["Barack Obama", "Hawaii"]
+  assert _entities("The Bank of England raised rates.") == ["Bank of England"]
+  assert _entities("Returns the value.") == []
+  assert _entities("New York City is big.") == ["New York City"]
+  assert _entities("no entities here at all.") == []
+
+
+def test_rule_entities_at_sentence_starts():
+  # A sentence's first word, alone, is no name, after an opening quote too; "I" and a
+  # closed-class word are never names; inside a sentence one capitalised word is.
+  assert _entities('It works. "Sorted lists are fast," I said. In Python it is.') == ["Python"]
+  assert _entities("Use it. This Python module sorts.") == ["Python"]
+  assert _entities("Sorting uses Timsort.\n\nLists sort in place.") == ["Timsort"]
+
+
+def _phrases(text, entities=()):
+  return _texts(text, annotate.rule_phrases(text, WORDS, entities))
+
+
+def test_rule_phrases():
+  # Runs of content words joined by spaces, cut by closed-class words and punctuation.
+  assert _phrases("The default encoding of the file system is platform dependent.") == [
+      "default encoding", "file system", "platform dependent"]
+  # At most four words a phrase, cut from the start; a last single word is no phrase.
+  assert _phrases("one two three four five six seven eight nine") == [
+      "one two three four", "five six seven eight"]
+  assert _phrases("alpha beta gamma delta epsilon") == ["alpha beta gamma delta"]
+  # Hyphens join a word; digits, apostrophes, dotted names and sentence ends break runs.
+  assert _phrases("a well-known key function, utf8 codec error handler") == [
+      "well-known key function", "codec error handler"]
+  assert _phrases("don't stop now, call os.path join first") == ["stop now", "join first"]
+  assert _phrases("It ends badly. Next words follow.") == ["ends badly", "Next words follow"]
+  assert _phrases("one word") == ["one word"] and _phrases("single") == []
+
+
+def test_rule_phrases_stay_clear_of_entities():
+  text = "Barack Obama was born in sunny Hawaii near warm sandy beaches."
+  entities = annotate.rule_entities(text, WORDS)
+  assert _texts(text, entities) == ["Barack Obama", "Hawaii"]
+  # "Barack Obama" and "sunny Hawaii" overlap an entity: dropped whole, not trimmed.
+  assert _phrases(text) == ["Barack Obama", "sunny Hawaii", "warm sandy beaches"]
+  assert _phrases(text, entities) == ["warm sandy beaches"]
+  assert annotate.drop_overlapping([(0, 5), (5, 9), (10, 12)], [(4, 5), (12, 20)]) == [
+      (5, 9), (10, 12)]
 
 
 def test_sentence_starts():
@@ -73,14 +128,14 @@ def test_vocab_pos_classes_share_a_class_per_word(tok):
 
 def test_encode_chunk_aligns_entities_to_tokens(tok):
   chunk = annotate.encode_chunk(tok, [TEXT, "Short one. Next one."], sentences=True,
-                                wanted=(annotate.ENTITY,), annotator=None)
+                                wanted=(annotate.ENTITY,), annotator=None, function_words=WORDS)
   assert chunk.lengths.tolist() == [len(tok.encode(t, add_special_tokens=False).ids)
                                     for t in (TEXT, "Short one. Next one.")]
   ent = chunk.fields[annotate.ENTITY][:chunk.lengths[0]]
   first = ent[ent > 0][0]
   span = np.array(tok.encode(TEXT, add_special_tokens=False).ids)[ent == first]
   assert tok.decode(span.tolist()) == "python software foundation"
-  assert len(np.unique(ent[ent > 0])) == 8
+  assert len(np.unique(ent[ent > 0])) == 10
   starts = np.flatnonzero(chunk.sentence_start)
   assert starts[0] == 0 and starts[-2] == chunk.lengths[0]  # each document starts one
   assert len(starts) == 4 + 2
@@ -89,7 +144,6 @@ def test_encode_chunk_aligns_entities_to_tokens(tok):
 @pytest.fixture(scope="module")
 def spacy_pipeline(tmp_path_factory):
   """A real spaCy pipeline, built offline: entity ruler + attribute ruler setting POS."""
-  import spacy  # pylint: disable=g-import-not-at-top  (the test extra has it)
   nlp = spacy.blank("en")
   ruler = nlp.add_pipe("entity_ruler")
   ruler.add_patterns([{"label": "ORG", "pattern": "Python Software Foundation"},
@@ -135,14 +189,164 @@ def test_spacy_pipeline_errors(tmp_path, spacy_pipeline):
   with pytest.raises(annotate.AnnotationError, match="neither an installed spaCy package"):
     annotate.resolve_annotator(str(tmp_path / "missing"))
   assert annotate.resolve_annotator("") == annotate.RULES
-  import spacy  # pylint: disable=g-import-not-at-top  (the test extra has it)
   blank = tmp_path / "blank"
   spacy.blank("en").to_disk(blank)
   with pytest.raises(annotate.AnnotationError, match="finds no entities"):
     annotate.SpacyAnnotator(str(blank), (annotate.ENTITY,))
   with pytest.raises(annotate.AnnotationError, match="sets no part-of-speech tags"):
     annotate.SpacyAnnotator(str(blank), (annotate.POS,))
+  entities_only = tmp_path / "entities_only"
+  nlp = spacy.blank("en")
+  nlp.add_pipe("entity_ruler").add_patterns([{"label": "ORG", "pattern": "Python"}])
+  nlp.to_disk(entities_only)
+  with pytest.raises(annotate.AnnotationError, match="finds no phrases"):
+    annotate.SpacyAnnotator(str(entities_only), (annotate.PHRASE,))
   annotator = annotate.SpacyAnnotator(spacy_pipeline, (annotate.ENTITY, annotate.POS))
   out = annotator(["It was the Python Software Foundation."])[0]
   assert out["entity"] == [(11, 37)]
   assert out["classes"] == [1, 2, 2, 1, 1, 1, 0]
+
+
+def test_encode_chunk_keeps_phrases_off_entity_tokens(tok):
+  text = "Barack Obama was born in sunny Hawaii near warm sandy beaches."
+  chunk = annotate.encode_chunk(tok, [text], sentences=False, annotator=None,
+                                wanted=(annotate.ENTITY, annotate.PHRASE), function_words=WORDS)
+  ids = np.array(tok.encode(text, add_special_tokens=False).ids)
+  ent, phrase = chunk.fields[annotate.ENTITY], chunk.fields[annotate.PHRASE]
+  assert not ((ent > 0) & (phrase > 0)).any()
+  assert [tok.decode(ids[phrase == k].tolist()) for k in np.unique(phrase[phrase > 0])] == [
+      "warm sandy beaches"]
+  # Phrases alone are the same: they keep clear of the entities all the same.
+  alone = annotate.encode_chunk(tok, [text], sentences=False, annotator=None,
+                                wanted=(annotate.PHRASE,), function_words=WORDS)
+  np.testing.assert_array_equal(alone.fields[annotate.PHRASE], phrase)
+  # Character spans that meet in one token: the phrase is dropped whole.
+  np.testing.assert_array_equal(
+      annotate._drop_touching(np.array([1, 1, 2, 2, 0, 3]), np.array([0, 0, 0, 1, 1, 0])),
+      [1, 1, 0, 0, 0, 3])
+
+
+def _doc(words, pos, heads=None, deps=None):
+  """A spaCy Doc with the given tags and, with `heads` (absolute) and `deps`, a parse."""
+  return Doc(spacy.blank("en").vocab, words=words, pos=pos, heads=heads,
+             deps=deps)
+
+
+def _classes(doc):
+  parsed = doc.has_annotation("DEP")
+  return [annotate.spacy_word_class(t, parsed) for t in doc]
+
+
+def test_parse_classes_follow_the_parse():
+  doc = _doc("The cat chased the mouse .".split(), ["DET", "NOUN", "VERB", "DET", "NOUN", "PUNCT"],
+             [1, 2, 2, 4, 2, 2], ["det", "nsubj", "ROOT", "det", "dobj", "punct"])
+  assert _classes(doc) == [2, 4, 3, 2, 4, 0]
+  # The same words without the parse: classes from the tags.
+  assert _classes(_doc([t.text for t in doc], [t.pos_ for t in doc])) == [2, 1, 1, 2, 1, 0]
+  # A clausal complement and a verb conjoined to it are predicates; a pronoun subject is an
+  # argument; a marker, a conjunction and an adverb keep their tags' classes.
+  doc = _doc("He said that it ran and jumped quickly .".split(),
+             ["PRON", "VERB", "SCONJ", "PRON", "VERB", "CCONJ", "VERB", "ADV", "PUNCT"],
+             [1, 1, 4, 4, 1, 4, 4, 6, 1],
+             ["nsubj", "ROOT", "mark", "nsubj", "ccomp", "cc", "conj", "advmod", "punct"])
+  assert _classes(doc) == [4, 3, 2, 4, 3, 2, 3, 1, 0]
+  # A verbless root is no predicate; a noun conjoined to a subject is no argument; the object
+  # of a preposition and a copula's attribute: attr is an argument, pobj is not.
+  doc = _doc("Cats and dogs are pets in houses".split(),
+             ["NOUN", "CCONJ", "NOUN", "AUX", "NOUN", "ADP", "NOUN"],
+             [3, 0, 0, 3, 3, 4, 5], ["nsubj", "cc", "conj", "ROOT", "attr", "prep", "pobj"])
+  assert _classes(doc) == [4, 2, 1, 3, 4, 2, 1]
+  doc = _doc(["Sorting", "functions"], ["NOUN", "NOUN"], [1, 1], ["compound", "ROOT"])
+  assert _classes(doc) == [1, 1]
+
+
+def test_phrases_from_a_parse_and_from_tags():
+  words = "The old cat chased a small gray mouse in the garden .".split()
+  pos = ["DET", "ADJ", "NOUN", "VERB", "DET", "ADJ", "ADJ", "NOUN", "ADP", "DET", "NOUN",
+         "PUNCT"]
+  doc = _doc(words, pos, [2, 2, 3, 3, 7, 7, 7, 3, 3, 10, 8, 3],
+             ["det", "amod", "nsubj", "ROOT", "det", "amod", "amod", "dobj", "prep", "det",
+              "pobj", "punct"])
+  # Noun chunks without their determiner, of two words or more ("the garden" is one).
+  assert [c.text for c in doc.noun_chunks] == ["The old cat", "a small gray mouse", "the garden"]
+  assert _texts(doc.text, annotate.noun_chunk_phrases(doc)) == ["old cat", "small gray mouse"]
+  assert _texts(doc.text, annotate.tagged_phrases(doc)) == ["old cat", "small gray mouse"]
+  # From tags: runs of ADJ/NOUN/PROPN/NUM ending in a noun.
+  doc = _doc("3 big red apples fell from new tall green".split(),
+             ["NUM", "ADJ", "ADJ", "NOUN", "VERB", "ADP", "ADJ", "ADJ", "ADJ"])
+  assert _texts(doc.text, annotate.tagged_phrases(doc)) == ["3 big red apples"]
+
+
+def test_auto_finds_any_installed_english_pipeline(tmp_path, monkeypatch):
+  root = tmp_path / "site-packages"
+  toy = spacy_fixture.install_pipeline(root, monkeypatch, name="zz_toy")
+  german = spacy_fixture.install_pipeline(root, monkeypatch, lang="de", name="toy")
+  assert (toy, german) == ("en_zz_toy", "de_toy")
+  found = annotate.installed_english_pipelines()
+  assert toy in found and german not in found
+  assert annotate.resolve_annotator("auto") == f"spacy:{found[0]}@0.0.0"
+  # en_core_web_sm, md, lg, trf come first, in that order, then the others by name.
+  preferred = spacy_fixture.install_pipeline(root, monkeypatch, name="core_web_md")
+  found = annotate.installed_english_pipelines()
+  assert found.index(preferred) < found.index(toy)
+  assert annotate.resolve_annotator("auto").startswith(f"spacy:{found[0]}@")
+  monkeypatch.setattr(annotate, "installed_english_pipelines", lambda: [])
+  assert annotate.resolve_annotator("auto") == annotate.RULES
+
+
+def test_spacy_annotator_with_and_without_a_parse(tmp_path, monkeypatch, spacy_package):
+  wanted = (annotate.ENTITY, annotate.PHRASE, annotate.POS)
+  text = "The old cat chased a small gray mouse. Barack Obama was born in sunny Hawaii."
+  out = annotate.SpacyAnnotator(spacy_package, wanted)([text])[0]
+  assert _texts(text, out["entity"]) == ["Barack Obama", "Hawaii"]
+  # Noun chunks; "Barack Obama" is one too, but an entity, and no phrase.
+  assert _texts(text, out["phrase"]) == ["old cat", "small gray mouse"]
+  assert out["classes"] == [2, 1, 4, 3, 2, 1, 1, 4, 0, 1, 4, 2, 3, 2, 1, 1, 0]
+  tagger_only = spacy_fixture.install_pipeline(tmp_path / "other", monkeypatch, parser=False,
+                                               name="toy_tagger")
+  out = annotate.SpacyAnnotator(tagger_only, wanted)([text])[0]
+  # Phrases from tag runs ("sunny Hawaii" touches an entity); classes from tags alone.
+  assert _texts(text, out["phrase"]) == ["old cat", "small gray mouse"]
+  assert out["classes"] == [2, 1, 1, 1, 2, 1, 1, 1, 0, 1, 1, 2, 1, 2, 1, 1, 0]
+
+
+def _not_here(*args, **kwargs):
+  raise AssertionError("tokenized in the main process")
+
+
+def test_prepare_with_the_auto_pipeline(tmp_path, spacy_package, data_config, write_txt,
+                                        make_documents, monkeypatch):
+  docs = ["The old cat chased a small gray mouse in the garden.",
+          "Barack Obama was born in Hawaii."] * 3 + make_documents(20)
+  config = data_config(source="files", paths=write_txt(tmp_path / "c.txt", docs),
+                       validation_fraction=0.5, seq_len=64, vocab_size=300,
+                       packing="per_document", spacy_pipeline="auto", split_seed=1,
+                       annotations=("entity_ids", "phrase_ids", "pos_class"), num_workers=2)
+  # In spawned workers (both splits), which find the package on the sys.path they inherit.
+  monkeypatch.setattr(encode, "CHUNK_DOCS", 4)
+  monkeypatch.setattr(encode.Encoder, "__call__", _not_here)
+  manifest = prepare_lib.prepare(config, str(tmp_path / "w"))
+  assert manifest["timing"]["workers"] == 2
+  assert manifest["annotator"] == f"spacy:{spacy_package}@0.0.0"
+  assert manifest["schema"]["phrase_ids"]["source"] == manifest["annotator"]
+  data = tmp_path / "w" / "data"
+  ids, ent, phrase, pos = (np.concatenate([np.load(data / f"{split}{s}.npy")
+                                           for split in prepare_lib.SPLITS])
+                           for s in ("", "_entity_ids", "_phrase_ids", "_pos_class"))
+  tok = tokenizer_lib.get_tokenizer(config, str(tmp_path / "w"))
+  text = [tok.decode(row.tolist()) for row in ids]
+  cat = text.index("the old cat chased a small gray mouse in the garden.")
+  assert ent[cat].max() == 0 and phrase[cat].max() == 2
+  assert [tok.decode(ids[cat][phrase[cat] == k].tolist()) for k in (1, 2)] == [
+      "old cat", "small gray mouse"]
+  words = [[]]
+  for i, cls in zip(ids[cat][1:].tolist(), pos[cat][1:].tolist()):
+    if not tok.id_to_token(i).startswith("##"):
+      words.append([])
+    words[-1].append(cls)
+  classes = [w[0] for w in words[1:] if len(set(w)) == 1]
+  assert classes[:12] == [2, 1, 4, 3, 2, 1, 1, 4, 2, 2, 1, 0]  # the, old, cat, chased, ...
+  obama = text.index("barack obama was born in hawaii.")
+  assert [tok.decode(ids[obama][ent[obama] == k].tolist()) for k in (1, 2)] == [
+      "barack obama", "hawaii"]
+  assert phrase[obama].max() == 0  # its noun chunks are entities

@@ -16,14 +16,15 @@ def _documents(seed, num_docs=30, max_sentences=4, max_len=9):
            for _ in range(rng.integers(1, max_sentences + 1))] for _ in range(num_docs)]
 
 
-def _chunk(docs, entity_every=0, offset=0):
+def _chunk(docs, entity_every=0, offset=0, names=(annotate.ENTITY,)):
   ids = [t for d in docs for s in d for t in s]
   lengths = np.array([sum(map(len, d)) for d in docs], np.int64)
   starts = np.array([i == 0 for d in docs for s in d for i in range(len(s))], bool)
   fields = {}
-  if entity_every:  # an "entity" on every k-th token, numbered through the chunk
+  if entity_every:  # a span on every k-th token, numbered through the chunk
     pos = offset + np.arange(len(ids))
-    fields[annotate.ENTITY] = np.where(pos % entity_every == 0, pos + 1, 0).astype(np.int32)
+    fields = {name: np.where(pos % entity_every == 0, pos + 1, 0).astype(np.int32)
+              for name in names}
   return annotate.EncodedChunk(np.array(ids, np.int32), lengths, starts, fields)
 
 
@@ -31,7 +32,7 @@ def _pack(docs, seq_len, mode, chunk_docs=None, fields=()):
   packer = packing.Packer(seq_len, mode, CLS, SEP, PAD, fields)
   chunk_docs = chunk_docs or len(docs)
   offsets = np.cumsum([0] + [sum(map(len, d)) for d in docs])
-  parts = [packer.add(_chunk(docs[i:i + chunk_docs], 3 if fields else 0, offsets[i]))
+  parts = [packer.add(_chunk(docs[i:i + chunk_docs], 3 if fields else 0, offsets[i], fields))
            for i in range(0, len(docs), chunk_docs)]
   parts.append(packer.finish())
   return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}, packer
@@ -108,10 +109,12 @@ def test_streaming_in_chunks_gives_the_same_rows(mode):
       np.testing.assert_array_equal(parts[key], whole[key], err_msg=f"{key} {chunk_docs}")
 
 
-def test_span_annotations_are_numbered_per_row():
+@pytest.mark.parametrize("field", [annotate.ENTITY, annotate.PHRASE])
+def test_span_annotations_are_numbered_per_row(field):
   docs = _documents(4, num_docs=30)
-  rows, _ = _pack(docs, 9, "concatenate", fields=(annotate.ENTITY,))
-  ent = rows[annotate.ENTITY]
+  rows, _ = _pack(docs, 9, "concatenate", fields=(field,))
+  ent = rows[field]
+  assert ent.dtype == np.int32
   assert (ent[:, 0] == 0).all() and (ent[rows["input_ids"] == SEP] == 0).all()
   for row in ent:
     values = row[row > 0]

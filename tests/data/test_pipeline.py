@@ -132,13 +132,13 @@ def test_eval_batches_are_fixed_and_padded(data_dir):
 def test_annotations_travel_with_their_rows(tmp_path, make_documents, write_txt, data_config):
   path = write_txt(tmp_path / "c.txt", make_documents(60, max_words=12))
   config = data_config(source="files", paths=path, seq_len=16, vocab_size=150,
-                       annotations=("entity_ids", "pos_class", "ngram_ids"),
+                       annotations=("entity_ids", "phrase_ids", "pos_class", "ngram_ids"),
                        spacy_pipeline="", pmi={"min_count": 2})
   prepare_lib.prepare(config, str(tmp_path))
   data_dir = str(tmp_path / "data")
   files = {k: np.load(f"{data_dir}/train{s}.npy") for k, s in [
       ("input_ids", ""), ("segment_ids", "_segment_ids"), ("entity_ids", "_entity_ids"),
-      ("pos_class", "_pos_class"), ("ngram_ids", "_ngram_ids")]}
+      ("phrase_ids", "_phrase_ids"), ("pos_class", "_pos_class"), ("ngram_ids", "_ngram_ids")]}
   index = {r.tobytes(): i for i, r in enumerate(files["input_ids"])}
   for batch in itertools.islice(pipeline.make_loader(data_dir, "train", 4, seed=1), 5):
     assert set(batch) == set(files) and batch["pos_class"].dtype == np.int8
@@ -147,5 +147,5 @@ def test_annotations_travel_with_their_rows(tmp_path, make_documents, write_txt,
       np.testing.assert_array_equal(batch[key], array[rows])
   padded = pipeline.eval_batches(data_dir, "validation", 64, 1)[0]
   n = len(np.load(f"{data_dir}/validation.npy"))
-  for key in ("segment_ids", "entity_ids", "pos_class", "ngram_ids"):
+  for key in ("segment_ids", "entity_ids", "phrase_ids", "pos_class", "ngram_ids"):
     assert (padded[key][n:] == 0).all() and padded[key].shape == (64, 16)

@@ -47,15 +47,18 @@ def test_segmentation_pmi_is_the_minimum_over_segmentations():
 
 
 @pytest.mark.parametrize("n", [2, 3, 5])
-def test_resolve_is_leftmost_greedy(n):
+def test_resolve_is_greedy_in_random_priority_order(n):
   rng = np.random.default_rng(n)
-  for density in (0.2, 0.6, 1.0):  # 1.0: one long chain, past the vectorised passes
+  for density in (0.2, 0.6, 1.0):  # 1.0: one long chain
     candidate = rng.random(300) < density
-    taken, last = np.zeros(300, bool), -n
-    for i in np.flatnonzero(candidate):
-      if i - last >= n:
-        taken[i], last = True, i
-    np.testing.assert_array_equal(pmi._resolve(candidate, n), taken)
+    priority = rng.integers(0, 2**63, 300, dtype=np.uint64)
+    taken = np.zeros(300, bool)
+    for i in sorted(np.flatnonzero(candidate), key=lambda i: -int(priority[i])):
+      taken[i] = not taken[max(i - n + 1, 0):i + n].any()
+    got = pmi._resolve(candidate, n, priority)
+    np.testing.assert_array_equal(got, taken)
+    if density == 1.0:  # at random, not leftmost: the leftmost choice takes every n-th
+      assert not np.array_equal(np.flatnonzero(got), np.arange(0, 300, n))
 
 
 _FILLER = ("alpha beta gamma delta epsilon zeta theta iota kappa lambda sigma omega river "

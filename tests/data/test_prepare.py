@@ -1,6 +1,7 @@
 """Tests of mlmjax.data.prepare: packing invariants, the files on disk, no-op and re-prepare."""
 
 import json
+import logging
 import os
 
 import numpy as np
@@ -135,6 +136,24 @@ def test_prepare_again_when_the_tokenizer_or_corpus_changes(tmp_path, files_conf
       + 1)
 
 
+def test_prepare_again_when_the_rules_or_the_schema_change(tmp_path, files_config, caplog):
+  caplog.set_level(logging.INFO)
+  files_config.annotations = ("entity_ids", "pos_class")
+  files_config.spacy_pipeline = ""
+  manifest = prepare_lib.prepare(files_config, str(tmp_path))
+  path = tmp_path / "data" / prepare_lib.MANIFEST
+  # Data prepared by older rules, or whose pos_class meant something else, is stale.
+  for key, old in (("annotator", "rules-v1"),
+                   ("schema", {**manifest["schema"], "pos_class": {
+                       **manifest["schema"]["pos_class"], "values": "0, 1 or 2"}})):
+    path.write_text(json.dumps({**manifest, key: old}), encoding="utf-8")
+    caplog.clear()
+    again = prepare_lib.prepare(files_config, str(tmp_path))
+    assert {**again, "timing": None} == {**manifest, "timing": None}
+    assert ("the annotator changed (rules-v1 -> rules-v2)" if key == "annotator" else
+            "the annotation schema changed (pos_class)") in caplog.text
+
+
 def test_prepare_rejects_tiny_seq_len(tmp_path, files_config):
   files_config.seq_len = 2
   with pytest.raises(ValueError, match="seq_len"):
@@ -142,7 +161,7 @@ def test_prepare_rejects_tiny_seq_len(tmp_path, files_config):
   assert not os.path.exists(tmp_path / "data")
 
 
-ALL = ("entity_ids", "pos_class", "ngram_ids")
+ALL = ("entity_ids", "phrase_ids", "pos_class", "ngram_ids")
 
 
 def test_annotations_are_stored_beside_the_rows(tmp_path, files_config):
@@ -150,14 +169,14 @@ def test_annotations_are_stored_beside_the_rows(tmp_path, files_config):
   files_config.spacy_pipeline = ""
   files_config.pmi = {"min_count": 3, "vocab_size": 100}
   manifest = prepare_lib.prepare(files_config, str(tmp_path))
-  assert manifest["annotations"] == list(ALL) and manifest["annotator"] == "rules-v1"
+  assert manifest["annotations"] == list(ALL) and manifest["annotator"] == "rules-v2"
   assert set(manifest["schema"]) == {"segment_ids", *ALL}
   data_dir = tmp_path / "data"
   for split in prepare_lib.SPLITS:
     info = manifest["splits"][split]
     ids = np.load(data_dir / info["files"]["input_ids"])
-    for name, dtype in [("entity_ids", np.int32), ("pos_class", np.int8),
-                        ("ngram_ids", np.int32)]:
+    for name, dtype in [("entity_ids", np.int32), ("phrase_ids", np.int32),
+                        ("pos_class", np.int8), ("ngram_ids", np.int32)]:
       values = np.load(data_dir / info["files"][name])
       assert values.shape == ids.shape and values.dtype == dtype
       assert info["dtype"][name] == np.dtype(dtype).name
@@ -165,6 +184,8 @@ def test_annotations_are_stored_beside_the_rows(tmp_path, files_config):
   pos = np.load(data_dir / "train_pos_class.npy")
   assert set(np.unique(pos)) == {0, 1, 2}
   assert np.load(data_dir / "train_ngram_ids.npy").max() >= 1
+  entities, phrases = (np.load(data_dir / f"train_{f}.npy") for f in ("entity_ids", "phrase_ids"))
+  assert phrases.max() >= 1 and not ((entities > 0) & (phrases > 0)).any()
   assert prepare_lib.prepare(files_config, str(tmp_path)) == manifest  # no-op
   files_config.annotations = ("pos_class",)
   fewer = prepare_lib.prepare(files_config, str(tmp_path))

@@ -12,7 +12,7 @@ from mlmjax import masking
 
 B, S, P = 16, 48, 12
 MASK = 4
-ANNOTATIONS = ("entity_ids", "ngram_ids", "pos_class")
+ANNOTATIONS = ("entity_ids", "phrase_ids", "ngram_ids", "pos_class")
 SINGLE = sorted(n for n in masking.STRATEGIES if n != "mixture")
 
 
@@ -29,23 +29,25 @@ def _config(strategy, **mixture):
 def batch(make_ids):
   rng = np.random.default_rng(3)
   ids, seg = make_ids(3, B, S, lengths=[S] * B)
+  entities = annotation_spans(ids, rng, 7)
   return {"input_ids": jnp.asarray(ids), "segment_ids": jnp.asarray(seg),
-          "entity_ids": jnp.asarray(annotation_spans(ids, rng, 7)),
+          "entity_ids": jnp.asarray(entities),
+          "phrase_ids": jnp.asarray(np.where(entities > 0, 0, annotation_spans(ids, rng, 5))),
           "ngram_ids": jnp.asarray(annotation_spans(ids, rng, 6)),
           "pos_class": jnp.asarray(rng.integers(0, 3, ids.shape).astype(np.int8))}
 
 
 def _model(tables, seed):
-  """(state, embeddings) of a made-up model: a running loss and a word-embedding table."""
+  """(state, hidden) of a made-up model: a running loss and hidden states of the batch."""
   k1, k2 = jax.random.split(jax.random.key(seed))
   loss = jax.random.uniform(k1, (tables.vocab_size,), minval=0.5, maxval=8.0)
-  return {"token_loss": loss}, jax.random.normal(k2, (tables.vocab_size, 8))
+  return {"token_loss": loss}, jax.random.normal(k2, (B, S, 8))
 
 
 def _masks(cfg, tables, batch, model):
   """The masked inputs and positions of one call, as numpy (compared for equality)."""
-  state, embeddings = model
-  out = masking.make_masker(cfg, tables)(jax.random.key(0), batch, 5, state, embeddings)
+  state, hidden = model
+  out = masking.make_masker(cfg, tables)(jax.random.key(0), batch, 5, state, hidden)
   return np.asarray(out.input_ids), np.asarray(out.positions)
 
 
@@ -62,16 +64,16 @@ def test_every_strategy_is_registered_with_metadata():
 
 
 def test_the_builtin_needs():
-  needs = {n: (s.batch_fields, s.tables, s.stateful, s.reads_model)
+  needs = {n: (s.batch_fields, s.tables, s.stateful, s.reads_model, s.reads_hidden)
            for n, s in masking.SPECS.items() if s.batch_fields or s.tables or s.stateful
            or s.reads_model}
-  assert needs == {"entity": (("entity_ids",), (), False, False),
-                   "pmi": (("ngram_ids",), (), False, False),
-                   "syntax": (("pos_class",), (), False, False),
-                   "frequency": ((), ("frequency",), False, False),
-                   "semantic": ((), ("idf",), False, False),
-                   "adaptive": ((), (), True, True),
-                   "contextual": ((), (), False, True)}
+  assert needs == {"entity": (("entity_ids", "phrase_ids"), (), False, False, False),
+                   "pmi": (("ngram_ids",), (), False, False, False),
+                   "syntax": (("pos_class",), (), False, False, False),
+                   "frequency": ((), ("frequency",), False, False, False),
+                   "semantic": (("pos_class",), ("idf",), False, False, False),
+                   "adaptive": ((), (), True, True, False),
+                   "contextual": ((), (), False, True, True)}
 
 
 @pytest.mark.parametrize("name", [n for n in SINGLE if masking.SPECS[n].batch_fields])
@@ -131,7 +133,7 @@ def test_a_mixture_needs_the_union_of_its_components(tables, batch):
   cfg = _config("mixture", strategies=("entity", "syntax", "semantic", "adaptive", "entity"),
                 weights=(1.0,) * 5)
   assert masking.components(cfg) == ("entity", "syntax", "semantic", "adaptive", "entity")
-  assert masking.batch_fields(cfg) == ("entity_ids", "pos_class")
+  assert masking.batch_fields(cfg) == ("entity_ids", "phrase_ids", "pos_class")
   assert masking.is_stateful(cfg) and masking.reads_model(cfg)
   assert masking.init_state(cfg, tables) is not None
   with pytest.raises(ValueError, match="semantic masking needs vocabulary idf"):

@@ -35,6 +35,7 @@ def _config(strategy="dynamic", **overrides):
 
 @pytest.fixture(scope="module")
 def embeddings(tables):
+  """A stand-in for the model: hidden states embeddings[ids] (see train/ for the real model)."""
   return jax.random.normal(jax.random.key(7), (tables.vocab_size, 8))
 
 
@@ -49,7 +50,8 @@ def run(tables, embeddings):
       cache[name] = jax.jit(masking.make_masker(cfg, tables))
     if state is None:
       state = masking.init_state(cfg, tables)
-    return cache[name](jax.random.key(key), batch, step, state, embeddings)
+    hidden = embeddings[jnp.asarray(batch["input_ids"])]
+    return cache[name](jax.random.key(key), batch, step, state, hidden)
   return go
 
 
@@ -59,8 +61,10 @@ def batch(make_ids):
   ids, seg = make_ids(0, B, S, lengths=[S, S, 2, 0] + list(rng.integers(S // 2, S + 1, B - 4)))
   packed, pseg = make_ids(1, 8, S, lengths=[S] * 8, packed=3)
   ids[-8:], seg[-8:] = packed, pseg
+  entities = annotation_spans(ids, rng)
   return {"input_ids": jnp.asarray(ids), "segment_ids": jnp.asarray(seg),
-          "entity_ids": jnp.asarray(annotation_spans(ids, rng)),
+          "entity_ids": jnp.asarray(entities),
+          "phrase_ids": jnp.asarray(np.where(entities > 0, 0, annotation_spans(ids, rng, 7))),
           "ngram_ids": jnp.asarray(annotation_spans(ids, rng, every=9)),
           "pos_class": jnp.asarray(rng.integers(0, 3, ids.shape).astype(np.int8))}
 
@@ -161,7 +165,7 @@ def test_segment_boundary_splits_units(tables, selected):
 
 
 def test_annotated_spans_never_split(run, batch, selected):
-  for name, field in (("entity", "entity_ids"), ("pmi", "ngram_ids")):
+  for name, field in (("entity", "entity_ids"), ("entity", "phrase_ids"), ("pmi", "ngram_ids")):
     spans = np.asarray(batch[field])
     for step in (2, 3, 4):
       sel = selected(run(_scheduled(name), batch, step))
@@ -171,20 +175,43 @@ def test_annotated_spans_never_split(run, batch, selected):
           assert inside.all() or not inside.any()
 
 
+def test_entity_units_drawn_uniformly_as_ernie(run, batch, selected):
+  """ERNIE 1.0 by default: an entity, a phrase and a word are each one unit, drawn alike, so
+  masked tokens fall in entities at about the entities' share of units' tokens, not first."""
+  entities, phrases = np.asarray(batch["entity_ids"]), np.asarray(batch["phrase_ids"])
+  sel = np.concatenate([selected(run(_config("entity", rate=0.15), batch, step, key=step))
+                        for step in range(6)])
+  in_entity = np.tile(entities > 0, (6, 1))
+  eligible = np.tile(np.asarray(batch["input_ids"]) >= 5, (6, 1))
+  token_share = in_entity[eligible].mean()  # 0.19 here
+  masked_share = in_entity[sel].mean()
+  assert abs(masked_share - token_share) < 0.05, (masked_share, token_share)
+  # Phrases are whole units too: never split.
+  for r in range(sel.shape[0]):
+    row = phrases[r % B]
+    for k in range(1, row.max() + 1):
+      inside = sel[r][row == k]
+      assert inside.all() or not inside.any()
+  first = selected(run(_config("entity", rate=0.15, entity__weight=float("inf")), batch, 0))
+  assert (entities > 0)[first].mean() > 0.8  # "entities first": 0.90 (short rows top up)
+
+
 def test_entities_first_then_words(run, batch, selected):
   spans = np.asarray(batch["entity_ids"])
-  cfg = _scheduled("entity", max_predictions=S)
+  cfg = _scheduled("entity", max_predictions=S, entity__weight=float("inf"),
+                   entity__phrase_weight=0.0)
   # Rate 0.1 (budget ~3-6): an entity that fits is always taken before any word.
   sel = selected(run(cfg, batch, 1))
   for r in range(B):
     sizes = np.bincount(spans[r])[1:]
     if sizes.size and sizes.min() <= sel[r].sum():
       assert (sel[r] & (spans[r] > 0)).any()
-  # Rate 0.5: every entity token taken, and topped up with words.
+  # Rate 0.5: every entity token taken, and topped up with words (never phrases: weight 0).
   sel = selected(run(cfg, batch, 5))
   rows = spans.max(1) > 0
   assert (sel | (spans == 0))[rows].all()
   assert (sel & (spans == 0)).sum() > 100
+  assert not (sel & (np.asarray(batch["phrase_ids"]) > 0)).any()
 
 
 def test_span_units_start_on_words_and_replace_per_span(run, batch, tables, selected):
@@ -197,18 +224,55 @@ def test_span_units_start_on_words_and_replace_per_span(run, batch, tables, sele
   first = sel & ~np.pad(sel[:, :-1], ((0, 0), (1, 0)))
   starts_word = words != np.pad(words[:, :-1], ((0, 0), (1, 0)), constant_values=-2)
   assert (starts_word | ~first).all()  # every selected run begins on a word start
-  # Per-span decisions: inside a selected run of one span, all [MASK] or all kept. Runs may
-  # join adjacent spans, so count runs that mix: few, against ~50% if decided per token.
-  mixed = runs = 0
-  for r in range(B):
-    for s in np.flatnonzero(first[r]):
-      e = s
-      while e + 1 < S and sel[r, e + 1]:
-        e += 1
-      if e > s:
-        runs += 1
-        mixed += len(set(new[r, s:e + 1] == MASK)) > 1
-  assert runs > 20 and mixed / runs < 0.5
+
+  def mixed_runs(sel, new):
+    """(runs of selected tokens longer than one, those mixing [MASK] and kept tokens)."""
+    mixed = runs = 0
+    for r in range(B):
+      for s in np.flatnonzero(sel[r] & ~np.pad(sel[r, :-1], (1, 0))):
+        e = s
+        while e + 1 < S and sel[r, e + 1]:
+          e += 1
+        if e > s:
+          runs += 1
+          mixed += len(set(new[r, s:e + 1] == MASK)) > 1
+    return runs, mixed
+
+  # Per-span decisions, adjacent spans merged first (SpanBERT): every run is all [MASK] or
+  # all kept. Without the merge, runs that join two spans may mix; per token, half would.
+  runs, mixed = mixed_runs(sel, new)
+  assert runs > 20 and mixed == 0
+  out = run(_config("span", rate=0.3, mask_prob=0.5, random_prob=0.0,
+                    span__merge_adjacent=False), batch, 0)
+  runs, split = mixed_runs(selected(out), np.asarray(out.input_ids))
+  assert 0 < split < runs / 2
+  out = run(_config("span", rate=0.3, mask_prob=0.5, random_prob=0.0, replace_per="token"),
+            batch, 0)
+  runs, per_token = mixed_runs(selected(out), np.asarray(out.input_ids))
+  assert per_token > runs / 3
+
+
+def test_pmi_ngrams_get_one_replacement_decision(run, batch, selected):
+  """PMI-Masking decides [MASK]/random/keep per n-gram (per unit), not per token."""
+  ngrams = np.asarray(batch["ngram_ids"])
+
+  def split_ngrams(cfg):
+    out = run(cfg, batch, 0)
+    sel, is_mask = selected(out), np.asarray(out.input_ids) == MASK
+    taken = split = 0
+    for r in range(B):
+      for k in range(1, ngrams[r].max() + 1):
+        inside = ngrams[r] == k
+        if sel[r][inside].all():
+          taken += 1
+          split += len(set(is_mask[r][inside])) > 1
+    return taken, split
+
+  taken, split = split_ngrams(_config("pmi", rate=0.3, mask_prob=0.5, random_prob=0.0))
+  assert taken > 20 and split == 0
+  taken, split = split_ngrams(_config("pmi", rate=0.3, mask_prob=0.5, random_prob=0.0,
+                                      replace_per="token"))
+  assert split > taken / 4  # per token: a 2-3 token n-gram mixes half the time or more
 
 
 def test_span_length_histogram_matches_truncated_geometric(tables, selected):
@@ -257,7 +321,7 @@ def flat(make_ids):
   """Full rows, one-token units: for comparing selection rates by weight."""
   ids, _ = make_ids(5, 64, 64, lengths=[64] * 64, piece_prob=0.0)
   return {"input_ids": jnp.asarray(ids),
-          "pos_class": jnp.asarray((np.arange(64)[None] % 3).repeat(64, 0).astype(np.int8))}
+          "pos_class": jnp.asarray((np.arange(64)[None] % 5).repeat(64, 0).astype(np.int8))}
 
 
 @pytest.mark.parametrize("alpha", [1.0, -1.0])
@@ -269,17 +333,21 @@ def test_frequency_direction(run, flat, alpha, selected):
   assert (ratio > 1.5) if alpha > 0 else (ratio < 1 / 1.5)
 
 
-def test_semantic_prefers_high_idf(run, flat, selected):
+def test_semantic_prefers_salient_content_words(run, flat, selected):
   ids = np.tile(np.asarray(flat["input_ids"]), (6, 1))
+  content = np.isin(np.tile(np.asarray(flat["pos_class"]), (6, 1)), (1, 3, 4))
   sel = _many(run, _config("semantic"), flat, selected)
-  assert _selection_rate(sel, ids >= 35) > 1.5 * _selection_rate(sel, (ids >= 5) & (ids < 15))
+  salient, plain = content & (ids >= 35), content & (ids >= 5) & (ids < 15)  # high vs low idf
+  assert _selection_rate(sel, salient) > 1.5 * _selection_rate(sel, plain)
+  assert _selection_rate(sel, content) > 3 * _selection_rate(sel, ~content)  # weight 0.1
 
 
 def test_syntax_class_weights_and_fallback(run, flat, tables, selected):
   cls = np.tile(np.asarray(flat["pos_class"]), (6, 1))
-  sel = _many(run, _config("syntax"), flat, selected)  # weights 1, 2, 0.5 for classes 0, 1, 2
-  r0, r1, r2 = (_selection_rate(sel, cls == c) for c in range(3))
-  assert r1 > 1.4 * r0 and r0 > 1.4 * r2
+  # Weights 1, 2, 0.5, 4, 3: unknown, content, function, predicate, core argument.
+  sel = _many(run, _config("syntax"), flat, selected)
+  r0, r1, r2, r3, r4 = (_selection_rate(sel, cls == c) for c in range(5))
+  assert r3 > 1.15 * r4 and r4 > 1.2 * r1 and r1 > 1.4 * r0 and r0 > 1.4 * r2
   # Without pos_class: vocabulary function words (none in this vocab) -> content for all.
   sel = _many(run, _config("syntax"), {"input_ids": flat["input_ids"]}, selected)
   assert sel.sum() == 6 * 64 * round(0.15 * 62)
@@ -325,7 +393,7 @@ def test_update_state_is_a_running_mean_per_id(tables):
 
 
 def test_contextual_prefers_central_tokens(tables, flat, selected):
-  # Ids 5..14 point along the row mean's direction; the rest are random.
+  # Hidden states of ids 5..14 point along the document mean's direction; the rest are random.
   emb = jax.random.normal(jax.random.key(0), (tables.vocab_size, 8)) * 0.3
   emb = emb.at[5:15].add(jnp.ones(8))
   emb = emb.at[15:].add(jnp.ones(8) * 0.2)
@@ -335,7 +403,8 @@ def test_contextual_prefers_central_tokens(tables, flat, selected):
   for sharp in (5.0, -5.0):
     masker = jax.jit(masking.make_masker(_config("contextual", contextual__sharpness=sharp),
                                          tables))
-    sel = np.concatenate([selected(masker(jax.random.key(0), flat, s, None, emb))
+    hidden = emb[jnp.asarray(flat["input_ids"])]
+    sel = np.concatenate([selected(masker(jax.random.key(0), flat, s, None, hidden))
                           for s in range(4)])
     rates[sharp] = _selection_rate(sel, central) / _selection_rate(sel, ~central)
   assert rates[5.0] > 1.5 and rates[-5.0] < 1 / 1.5
@@ -344,7 +413,7 @@ def test_contextual_prefers_central_tokens(tables, flat, selected):
 def test_missing_inputs_raise_clear_errors(tables, batch):
   plain = {"input_ids": batch["input_ids"]}
   for name, match in (("entity", "entity_ids"), ("pmi", "ngram_ids"), ("adaptive", "state"),
-                      ("contextual", "embeddings")):
+                      ("contextual", "hidden states")):
     with pytest.raises(ValueError, match=match):
       masking.make_masker(_config(name), tables)(jax.random.key(0), plain, 0)
   bare = masking.VocabTables.from_vocab(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a"])
@@ -411,6 +480,32 @@ def test_static_masks_repeat_every_dupe_factor_epochs(tables, batch):
   assert (by_id != e0).any()  # example_ids, when given, identify examples
 
 
+def test_random_is_bert_static_dynamic_is_roberta(tables, batch):
+  """`random` masks an example the same way every time it is seen (BERT's static masks, one
+  copy per epoch up to dupe_factor); `dynamic` draws new masks every step (RoBERTa)."""
+  ids = batch["input_ids"]
+
+  def masks(cfg, step):
+    f = masking.make_masker(cfg, tables)
+    return np.asarray(f(jax.random.key(0), {"input_ids": ids}, step).positions)
+
+  random, dynamic = _config("random"), _config("dynamic")
+  assert masking.is_static(random) and not masking.is_static(dynamic)
+  np.testing.assert_array_equal(masks(random, 3), masks(random, 50_000))  # one copy: fixed
+  assert (masks(dynamic, 3) != masks(dynamic, 4)).any(1).sum() > B // 2  # new every step
+  epochs = masking.with_epoch_length(random, 10)  # what the trainer sets from its data
+  assert epochs.dynamic.steps_per_epoch == 10 and random.dynamic.steps_per_epoch == 0
+  np.testing.assert_array_equal(masks(epochs, 3), masks(epochs, 9))  # the same epoch
+  assert (masks(epochs, 3) != masks(epochs, 13)).any(1).sum() > B // 2  # the next copy
+  np.testing.assert_array_equal(masks(epochs, 3), masks(epochs, 103))  # dupe_factor 10 later
+  # A user's epoch length is kept, and dynamic masking never gets one.
+  assert masking.with_epoch_length(epochs, 99).dynamic.steps_per_epoch == 10
+  assert masking.with_epoch_length(dynamic, 10).dynamic.steps_per_epoch == 0
+  # Either policy can be asked for by name, whatever the strategy.
+  assert not masking.is_static(_config("random", dynamic__mode="every_step"))
+  assert masking.is_static(_config("span", dynamic__mode="static"))
+
+
 def test_one_compilation_across_batches_and_rates(tables, make_ids):
   cfg = _config("whole_word", schedule__kind="cosine", schedule__steps=100, max_predictions=24)
   f = jax.jit(masking.make_masker(cfg, tables))
@@ -428,7 +523,7 @@ def test_no_callbacks_or_quadratic_intermediates(tables, batch, embeddings, inte
   cfg = _config(name)
   masker = masking.make_masker(cfg, tables)
   jaxpr = jax.make_jaxpr(masker)(jax.random.key(0), batch, 0, masking.init_state(cfg, tables),
-                                 embeddings)
+                                 embeddings[batch["input_ids"]])
   assert "callback" not in str(jaxpr)
   big = [x for x in intermediate_shapes(jaxpr)
          if len(x) >= 3 and x[-1] in (S, tables.vocab_size) and x[-2] in (S, tables.vocab_size)]

@@ -5,6 +5,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
@@ -12,6 +13,7 @@ from helpers import load_config
 from mlmjax import masking
 from mlmjax.train import loop, optim, partition
 from mlmjax.train import state as state_lib
+from mlmjax.train import step as step_lib
 from mlmjax.train.step import train_step
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(59)]
@@ -35,8 +37,8 @@ def setup():
 
 def poisoned(masker, poison_step):
   """A masker whose prediction weights are NaN at one step (a batch with a NaN loss)."""
-  def wrapped(key, batch, step, state=None, embeddings=None):
-    out = masker(key, batch, step, state, embeddings)
+  def wrapped(key, batch, step, state=None, hidden=None):
+    out = masker(key, batch, step, state, hidden)
     nan = jnp.where(step == poison_step, jnp.nan, 1.0)
     return dataclasses.replace(out, weights=out.weights * nan)
   return wrapped
@@ -129,3 +131,31 @@ def test_a_schedule_that_would_clip_the_budget_is_refused_with_the_number(setup)
     state_lib.build(config, c.tables, len(VOCAB), 0)
   config.masking.max_predictions = 7
   state_lib.build(config, c.tables, len(VOCAB), 0)  # sized: accepted
+
+
+def test_contextual_masks_follow_the_models_own_hidden_states(setup):
+  """Contextual masking scores tokens with the model's hidden states of the unmasked rows: two
+  models give two sets of masks, one model the same masks, and a train step runs with them."""
+  config, _, _ = setup
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.masking.update(strategy="contextual", rate=0.3, max_predictions=8)
+  config.masking.contextual.sharpness = 50.0  # nearly deterministic: the scores decide
+  tables = masking.VocabTables.from_vocab(VOCAB)
+  c = state_lib.build(config, tables, len(VOCAB), 0)
+  ids = np.random.default_rng(1).integers(5, len(VOCAB), (8, 16)).astype(np.int32)
+  ids[:, 0], ids[:, -1] = 2, 3
+  batch = {"input_ids": jnp.asarray(ids)}
+  assert masking.reads_hidden(c.mask_config)
+  assert step_lib.hidden_states(c.graphdef, None, setup[0].masking, batch) is None  # no cost
+
+  @jax.jit
+  def masks(params):
+    hidden = step_lib.hidden_states(c.graphdef, params, c.mask_config, batch)
+    return c.masker(jax.random.key(0), batch, 0, None, hidden).positions
+
+  with partition.mesh_context(c.mesh, config.mesh.axis_rules):
+    one, two = c.init_state(jax.random.key(0)), c.init_state(jax.random.key(1))
+    np.testing.assert_array_equal(masks(one.params), masks(one.params))
+    assert (np.asarray(masks(one.params)) != np.asarray(masks(two.params))).any(1).sum() >= 4
+    state, metrics = state_lib.jit_train_step(config, c)(one, batch, jax.random.key(0))
+    assert np.isfinite(float(metrics["loss"])) and int(state.step) == 1

@@ -1,0 +1,21 @@
+r"""The default training run with a named masking recipe (masking/presets.py).
+
+    mlmjax-train --config=configs/masking.py:spanbert --workdir=/tmp/spanbert
+
+Recipes: bert (static masks, dupe factor 10), roberta (dynamic), spanbert, ernie (entities and
+phrases), pmi (PMI n-grams). The data is prepared with the annotations the recipe reads.
+"""
+
+import ml_collections
+
+from mlmjax import config as mlmjax_config
+from mlmjax import masking
+
+
+def get_config(recipe: str = "bert") -> ml_collections.ConfigDict:
+  config = mlmjax_config.default_config()
+  slots = config.masking.max_predictions
+  config.masking = masking.preset(recipe)
+  config.masking.max_predictions = slots  # the default config's slots for its row length
+  config.data.annotations = masking.batch_fields(config.masking)
+  return config
