@@ -92,7 +92,7 @@ def test_batch_fields_follow_the_strategy(small):
   assert synthetic.batch_fields(config) == ("input_ids", "segment_ids")
   config.masking.strategy = "mixture"
   config.masking.mixture.strategies = ("entity", "pmi")
-  assert synthetic.batch_fields(config)[2:] == ("entity_ids", "ngram_ids")
+  assert synthetic.batch_fields(config)[2:] == ("entity_ids", "phrase_ids", "ngram_ids")
 
 
 def test_search_batch_doubles_then_bisects():
