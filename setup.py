@@ -27,6 +27,7 @@ setuptools.setup(
         "safetensors>=0.4",
         "tensorboardX>=2.6",
         "tqdm>=4.66",
+        "matplotlib>=3.8",  # every run's curves.png, mlmjax-compare's figures
     ],
     extras_require={
         # transformers + torch (CPU) to check the Hugging Face export and run the fill-mask demo.
@@ -36,11 +37,10 @@ setuptools.setup(
         "parquet": ["pyarrow>=18"],
         "datasets": ["datasets>=3.0"],  # local Hugging Face datasets
         "sentencepiece": ["sentencepiece>=0.2", "protobuf>=4"],  # loading .model vocabularies
-        "plots": ["matplotlib>=3.8"],  # mlmjax-compare's figures
         # Every optional path runs in CI, so the test extra holds all of them.
         "test": ["pytest>=8", "transformers>=4.50", TORCH_CPU, "tensorflow-datasets>=4.9.10",
                  "spacy>=3.8", "pyarrow>=18", "datasets>=3.0", "sentencepiece>=0.2",
-                 "protobuf>=4", "matplotlib>=3.8"],
+                 "protobuf>=4"],
     },
     entry_points={
         "console_scripts": [  # every command line is a function of mlmjax/cli.py

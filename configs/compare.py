@@ -5,9 +5,11 @@ r"""Masking strategy comparison: one model per strategy on one budget, every mod
 trains BERT-Tiny's shape on the embedded corpus once per strategy in `compare.strategies`
 (random tokens, whole words, spans, entities, PMI n-grams; identical architecture, steps, batch,
 seed and data order), then scores every model under every masking in `compare.eval_maskings` on
-the same held-out rows with the same masks. It writes results.md, results.csv, loss_curves.png
-and accuracy_heatmap.png to the workdir; docs/COMPARISON.md reads a run of this command. Run it
-again to resume: finished runs and evaluated cells are reused.
+the same held-out rows with the same masks, and probes each model's frozen features (syntax,
+entities, rare words, continuation: experiments/probes.py). It writes results.md, results.csv,
+probes.csv, loss_curves.png, accuracy_heatmap.png and probes.png to the workdir;
+docs/COMPARISON.md reads a run of this command. Run it again to resume: finished runs,
+evaluated cells and probes are reused.
 
 Presets, `--config=configs/compare.py:NAME` (`get_config(NAME)`; `config.scale` records it):
   cpu    (default) 2 layers x 128, 600 steps of 32 x 128 tokens per strategy: about 25 minutes
@@ -16,7 +18,9 @@ Presets, `--config=configs/compare.py:NAME` (`get_config(NAME)`; `config.scale` 
   gpu    BERT-Small's shape (4 layers x 512), 20k steps of 256 x 128 tokens in bf16 per
          strategy. Give it a corpus of 100M+ tokens (`--config.data.source=files
          --config.data.paths='corpus/*.txt'`): on the embedded corpus (0.35M tokens) it would
-         see every token ~1900 times and measure memorisation, not masking.
+         see every token ~1900 times and measure memorisation, not masking. Expected wall time
+         on one H100-class GPU: about an hour for the five strategies (an estimate: 2.6 TFLOP
+         per step, a small model's launch-bound steps at ~25 ms; not yet measured).
 Keys given on the command line win over the preset, e.g.
 `--config.compare.strategies="('random','span')" --config.train.steps=300`.
 Config files are Python: they run as code, so run only files you trust.
@@ -80,6 +84,14 @@ def get_config(scale: str = "cpu") -> ml_collections.ConfigDict:
   # Key of the evaluation masks, apart from config.seed: comparisons trained with other seeds
   # are scored on the very same masks, so their cells pair up (seed-to-seed noise).
   compare.eval_seed = 0
+  # Probes of each trained model (experiments/probes.py): syntax (pos_class), entities, rare
+  # words (MLM accuracy), semantic (which half continues a document), with labels from the
+  # annotator the data was prepared with. Each: a linear layer, Adam, probe_steps full-batch
+  # steps on half of probe_rows validation rows, scored on the other half in probe_groups groups.
+  compare.probes = ("syntax", "entities", "frequency", "semantic")
+  compare.probe_rows = 256
+  compare.probe_steps = 300
+  compare.probe_groups = 8
   # Evaluation replaces every chosen token by [MASK]: kept tokens (BERT's 10%) would be free
   # answers that dilute the differences between models.
   compare.eval_mask_prob = 1.0

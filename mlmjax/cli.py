@@ -29,6 +29,7 @@ from mlmjax.bench import masking as bench_masking
 from mlmjax.bench import torch_baseline, trace
 from mlmjax.bench import train as bench_train
 from mlmjax.convert import hf
+from mlmjax.data import corpora
 from mlmjax.data import prepare as prepare_lib
 from mlmjax.experiments import compare as compare_lib
 from mlmjax.experiments import report as compare_report
@@ -40,12 +41,7 @@ from mlmjax.train import loop, partition
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 QUICKSTART_CONFIG = os.path.join(CONFIGS, "quickstart.py")
 COMPARE_CONFIG = os.path.join(CONFIGS, "compare.py")
-DEMO_SENTENCES = (  # docstring-like sentences, since the embedded corpus is Python's docs
-    "Return true if the object is [MASK], false otherwise.",
-    "If the argument is omitted, the default value is [MASK].",
-    "Raise a [MASK] if the key is not found.",
-    "This module provides functions for working with files and [MASK].",
-)
+DEMO_QUESTIONS = 200  # held-out sentences the quickstart's demo asks the model about
 
 FLAGS = flags.FLAGS
 
@@ -197,11 +193,14 @@ def quickstart() -> None:
     results = train_and_evaluate(FLAGS.config, FLAGS.workdir)
     out = inference.export_workdir(FLAGS.workdir, os.path.join(FLAGS.workdir, "hf"))
     model, tokenizer, _ = inference.load_trained(FLAGS.workdir)
-    fits = lambda t: len(tokenizer.encode(t).ids) <= model.cfg.max_position_embeddings
-    texts = [t for t in DEMO_SENTENCES if fits(t)]
+    _, held_out = corpora.load_splits(FLAGS.config.data)
+    questions = inference.cloze_sentences(held_out, tokenizer, DEMO_QUESTIONS,
+                                          seed=FLAGS.config.seed,
+                                          max_tokens=model.cfg.max_position_embeddings)
     print(_format_results(results))
-    print(f"\nHugging Face export: {out}  (AutoModelForMaskedLM.from_pretrained loads it)\n")
-    print(inference.format_predictions(texts, inference.fill_mask(model, tokenizer, texts)))
+    print(f"\nHugging Face export: {out}  (AutoModelForMaskedLM.from_pretrained loads it)")
+    print(f"Training curves: {os.path.join(FLAGS.workdir, 'curves.png')}\n")
+    print(inference.format_cloze(inference.answer_cloze(model, tokenizer, questions)))
   run_app(main, _define_config_and_workdir)
 
 
@@ -232,7 +231,10 @@ def fill_mask() -> None:
     flags.DEFINE_integer("top_k", 5, "Predictions shown per [MASK].")
 
   def main(argv):
-    texts = argv[1:] or list(DEMO_SENTENCES)
+    texts = argv[1:]
+    if not texts:
+      raise ValueError('give a sentence with [MASK]: mlmjax-fill-mask --workdir=DIR '
+                       '"Return the [MASK] of the list."')
     workdir, step = FLAGS.workdir, FLAGS.step
     if FLAGS.checkpoint:  # WORKDIR/checkpoints/STEP
       checkpoint = os.path.abspath(FLAGS.checkpoint.rstrip("/"))

@@ -1,6 +1,8 @@
 """A trained workdir as a model: load it, predict `[MASK]` tokens, export it to Hugging Face."""
 
+import dataclasses
 import os
+import re
 
 import jax
 import jax.numpy as jnp
@@ -11,6 +13,7 @@ from flax import nnx
 
 from mlmjax import checkpoint, masking
 from mlmjax.convert import hf
+from mlmjax.data import rules
 from mlmjax.data import stats as data_stats
 from mlmjax.data import tokenizer as tokenizer_lib
 from mlmjax.model.bert import BertForMaskedLM
@@ -99,3 +102,81 @@ def format_predictions(texts: list[str], predictions) -> str:
       shown = ", ".join(f"{tok} ({p:.2f})" for tok, p in top)
       lines.append(f"  [MASK]{'' if len(per_mask) == 1 else ' #' + str(i + 1)}: {shown}")
   return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- held-out cloze
+
+_WORD = re.compile(r"[A-Za-z]+")
+
+
+@dataclasses.dataclass(frozen=True)
+class Cloze:
+  """A held-out sentence with one content word masked, and the model's guesses."""
+  text: str  # the sentence with the word replaced by the mask token
+  answer: str  # the word, as the tokenizer writes it (lowercased by an uncased one)
+  top: tuple[str, ...] = ()  # the model's top-k, best first
+
+
+def cloze_sentences(documents: list[str], tokenizer, count: int, seed: int = 0,
+                    max_tokens: int = 64) -> list[Cloze]:
+  """Up to `count` sentences of `documents`, each with one content word masked.
+
+  The word is drawn at random among the sentence's words that are one token of the vocabulary
+  (so one [MASK] stands for it), at least three letters and not closed-class words: a
+  question about content, which a model can only answer from the context.
+  """
+  mask = tokenizer_lib.special_tokens(tokenizer)["mask"]
+  rng = np.random.default_rng(seed)
+  sentences = []
+  for doc in documents:
+    bounds = [0, *rules.sentence_starts(doc), len(doc)]
+    sentences += [" ".join(doc[a:b].split()) for a, b in zip(bounds, bounds[1:])]
+  sentences = [s for s in sentences if 30 <= len(s) <= 300]
+  out = []
+  for i in rng.permutation(len(sentences)):
+    text = sentences[i]
+    words = []
+    for m in _WORD.finditer(text):
+      ids = tokenizer.encode(m.group(), add_special_tokens=False).ids
+      token = tokenizer.id_to_token(ids[0]) if len(ids) == 1 else ""
+      if (len(m.group()) >= 3 and token.lower() == m.group().lower()
+          and token.lower() not in masking.tables.DEFAULT_FUNCTION_WORDS):
+        words.append((m, token))
+    if not words:
+      continue
+    m, token = words[rng.integers(len(words))]
+    masked = text[:m.start()] + mask + text[m.end():]
+    if len(tokenizer.encode(masked).ids) <= max_tokens:
+      out.append(Cloze(masked, token))
+    if len(out) == count:
+      break
+  return out
+
+
+def answer_cloze(model: BertForMaskedLM, tokenizer, questions: list[Cloze], top_k: int = 5,
+                 batch: int = 64) -> list[Cloze]:
+  """The questions with the model's top-k guesses filled in."""
+  answered = []
+  for start in range(0, len(questions), batch):
+    chunk = questions[start:start + batch]
+    predictions = fill_mask(model, tokenizer, [q.text for q in chunk], top_k)
+    answered += [dataclasses.replace(q, top=tuple(t for t, _ in p[0]))
+                 for q, p in zip(chunk, predictions)]
+  return answered
+
+
+def format_cloze(answered: list[Cloze], shown: int = 5) -> str:
+  """A few examples (true word beside the top-k) and the shares of first and top-k hits."""
+  if not answered:
+    return "No held-out sentence with a content word that is one token of the vocabulary."
+  k = len(answered[0].top)
+  lines = [f"Held-out sentences, one content word masked (the true word, the model's top {k}):"]
+  for q in answered[:shown]:
+    mark = f"  (in the top {k})" if q.answer in q.top else ""
+    lines.append(f"  {q.text}\n    true: {q.answer:<12} guesses: {', '.join(q.top)}{mark}")
+  first = np.mean([q.top[:1] == (q.answer,) for q in answered])
+  top = np.mean([q.answer in q.top for q in answered])
+  lines.append(f"Of {len(answered)} held-out masked content words, {first:.1%} are the model's "
+               f"first guess and {top:.1%} are in its top {k}.")
+  return "\n".join(lines)
+

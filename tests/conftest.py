@@ -1,7 +1,9 @@
 """Shared test setup: CPU only, and float32 matmuls so numerical comparisons are meaningful."""
 
+import atexit
 import importlib
 import os
+import shutil
 import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -9,7 +11,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # One persistent compilation cache for the session, inherited by the processes tests start:
 # a resumed, killed or re-launched run compiles the same step as the run before it, and XLA
 # then loads it instead of compiling it again (the same program, so the same results).
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="mlmjax_tests_xla_"))
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="mlmjax_tests_xla_")
+  atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
 import jax  # noqa: E402

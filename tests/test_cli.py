@@ -54,8 +54,10 @@ def test_quickstart_trains_exports_and_demos(tmp_path):
   out = run_cli("mlmjax-quickstart", f"--workdir={workdir}", f"--config.data.paths={corpus}",
                 *QUICKSTART_OVERRIDES)
   assert out.returncode == 0, out.stderr[-3000:]
-  assert "held-out MLM loss" in out.stdout and "[MASK]:" in out.stdout
+  assert "held-out MLM loss" in out.stdout and "held-out masked content words" in out.stdout
+  assert "true: " in out.stdout and "guesses: " in out.stdout
   assert (workdir / "hf" / "model.safetensors").exists()
+  assert (workdir / "curves.png").read_bytes()[:4] == b"\x89PNG"  # the README shows one
 
   # The export predicts, in the transformers fill-mask pipeline, what mlmjax-fill-mask prints.
   import transformers

@@ -6,8 +6,8 @@ needs (not JAX or grain), and `import mlmjax.data` stays cheap.
 
 import importlib
 
-_SUBMODULES = ("annotate", "corpora", "packing", "pipeline", "pmi", "prepare", "sources",
-               "stats", "tokenizer")
+_SUBMODULES = ("annotate", "corpora", "packing", "pipeline", "pmi", "prepare", "rules",
+               "sources", "spacy_annotator", "stats", "tokenizer")
 
 
 def __getattr__(name: str):

@@ -18,6 +18,7 @@ import tokenizers
 
 from mlmjax.data import annotate
 from mlmjax.data import sources
+from mlmjax.data import spacy_annotator
 
 # Documents per chunk: a worker's unit of work, and how far the reader runs ahead; each
 # chunk's Encoding objects (much larger than the ids) stay small.
@@ -28,7 +29,7 @@ class Encoder:
   """Tokenizes and annotates chunks of documents: one per worker process (or in-process).
 
   `job` (prepare.py makes it): "wanted", the annotations found on text; "annotator", what
-  `annotate.resolve_annotator` gave; "sentences", whether to mark sentence starts;
+  `spacy_annotator.resolve_annotator` gave; "sentences", whether to mark sentence starts;
   "function_words", the closed-class words the rules read.
   """
 
@@ -39,7 +40,7 @@ class Encoder:
     self.annotator = None
     if job["wanted"] and job["annotator"].startswith("spacy:"):
       target = job["annotator"][len("spacy:"):].rsplit("@", 1)[0]
-      self.annotator = annotate.SpacyAnnotator(target, job["wanted"])
+      self.annotator = spacy_annotator.SpacyAnnotator(target, job["wanted"])
 
   def __call__(self, texts: list[str]) -> annotate.EncodedChunk:
     return annotate.encode_chunk(self.tok, texts, sentences=self.job["sentences"],

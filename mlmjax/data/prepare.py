@@ -45,6 +45,7 @@ from mlmjax.data import encode
 from mlmjax.data import packing
 from mlmjax.data import pmi
 from mlmjax.data import sources
+from mlmjax.data import spacy_annotator
 from mlmjax.data import stats as stats_lib
 from mlmjax.data import tokenizer as tokenizer_lib
 from mlmjax.masking import tables
@@ -276,7 +277,7 @@ def wanted_annotations(data_config: ml_collections.ConfigDict) -> tuple[str, ...
 def _annotator(data_config: ml_collections.ConfigDict) -> str:
   if not set(wanted_annotations(data_config)) & set(annotate.TEXT_ANNOTATIONS):
     return "none"
-  return annotate.resolve_annotator(data_config.spacy_pipeline)
+  return spacy_annotator.resolve_annotator(data_config.spacy_pipeline)
 
 
 def _stale_reasons(manifest, data_config, workdir) -> list[str]:

@@ -13,7 +13,8 @@ DIR holds:
   runs/<strategy>/                    a training workdir (checkpoints, tensorboard/metrics.jsonl)
   runs/<strategy>/compare.json        written when the run has finished: its config and results
   cells/<strategy>__<masking>.json    per-batch loss and accuracy of one model under one masking
-  results.csv, results.md, loss_curves.png, accuracy_heatmap.png
+  probes/<strategy>.json              per-group probe results of one model (probes.py)
+  results.csv, probes.csv, results.md, loss_curves.png, accuracy_heatmap.png, probes.png
 
 All of it is cached: run the command again and it resumes an interrupted run from its last
 checkpoint, reuses finished runs and evaluated cells, and rewrites the tables and plots.
@@ -34,13 +35,14 @@ from flax import nnx
 
 from mlmjax import inference, masking
 from mlmjax.data import prepare, stats, tokenizer as tokenizer_lib
-from mlmjax.experiments import evaluate, report
+from mlmjax.experiments import evaluate, probes, report
 from mlmjax.train import loop
 from mlmjax.train import state as state_lib
 
-RUNS, CELLS, RUN_RECORD = "runs", "cells", "compare.json"
-OUTPUTS = {"csv": "results.csv", "markdown": "results.md", "curves": "loss_curves.png",
-           "heatmap": "accuracy_heatmap.png"}
+RUNS, CELLS, PROBES, RUN_RECORD = "runs", "cells", "probes", "compare.json"
+OUTPUTS = {"csv": "results.csv", "probes_csv": "probes.csv", "markdown": "results.md",
+           "curves": "loss_curves.png", "heatmap": "accuracy_heatmap.png",
+           "probes": "probes.png"}
 # Blocks of the comparison itself: they are not part of a run's training config.
 COMPARISON_KEYS = ("compare", "scale")
 # Keys that change how a run executes or logs, not the model it trains: a finished run is
@@ -61,6 +63,9 @@ class Preempted(Exception):
 def check_config(config: ml_collections.ConfigDict) -> None:
   """Raises one ValueError naming the fix for a comparison that cannot run as configured."""
   known = sorted(masking.STRATEGIES)
+  unknown = [t for t in config.compare.probes if t not in probes.TASKS]
+  if unknown:
+    raise ValueError(f"config.compare.probes names {unknown}; choose from {probes.TASKS}.")
   for key in ("strategies", "eval_maskings"):
     names = tuple(config.compare[key])
     if not names:
@@ -84,7 +89,6 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   if jax.process_count() > 1:
     raise ValueError("mlmjax-compare runs in one process; train multi-host runs with "
                      "mlmjax-train and compare them on one host.")
-  report.require_matplotlib()
 
 
 def run_config(config: ml_collections.ConfigDict, strategy: str) -> ml_collections.ConfigDict:
@@ -241,6 +245,32 @@ def cross_evaluate(workdir: str, runs: dict, masks: dict, rows_hash: str) -> dic
   return cells
 
 
+def probe_models(workdir: str, config: ml_collections.ConfigDict, runs: dict,
+                 rows: dict[str, np.ndarray], tables, random_masks: list | None) -> dict:
+  """strategy -> {task: per-group values}, from the cache when the model and rows are unchanged."""
+  rows_hash = evaluate.rows_sha256([rows])
+  settings = {k: config.compare[k] for k in ("probes", "probe_rows", "probe_steps",
+                                             "probe_groups", "eval_seed")}
+  results = {}
+  for strategy, run in runs.items():
+    if run.get("error"):
+      continue
+    fingerprint = {"run": run["config_sha256"], "step": run["step"], "rows": rows_hash,
+                   "settings": json.loads(json.dumps(settings))}
+    path = os.path.join(workdir, PROBES, f"{strategy}.json")
+    cached = _read_json(path)
+    if cached is not None and cached["fingerprint"] == fingerprint:
+      results[strategy] = cached["tasks"]
+      continue
+    logging.info("Probing the %s model", strategy)
+    model, _, _ = inference.load_trained(os.path.join(workdir, RUNS, strategy), run["step"])
+    graphdef, params = nnx.split(model)
+    tasks = probes.run(graphdef, params, rows, tables, random_masks, config)
+    _write_json(path, {"strategy": strategy, "fingerprint": fingerprint, "tasks": tasks})
+    results[strategy] = tasks
+  return results
+
+
 # ---------------------------------------------------------------------------- the whole
 
 
@@ -273,10 +303,13 @@ def write_outputs(matrix: report.Matrix, workdir: str) -> dict[str, str]:
   paths = {k: os.path.join(workdir, name) for k, name in OUTPUTS.items()}
   with open(paths["csv"], "w", encoding="utf-8") as f:
     f.write(report.to_csv(matrix))
+  with open(paths["probes_csv"], "w", encoding="utf-8") as f:
+    f.write(report.probes_csv(matrix))
   with open(paths["markdown"], "w", encoding="utf-8") as f:
     f.write(report.markdown(matrix))
   report.plot_curves(matrix, paths["curves"])
   report.plot_heatmap(matrix, paths["heatmap"])
+  report.plot_probes(matrix, paths["probes"])
   return paths
 
 
@@ -300,8 +333,18 @@ def compare(config: ml_collections.ConfigDict, workdir: str) -> report.Matrix:
 
   runs = {s: train_run(config, s, workdir) for s in config.compare.strategies}
   cells = cross_evaluate(workdir, runs, masks, evaluate.rows_sha256(rows))
+  probe_results = {}
+  if config.compare.probes:
+    # Rare-word accuracy reads the random evaluation masks (drawn here if not evaluated).
+    random = masks.get("random") or evaluate.evaluation_masks(config, "random", tables, rows,
+                                                              baseline_token)
+    probe_results = probe_models(workdir, config, runs,
+                                 probes.probe_rows(data_dir, config.compare.probe_rows), tables,
+                                 random["batches"])
 
   setup = {"description": describe(config, manifest, rows),
+           "annotator": manifest.get("annotator"),
+           "probe_tasks": tuple(config.compare.probes),
            "baseline_token": tokenizer.id_to_token(baseline_token),
            "seconds": time.perf_counter() - start}
   matrix = report.Matrix(
@@ -309,6 +352,6 @@ def compare(config: ml_collections.ConfigDict, workdir: str) -> report.Matrix:
       cells=cells, runs={s: {k: v for k, v in r.items() if k != "config"}
                          for s, r in runs.items()},
       masks={m: {k: v for k, v in info.items() if k != "batches"} for m, info in masks.items()},
-      setup=setup)
+      setup=setup, probes=probe_results)
   write_outputs(matrix, workdir)
   return matrix

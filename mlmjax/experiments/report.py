@@ -1,7 +1,7 @@
 """Tables and plots of a masking comparison: 95% intervals, CSV, Markdown, loss curves, heatmap.
 
 Pure functions of a `Matrix` (what `compare.py` measured); nothing here trains or evaluates.
-matplotlib is imported only inside the two plotting functions, with the Agg backend (no display).
+Plots go to files through matplotlib's Agg backend (no display).
 """
 
 from __future__ import annotations
@@ -12,7 +12,12 @@ import io
 import math
 from typing import Sequence
 
+import matplotlib
 import numpy as np
+
+matplotlib.use("Agg")  # files only: no display needed, safe in threads and CI
+
+from matplotlib import pyplot as plt  # pylint: disable=wrong-import-position
 
 Z_975 = 1.959963984540054
 # Student t 0.975 quantiles where the expansion below is not yet accurate to 1e-4.
@@ -48,6 +53,7 @@ class Matrix:
   masks: masking -> {"sha256", "predictions", "in_entities", "in_ngrams", "run_length",
     "baseline_accuracy", "error"}.
   setup: what was compared (sizes, data, evaluation), shown above the table.
+  probes: strategy -> {task: per-group values} (experiments/probes.py); {} when not run.
   """
   strategies: tuple[str, ...]
   maskings: tuple[str, ...]
@@ -55,6 +61,7 @@ class Matrix:
   runs: dict
   masks: dict
   setup: dict
+  probes: dict = dataclasses.field(default_factory=dict)
 
 
 # ------------------------------------------------------------------------------ statistics
@@ -150,6 +157,53 @@ def to_csv(matrix: Matrix) -> str:
   return out.getvalue()
 
 
+PROBE_HEADERS = {"syntax": "syntax: pos_class acc.", "entities": "entities: F1",
+                 "frequency": "rare words: MLM acc.", "semantic": "continuation: acc."}
+PROBES_CSV_FIELDS = ("train_strategy", "task", "value", "low", "high", "groups")
+
+
+def probe_tasks(matrix: Matrix) -> list[str]:
+  """The probe tasks some model has a value for, in the configured order."""
+  done = {t for tasks in matrix.probes.values() for t in tasks}
+  return [t for t in matrix.setup.get("probe_tasks", PROBE_HEADERS) if t in done]
+
+
+def probes_csv(matrix: Matrix) -> str:
+  """probes.csv: one row per (strategy, task), the mean over groups and its 95% interval."""
+  out = io.StringIO()
+  writer = csv.DictWriter(out, fieldnames=PROBES_CSV_FIELDS, lineterminator="\n")
+  writer.writeheader()
+  for s in matrix.strategies:
+    for task in probe_tasks(matrix):
+      if task in matrix.probes.get(s, {}):
+        i = mean_interval(matrix.probes[s][task])
+        writer.writerow({"train_strategy": s, "task": task, "value": i.mean, "low": i.low,
+                         "high": i.high, "groups": i.n})
+  return out.getvalue()
+
+
+def probes_table(matrix: Matrix) -> str:
+  """Strategies x probe tasks: value % ±95% half-width over groups; bold: best of a column."""
+  tasks = probe_tasks(matrix)
+  stats = {(s, t): mean_interval(matrix.probes[s][t]) for s in matrix.strategies
+           for t in tasks if t in matrix.probes.get(s, {})}
+  best = {t: max((i.mean for (s, u), i in stats.items() if u == t and not math.isnan(i.mean)),
+                 default=None) for t in tasks}
+  lines = ["| trained with | " + " | ".join(PROBE_HEADERS.get(t, t) for t in tasks) + " |",
+           "|---" * (len(tasks) + 1) + "|"]
+  for s in matrix.strategies:
+    texts = []
+    for t in tasks:
+      if (s, t) not in stats:
+        texts.append("—")
+        continue
+      i = stats[s, t]
+      value = f"{100 * i.mean:.1f}"
+      texts.append(f"{f'**{value}**' if i.mean == best[t] else value} ±{100 * i.half_width:.1f}")
+    lines.append(f"| {s} | " + " | ".join(texts) + " |")
+  return "\n".join(lines)
+
+
 def _cell_text(matrix: Matrix, s: str, m: str, best: float | None) -> str:
   if (s, m) not in matrix.cells:
     return "no model" if matrix.runs[s].get("error") else "n/a"
@@ -236,6 +290,15 @@ def markdown(matrix: Matrix) -> str:
               "masked batches, mean and 95% interval. Lower loss and higher accuracy are "
               "better; bold: the interval excludes 0.", "", paired_table(matrix, "loss"), "",
               paired_table(matrix, "accuracy")]
+  if probe_tasks(matrix):
+    lines += ["", "## Probes", "",
+              "Frozen features of held-out rows, labels from the annotator the data was "
+              f"prepared with (`{setup.get('annotator')}`). syntax: a linear probe's accuracy on "
+              "each word's pos_class; entities: its F1 on in-entity words; rare words: the "
+              "model's MLM accuracy on masked tokens rarer than the median masked token; "
+              "continuation: a linear probe telling a document's second half from another "
+              "document's. Value % ±95% half-width over held-out groups (experiments/probes.py).",
+              "", probes_table(matrix)]
   failures = [f"- `{s}` has no model: {r['error']}" for s, r in matrix.runs.items()
               if r.get("error")]
   failures += [f"- `{m}` unavailable: {info['error']}" for m, info in matrix.masks.items()
@@ -253,26 +316,8 @@ def markdown(matrix: Matrix) -> str:
 # --------------------------------------------------------------------------------- plots
 
 
-def require_matplotlib() -> None:
-  """Fails early, before any training, when the plots could not be drawn."""
-  try:
-    import matplotlib  # pylint: disable=g-import-not-at-top,unused-import
-  except ImportError as e:
-    # ValueError: the command line prints it as one line naming the fix.
-    raise ValueError("mlmjax-compare draws its plots with matplotlib: pip install "
-                     "'mlmjax[plots]' (or pip install matplotlib).") from e
-
-
-def _pyplot():
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")  # files only: no display needed, safe in threads and CI
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  return plt
-
-
 def plot_curves(matrix: Matrix, path: str) -> None:
   """Validation loss against step, one line per training strategy (each under its own masking)."""
-  plt = _pyplot()
   fig, ax = plt.subplots(figsize=(7, 4.5))
   for s in matrix.strategies:
     curve = matrix.runs[s].get("curve") or []
@@ -307,7 +352,6 @@ def plot_heatmap(matrix: Matrix, path: str) -> None:
   Coloured relative to each column because the maskings differ in difficulty far more than the
   models do: raw accuracy would colour columns, not the differences between strategies.
   """
-  plt = _pyplot()
   grid = accuracy_grid(matrix)
   with np.errstate(invalid="ignore"):
     relative = 100 * (grid - np.nanmean(grid, axis=0, keepdims=True)) if grid.size else grid
@@ -329,3 +373,29 @@ def plot_heatmap(matrix: Matrix, path: str) -> None:
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
+
+
+def plot_probes(matrix: Matrix, path: str) -> None:
+  """Each strategy's profile across the probe tasks: grouped bars with 95% intervals."""
+  tasks = probe_tasks(matrix)
+  if not tasks:
+    return
+  strategies = [s for s in matrix.strategies if matrix.probes.get(s)]
+  width = 0.8 / max(len(strategies), 1)
+  fig, ax = plt.subplots(figsize=(1.8 + 1.9 * len(tasks), 3.8))
+  for k, s in enumerate(strategies):
+    stats = [mean_interval(matrix.probes[s].get(t, [])) for t in tasks]
+    means = np.array([100 * i.mean for i in stats])
+    errors = np.array([100 * i.half_width for i in stats])
+    ax.bar(np.arange(len(tasks)) + (k - (len(strategies) - 1) / 2) * width, means, width,
+           yerr=np.nan_to_num(errors), capsize=2, label=s)
+  ax.set_xticks(range(len(tasks)), [PROBE_HEADERS.get(t, t) for t in tasks], fontsize=8)
+  ax.set_ylabel("% (95% interval over held-out groups)")
+  ax.set_title(f"Probes of each trained model (labels: {matrix.setup.get('annotator')})",
+               fontsize=9)
+  ax.grid(axis="y", alpha=0.3)
+  ax.legend(fontsize=8, ncol=min(len(strategies), 5))
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+

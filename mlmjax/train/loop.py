@@ -22,6 +22,7 @@ from jax.experimental import multihost_utils
 from mlmjax import checkpoint
 from mlmjax.data import pipeline, prepare, stats as data_stats, tokenizer as tokenizer_lib
 from mlmjax.model.bert import BertConfig
+from mlmjax.train import curves
 from mlmjax.train import metrics as metrics_lib
 from mlmjax.train import partition
 from mlmjax.train import state as state_lib
@@ -161,6 +162,7 @@ def _train(config, workdir, c, manifest, tokenizer, init_params) -> dict:
   manager.wait_until_finished()
   if preempted:
     writer.close()
+    _plot_curves(workdir, is_main)
     return {"step": int(jax.device_get(state.step)), "preempted": True}
 
   # The final evaluation, saved with the last checkpoint.
@@ -176,7 +178,15 @@ def _train(config, workdir, c, manifest, tokenizer, init_params) -> dict:
   if is_main:
     with open(os.path.join(workdir, "eval_results.json"), "w", encoding="utf-8") as f:
       json.dump(results, f, indent=2)
+  _plot_curves(workdir, is_main)
   return results
+
+
+def _plot_curves(workdir: str, is_main: bool) -> None:
+  """workdir/curves.png: training and held-out loss and accuracy so far (process 0)."""
+  if is_main:
+    curves.plot(os.path.join(workdir, "tensorboard", "metrics.jsonl"),
+                os.path.join(workdir, "curves.png"))
 
 
 def _run_steps(config, c, state, data_iter, run_eval, save, writer) -> tuple[TrainState, bool]:

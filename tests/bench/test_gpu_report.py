@@ -24,7 +24,8 @@ def test_unknown_mode_is_refused():
 
 def test_smoke_mode_runs_every_stage_and_writes_the_report(tmp_path):
   """The GPU report's own pipeline at tiny shapes on the CPU: every stage ends in the table."""
-  env = {**os.environ, "OUT": str(tmp_path), "JAX_PLATFORMS": "cpu"}
+  # TMPDIR: the script's scratch folder goes under tmp_path too, cleaned with it.
+  env = {**os.environ, "OUT": str(tmp_path), "JAX_PLATFORMS": "cpu", "TMPDIR": str(tmp_path)}
   done = subprocess.run(["bash", str(SCRIPT), "smoke"], capture_output=True, text=True, env=env,
                         timeout=600, check=False)
   assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -1,5 +1,6 @@
-"""Tests of mlmjax.data.annotate: rule entities and phrases, sentences, token alignment, POS
-classes, spaCy pipelines (built here, installed as packages: tests/data/spacy_fixture.py)."""
+"""Tests of mlmjax.data.annotate, rules and spacy_annotator: rule entities and phrases,
+sentences, token alignment, POS classes, spaCy pipelines (built here, installed as packages:
+tests/data/spacy_fixture.py)."""
 
 import numpy as np
 import pytest
@@ -10,6 +11,8 @@ from data import spacy_fixture
 from mlmjax.data import annotate
 from mlmjax.data import encode
 from mlmjax.data import prepare as prepare_lib
+from mlmjax.data import rules
+from mlmjax.data import spacy_annotator
 from mlmjax.data import tokenizer as tokenizer_lib
 from mlmjax.masking import tables
 
@@ -25,7 +28,7 @@ def _texts(text, spans):
 
 
 def _entities(text):
-  return _texts(text, annotate.rule_entities(text, WORDS))
+  return _texts(text, rules.rule_entities(text, WORDS))
 
 
 def test_rule_entities():
@@ -51,7 +54,7 @@ def test_rule_entities_at_sentence_starts():
 
 
 def _phrases(text, entities=()):
-  return _texts(text, annotate.rule_phrases(text, WORDS, entities))
+  return _texts(text, rules.rule_phrases(text, WORDS, entities))
 
 
 def test_rule_phrases():
@@ -72,19 +75,19 @@ def test_rule_phrases():
 
 def test_rule_phrases_stay_clear_of_entities():
   text = "Barack Obama was born in sunny Hawaii near warm sandy beaches."
-  entities = annotate.rule_entities(text, WORDS)
+  entities = rules.rule_entities(text, WORDS)
   assert _texts(text, entities) == ["Barack Obama", "Hawaii"]
   # "Barack Obama" and "sunny Hawaii" overlap an entity: dropped whole, not trimmed.
   assert _phrases(text) == ["Barack Obama", "sunny Hawaii", "warm sandy beaches"]
   assert _phrases(text, entities) == ["warm sandy beaches"]
-  assert annotate.drop_overlapping([(0, 5), (5, 9), (10, 12)], [(4, 5), (12, 20)]) == [
+  assert rules.drop_overlapping([(0, 5), (5, 9), (10, 12)], [(4, 5), (12, 20)]) == [
       (5, 9), (10, 12)]
 
 
 def test_sentence_starts():
-  starts = annotate.sentence_starts(TEXT)
+  starts = rules.sentence_starts(TEXT)
   assert [TEXT[s:s + 9] for s in starts] == ["Guido van", "In 1991 u", "A new par"]
-  assert annotate.sentence_starts("Ends with a stop.") == []
+  assert rules.sentence_starts("Ends with a stop.") == []
 
 
 def test_spans_to_tokens_and_words_to_tokens():
@@ -182,26 +185,26 @@ def test_spacy_annotations_in_prepared_rows(tmp_path, spacy_pipeline, data_confi
   # A changed annotator makes the prepared data stale.
   config.spacy_pipeline = ""
   again = prepare_lib.prepare(config, str(tmp_path / "w"))
-  assert again["annotator"] == annotate.RULES
+  assert again["annotator"] == rules.RULES
 
 
 def test_spacy_pipeline_errors(tmp_path, spacy_pipeline):
   with pytest.raises(annotate.AnnotationError, match="neither an installed spaCy package"):
-    annotate.resolve_annotator(str(tmp_path / "missing"))
-  assert annotate.resolve_annotator("") == annotate.RULES
+    spacy_annotator.resolve_annotator(str(tmp_path / "missing"))
+  assert spacy_annotator.resolve_annotator("") == rules.RULES
   blank = tmp_path / "blank"
   spacy.blank("en").to_disk(blank)
   with pytest.raises(annotate.AnnotationError, match="finds no entities"):
-    annotate.SpacyAnnotator(str(blank), (annotate.ENTITY,))
+    spacy_annotator.SpacyAnnotator(str(blank), (annotate.ENTITY,))
   with pytest.raises(annotate.AnnotationError, match="sets no part-of-speech tags"):
-    annotate.SpacyAnnotator(str(blank), (annotate.POS,))
+    spacy_annotator.SpacyAnnotator(str(blank), (annotate.POS,))
   entities_only = tmp_path / "entities_only"
   nlp = spacy.blank("en")
   nlp.add_pipe("entity_ruler").add_patterns([{"label": "ORG", "pattern": "Python"}])
   nlp.to_disk(entities_only)
   with pytest.raises(annotate.AnnotationError, match="finds no phrases"):
-    annotate.SpacyAnnotator(str(entities_only), (annotate.PHRASE,))
-  annotator = annotate.SpacyAnnotator(spacy_pipeline, (annotate.ENTITY, annotate.POS))
+    spacy_annotator.SpacyAnnotator(str(entities_only), (annotate.PHRASE,))
+  annotator = spacy_annotator.SpacyAnnotator(spacy_pipeline, (annotate.ENTITY, annotate.POS))
   out = annotator(["It was the Python Software Foundation."])[0]
   assert out["entity"] == [(11, 37)]
   assert out["classes"] == [1, 2, 2, 1, 1, 1, 0]
@@ -234,7 +237,7 @@ def _doc(words, pos, heads=None, deps=None):
 
 def _classes(doc):
   parsed = doc.has_annotation("DEP")
-  return [annotate.spacy_word_class(t, parsed) for t in doc]
+  return [spacy_annotator.spacy_word_class(t, parsed) for t in doc]
 
 
 def test_parse_classes_follow_the_parse():
@@ -269,12 +272,12 @@ def test_phrases_from_a_parse_and_from_tags():
               "pobj", "punct"])
   # Noun chunks without their determiner, of two words or more ("the garden" is one).
   assert [c.text for c in doc.noun_chunks] == ["The old cat", "a small gray mouse", "the garden"]
-  assert _texts(doc.text, annotate.noun_chunk_phrases(doc)) == ["old cat", "small gray mouse"]
-  assert _texts(doc.text, annotate.tagged_phrases(doc)) == ["old cat", "small gray mouse"]
+  chunks, runs = spacy_annotator.noun_chunk_phrases(doc), spacy_annotator.tagged_phrases(doc)
+  assert _texts(doc.text, chunks) == _texts(doc.text, runs) == ["old cat", "small gray mouse"]
   # From tags: runs of ADJ/NOUN/PROPN/NUM ending in a noun.
   doc = _doc("3 big red apples fell from new tall green".split(),
              ["NUM", "ADJ", "ADJ", "NOUN", "VERB", "ADP", "ADJ", "ADJ", "ADJ"])
-  assert _texts(doc.text, annotate.tagged_phrases(doc)) == ["3 big red apples"]
+  assert _texts(doc.text, spacy_annotator.tagged_phrases(doc)) == ["3 big red apples"]
 
 
 def test_auto_finds_any_installed_english_pipeline(tmp_path, monkeypatch):
@@ -282,29 +285,29 @@ def test_auto_finds_any_installed_english_pipeline(tmp_path, monkeypatch):
   toy = spacy_fixture.install_pipeline(root, monkeypatch, name="zz_toy")
   german = spacy_fixture.install_pipeline(root, monkeypatch, lang="de", name="toy")
   assert (toy, german) == ("en_zz_toy", "de_toy")
-  found = annotate.installed_english_pipelines()
+  found = spacy_annotator.installed_english_pipelines()
   assert toy in found and german not in found
-  assert annotate.resolve_annotator("auto") == f"spacy:{found[0]}@0.0.0"
+  assert spacy_annotator.resolve_annotator("auto") == f"spacy:{found[0]}@0.0.0"
   # en_core_web_sm, md, lg, trf come first, in that order, then the others by name.
   preferred = spacy_fixture.install_pipeline(root, monkeypatch, name="core_web_md")
-  found = annotate.installed_english_pipelines()
+  found = spacy_annotator.installed_english_pipelines()
   assert found.index(preferred) < found.index(toy)
-  assert annotate.resolve_annotator("auto").startswith(f"spacy:{found[0]}@")
-  monkeypatch.setattr(annotate, "installed_english_pipelines", lambda: [])
-  assert annotate.resolve_annotator("auto") == annotate.RULES
+  assert spacy_annotator.resolve_annotator("auto").startswith(f"spacy:{found[0]}@")
+  monkeypatch.setattr(spacy_annotator, "installed_english_pipelines", lambda: [])
+  assert spacy_annotator.resolve_annotator("auto") == rules.RULES
 
 
 def test_spacy_annotator_with_and_without_a_parse(tmp_path, monkeypatch, spacy_package):
   wanted = (annotate.ENTITY, annotate.PHRASE, annotate.POS)
   text = "The old cat chased a small gray mouse. Barack Obama was born in sunny Hawaii."
-  out = annotate.SpacyAnnotator(spacy_package, wanted)([text])[0]
+  out = spacy_annotator.SpacyAnnotator(spacy_package, wanted)([text])[0]
   assert _texts(text, out["entity"]) == ["Barack Obama", "Hawaii"]
   # Noun chunks; "Barack Obama" is one too, but an entity, and no phrase.
   assert _texts(text, out["phrase"]) == ["old cat", "small gray mouse"]
   assert out["classes"] == [2, 1, 4, 3, 2, 1, 1, 4, 0, 1, 4, 2, 3, 2, 1, 1, 0]
   tagger_only = spacy_fixture.install_pipeline(tmp_path / "other", monkeypatch, parser=False,
                                                name="toy_tagger")
-  out = annotate.SpacyAnnotator(tagger_only, wanted)([text])[0]
+  out = spacy_annotator.SpacyAnnotator(tagger_only, wanted)([text])[0]
   # Phrases from tag runs ("sunny Hawaii" touches an entity); classes from tags alone.
   assert _texts(text, out["phrase"]) == ["old cat", "small gray mouse"]
   assert out["classes"] == [2, 1, 1, 1, 2, 1, 1, 1, 0, 1, 1, 2, 1, 2, 1, 1, 0]

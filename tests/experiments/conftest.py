@@ -16,7 +16,7 @@ def tiny_compare_config(path, strategies=("random", "span"),
     config[block].update(tiny[block].to_dict())
   config.masking.max_predictions = tiny.masking.max_predictions
   config.compare.update(strategies=strategies, eval_maskings=eval_maskings, eval_batch_size=4,
-                        eval_batches=3)
+                        eval_batches=3, probe_groups=2, probe_steps=50)
   return config
 
 

@@ -10,8 +10,8 @@ from ml_collections import config_flags
 
 from helpers import ROOT
 from mlmjax import masking
-from mlmjax.data import stats, tokenizer as tokenizer_lib
-from mlmjax.experiments import compare, evaluate
+from mlmjax.data import annotate, prepare, stats, tokenizer as tokenizer_lib
+from mlmjax.experiments import compare, evaluate, probes
 from mlmjax.train import loop
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -64,6 +64,49 @@ def test_miniature_comparison_writes_every_output(comparison):
     assert matrix.runs[s]["step"] == config.train.steps
     assert [step for step, _ in matrix.runs[s]["curve"]] == [3, 6]
   assert len(os.listdir(os.path.join(workdir, compare.CELLS))) == len(strategies) * len(maskings)
+
+
+def test_probe_stage_columns_and_labels_from_the_annotator(comparison, monkeypatch):
+  config, workdir, matrix = comparison
+  strategies, tasks = config.compare.strategies, config.compare.probes
+  assert tasks == probes.TASKS and matrix.setup["annotator"] == "rules-v2"
+  for s in strategies:
+    assert set(matrix.probes[s]) == set(tasks)
+    assert all(0.0 <= v <= 1.0 for values in matrix.probes[s].values() for v in values)
+  with open(os.path.join(workdir, "probes.csv"), encoding="utf-8") as f:
+    records = list(csv.DictReader(f))
+  assert [(r["train_strategy"], r["task"]) for r in records] == [
+      (s, t) for s in strategies for t in tasks]
+  with open(os.path.join(workdir, "results.md"), encoding="utf-8") as f:
+    text = f.read()
+  table = _table_rows(text[text.index("## Probes"):])
+  assert table[0] == ["trained with", *[report_header(t) for t in tasks]]
+  assert [r[0] for r in table[1:]] == list(strategies)
+  with open(os.path.join(workdir, "probes.png"), "rb") as f:
+    assert f.read(8) == PNG_MAGIC
+
+  # The labels the probes learn are the annotator's: with the rules, pos_class is the
+  # vocabulary's classes of the held-out words and the entities are the rules' spans.
+  seen = {}
+  real = probes.token_task
+  monkeypatch.setattr(probes, "token_task", lambda states, labels, where, *a: seen.setdefault(
+      len(seen), (labels, where)) and real(states, labels, where, *a))
+  data_dir = os.path.join(workdir, "data")
+  rows = probes.probe_rows(data_dir, config.compare.probe_rows)
+  model = compare.inference.load_trained(os.path.join(workdir, "runs", "random"))[0]
+  tokenizer = tokenizer_lib.get_tokenizer(config.data, workdir)
+  tables = stats.vocab_tables(tokenizer, data_dir)
+  probes.run(*compare.nnx.split(model), rows, tables, None, config)
+  (syntax, words), (entities, _) = seen[0], seen[1]
+  expected = annotate.vocab_pos_classes(rows["input_ids"], prepare.token_tables(tokenizer))
+  np.testing.assert_array_equal(syntax[words], expected[words])
+  np.testing.assert_array_equal(entities, rows["entity_ids"] > 0)
+  assert words.sum() > 100 and set(np.unique(syntax[words])) >= {1, 2}
+
+
+def report_header(task):
+  from mlmjax.experiments import report
+  return report.PROBE_HEADERS[task]
 
 
 def test_evaluation_masks_are_identical_across_models(comparison):

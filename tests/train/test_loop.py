@@ -30,6 +30,7 @@ def test_tiny_run_trains_evaluates_and_checkpoints(tiny, tmp_path):
   logged = [json.loads(l) for l in (workdir / "tensorboard" / "metrics.jsonl").read_text().split("\n") if l]
   assert [r["step"] for r in logged if "loss" in r] == [2, 4, 6]
   assert any(p.name.startswith("events.out.tfevents") for p in (workdir / "tensorboard").iterdir())
+  assert (workdir / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the run's curves
 
 
 def test_resume_continues_and_matches_an_uninterrupted_run(tiny, tmp_path):

@@ -1,0 +1,64 @@
+"""The training and validation curves of a run as a PNG, from its `metrics.jsonl`.
+
+    mlmjax.train.curves.plot("WORKDIR/tensorboard/metrics.jsonl", "WORKDIR/curves.png")
+
+Written by the loop at the end of every run (process 0), beside TensorBoard's event files, so
+a run can be looked at without starting TensorBoard.
+"""
+
+import json
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display is needed or wanted
+
+from matplotlib import pyplot as plt  # pylint: disable=wrong-import-position
+
+
+def read_metrics(path: str) -> dict[str, list[tuple[int, float]]]:
+  """{metric: [(step, value)] sorted by step}; a step logged twice (a resumed run) keeps its
+  last value."""
+  by_step: dict[str, dict[int, float]] = {}
+  with open(path, encoding="utf-8") as f:
+    for line in f:
+      if not line.strip():
+        continue
+      record = json.loads(line)
+      step = record.pop("step")
+      for name, value in record.items():
+        by_step.setdefault(name, {})[step] = value
+  return {name: sorted(values.items()) for name, values in by_step.items()}
+
+
+def plot(metrics_path: str, out_path: str) -> str | None:
+  """Loss and accuracy against steps, training and held-out; returns out_path (None if the
+  run logged nothing yet)."""
+  if not os.path.exists(metrics_path):
+    return None
+  metrics = read_metrics(metrics_path)
+  if "loss" not in metrics:
+    return None
+  fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 3.6))
+  panels = ((loss_ax, "MLM loss", (("loss", "training"), ("eval_loss", "held-out")), ()),
+            (acc_ax, "MLM accuracy",
+             (("accuracy", "training"), ("eval_accuracy", "held-out")),
+             (("eval_baseline_accuracy", "most frequent token"),)))
+  for ax, title, lines, baselines in panels:
+    for name, label in lines:
+      if name in metrics:
+        steps, values = zip(*metrics[name])
+        ax.plot(steps, values, marker="o" if name.startswith("eval") else None,
+                markersize=3, label=label)
+    for name, label in baselines:
+      if name in metrics:
+        ax.axhline(metrics[name][-1][1], color="gray", linestyle="--", linewidth=1,
+                   label=label)
+    ax.set_title(title)
+    ax.set_xlabel("step")
+    ax.grid(alpha=0.3)
+    ax.legend()
+  fig.tight_layout()
+  fig.savefig(out_path, dpi=110)
+  plt.close(fig)
+  return out_path
