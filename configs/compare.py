@@ -3,8 +3,8 @@ r"""Masking strategy comparison: one model per strategy on one budget, every mod
     mlmjax-compare --config=configs/compare.py --workdir=/tmp/mlmjax_compare
 
 trains BERT-Tiny's shape on the embedded corpus once per strategy in `compare.strategies`
-(random tokens, whole words, spans, entities, PMI n-grams; identical architecture, steps, batch,
-seed and data order), then scores every model under every masking in `compare.eval_maskings` on
+(static and dynamic random tokens, whole words, spans, entities, PMI n-grams, rare tokens,
+syntax, semantics; identical architecture, steps, batch, seed and data order), then scores every model under every masking in `compare.eval_maskings` on
 the same held-out rows with the same masks, and probes each model's frozen features (syntax,
 entities, rare words, continuation: experiments/probes.py). It writes results.md, results.csv,
 probes.csv, loss_curves.png, accuracy_heatmap.png and probes.png to the workdir;
@@ -12,14 +12,14 @@ docs/COMPARISON.md reads a run of this command. Run it again to resume: finished
 evaluated cells and probes are reused.
 
 Presets, `--config=configs/compare.py:NAME` (`get_config(NAME)`; `config.scale` records it):
-  cpu    (default) 2 layers x 128, 600 steps of 32 x 128 tokens per strategy: about 25 minutes
-         for the five strategies on 2 CPU cores.
+  cpu    (default) 2 layers x 128, 600 steps of 32 x 128 tokens per strategy: about 2.5
+         minutes a strategy on 2 quiet CPU cores.
   smoke  1 layer x 64, 40 steps of 16 x 64 tokens: checks the whole path in a few minutes.
   gpu    BERT-Small's shape (4 layers x 512), 20k steps of 256 x 128 tokens in bf16 per
          strategy. Give it a corpus of 100M+ tokens (`--config.data.source=files
          --config.data.paths='corpus/*.txt'`): on the embedded corpus (0.35M tokens) it would
          see every token ~1900 times and measure memorisation, not masking. Expected wall time
-         on one H100-class GPU: about an hour for the five strategies (an estimate: 2.6 TFLOP
+         on one H100-class GPU: about 10 minutes a strategy (an estimate: 2.6 TFLOP
          per step, a small model's launch-bound steps at ~25 ms; not yet measured).
 Keys given on the command line win over the preset, e.g.
 `--config.compare.strategies="('random','span')" --config.train.steps=300`.
@@ -74,10 +74,12 @@ def get_config(scale: str = "cpu") -> ml_collections.ConfigDict:
   # the annotator used: tables made with different annotators do not compare).
 
   config.compare = compare = ml_collections.ConfigDict()
-  # One model each, trained alike: the seed's five unit-based strategies, one per kind of unit
-  # the evaluation maskings probe; five runs are what fits 30 minutes on 2 cores. Any name in
-  # masking.STRATEGIES may be added (see docs/COMPARISON.md for which ones work today).
-  compare.strategies = ("random", "whole_word", "span", "entity", "pmi")
+  # One model each, trained alike: BERT's static and RoBERTa's dynamic random masking, the
+  # unit-based strategies (one per kind of unit the evaluation maskings ask for), and the
+  # weight-based ones whose claims the probes test (rare words, syntax, semantics). Any name in
+  # masking.STRATEGIES may be added or dropped (docs/COMPARISON.md).
+  compare.strategies = ("random", "dynamic", "whole_word", "span", "entity", "pmi", "frequency",
+                        "syntax", "semantic")
   compare.eval_maskings = ("random", "whole_word", "span", "entity", "pmi")  # every model on each
   compare.eval_batch_size = 16  # rows per evaluation batch: the unit of the 95% intervals
   compare.eval_batches = 0  # at most this many full batches of the validation split (0 = all)
