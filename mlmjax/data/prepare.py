@@ -346,11 +346,10 @@ def prepare(data_config: ml_collections.ConfigDict, workdir: str) -> dict:
   """
   if data_config.seq_len < 3:
     raise ValueError(f"data.seq_len={data_config.seq_len} must be at least 3 ([CLS] x [SEP]).")
-  mode = data_config.packing
-  if mode not in packing.MODES:
-    raise ValueError(f"Unknown data.packing {mode!r}; use one of {list(packing.MODES)}.")
-  wanted = wanted_annotations(data_config)
-  pmi_config = pmi.PmiConfig.from_config(data_config.pmi)
+  if data_config.packing not in packing.MODES:
+    raise ValueError(f"Unknown data.packing {data_config.packing!r}; use one of "
+                     f"{list(packing.MODES)}.")
+  wanted_annotations(data_config)  # refuses an unknown name before any work
   data_dir = os.path.join(workdir, DATA_DIR)
   manifest = read_manifest(data_dir)
   reasons = _stale_reasons(manifest, data_config, workdir)
@@ -358,7 +357,15 @@ def prepare(data_config: ml_collections.ConfigDict, workdir: str) -> dict:
     logging.info("Prepared data in %s is up to date.", data_dir)
     return manifest
   logging.info("Preparing data in %s: %s.", data_dir, "; ".join(reasons))
+  return _prepare_afresh(data_config, workdir, data_dir)
 
+
+def _prepare_afresh(data_config: ml_collections.ConfigDict, workdir: str,
+                    data_dir: str) -> dict:
+  """The tokenizer, every split's arrays, the statistics and n-grams, then the manifest."""
+  mode = data_config.packing
+  wanted = wanted_annotations(data_config)
+  pmi_config = pmi.PmiConfig.from_config(data_config.pmi)
   start = time.perf_counter()
   fingerprint = corpora.source_fingerprint(data_config)
   annotator = _annotator(data_config)
@@ -407,14 +414,18 @@ def prepare(data_config: ml_collections.ConfigDict, workdir: str) -> dict:
                  "workers": spec["workers"],
                  "tokens_per_second": round(tokens / max(seconds - tokenizer_seconds, 1e-9))},
   }
-  tmp = manifest_path + ".tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    json.dump(manifest, f, indent=2)
-  os.replace(tmp, manifest_path)  # written last: its presence means the arrays are complete
+  _write_json_atomically(manifest_path, manifest)  # last: the arrays are complete
   logging.info("Prepared %s in %.1fs.", ", ".join(
       f"{s}: {m['documents']} docs, {m['tokens']} tokens, {m['rows']} rows"
       for s, m in splits.items()), seconds)
   return manifest
+
+
+def _write_json_atomically(path: str, value: dict) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "w", encoding="utf-8") as f:
+    json.dump(value, f, indent=2)
+  os.replace(tmp, path)
 
 
 def encode_texts(tok: tokenizers.Tokenizer, texts: Sequence[str],
