@@ -36,7 +36,7 @@ from mlmjax.experiments import report as compare_report
 from mlmjax.experiments import show_masks
 from mlmjax import masking
 from mlmjax.model.bert import attention_kernel
-from mlmjax.train import loop, partition
+from mlmjax.train import host_memory, loop, partition
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 QUICKSTART_CONFIG = os.path.join(CONFIGS, "quickstart.py")
@@ -91,6 +91,7 @@ def _user_errors_as_messages(main):
 
 def run_app(main, define) -> None:
   """Defines flags with `define`, then runs `main` as an absl app with mlmjax's error handling."""
+  host_memory.keep_freed_memory()  # before JAX's threads start (train/host_memory.py)
   before = set(FLAGS)
   _exit_on_bad_flags(define)
   for name in set(FLAGS) - before:  # `--help` lists the command's own flags (absl shows those
