@@ -91,7 +91,6 @@ def _user_errors_as_messages(main):
 
 def run_app(main, define) -> None:
   """Defines flags with `define`, then runs `main` as an absl app with mlmjax's error handling."""
-  host_memory.keep_freed_memory()  # before JAX's threads start (train/host_memory.py)
   before = set(FLAGS)
   _exit_on_bad_flags(define)
   for name in set(FLAGS) - before:  # `--help` lists the command's own flags (absl shows those
@@ -175,6 +174,7 @@ def train() -> None:
             "to resume.")
       return
     print(_format_results(results))
+  host_memory.keep_freed_memory()  # many steps: see train/host_memory.py
   run_app(main, _define_config_and_workdir)
 
 
@@ -202,6 +202,7 @@ def quickstart() -> None:
     print(f"\nHugging Face export: {out}  (AutoModelForMaskedLM.from_pretrained loads it)")
     print(f"Training curves: {os.path.join(FLAGS.workdir, 'curves.png')}\n")
     print(inference.format_cloze(inference.answer_cloze(model, tokenizer, questions)))
+  host_memory.keep_freed_memory()  # many steps: see train/host_memory.py
   run_app(main, _define_config_and_workdir)
 
 
@@ -310,6 +311,7 @@ def compare() -> None:
                + [m for m, info in matrix.masks.items() if info.get("error")])
     if missing:
       sys.exit(f"mlmjax-compare: {missing} could not be compared; results.md says why.")
+  host_memory.keep_freed_memory()  # many steps: see train/host_memory.py
   run_app(main, define)
 
 

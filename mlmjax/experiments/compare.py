@@ -256,7 +256,7 @@ def probe_models(workdir: str, config: ml_collections.ConfigDict, runs: dict,
     if run.get("error"):
       continue
     fingerprint = {"run": run["config_sha256"], "step": run["step"], "rows": rows_hash,
-                   "settings": json.loads(json.dumps(settings))}
+                   "settings": json.loads(json.dumps(settings)), "version": probes.VERSION}
     path = os.path.join(workdir, PROBES, f"{strategy}.json")
     cached = _read_json(path)
     if cached is not None and cached["fingerprint"] == fingerprint:

@@ -39,6 +39,7 @@ from mlmjax.data import pipeline
 from mlmjax.train import step as step_lib
 
 TASKS = ("syntax", "entities", "frequency", "semantic")
+VERSION = 1  # of what the tasks compute: cached results of another version are recomputed
 # What each task reads besides input_ids (the prepared data must hold it).
 NEEDS = {"syntax": annotate.POS, "entities": annotate.ENTITY, "frequency": None,
          "semantic": None}

@@ -8,9 +8,12 @@ the quickstart's CPU time (docs/BENCHMARKS.md). A thread's own arena cannot hold
 either, so the fix needs one arena, no mmap, and no trimming of the heap's top: the buffer then
 stays in the process between steps, at the cost of never returning the peak to the system.
 
-`keep_freed_memory()` sets that through `mallopt` before JAX starts its threads; every command
-line calls it (`cli.run_app`). In your own script, call it first thing. Elsewhere than glibc
-(macOS, musl) it does nothing.
+`keep_freed_memory()` sets that through `mallopt` before JAX starts its threads. It has a
+price: with one arena, XLA's compiler threads contend for the allocator and a compilation takes
+about 25% longer (quickstart: 6.5 s -> 8.0 s), against 34% more training steps a second. So the
+commands that run many steps call it (mlmjax-train, mlmjax-quickstart, mlmjax-compare); the
+benchmarks and tools, which compile much and step little, do not. In your own training script,
+call it first thing. Elsewhere than glibc (macOS, musl) it does nothing.
 """
 
 import ctypes

@@ -229,4 +229,5 @@ def test_scale_preset_then_command_line_overrides():
   config = values.config
   assert config.scale == "smoke" and config.model.num_layers == 1  # the preset
   assert config.train.steps == 7  # the command line wins over it
-  assert config.compare.strategies == ("random", "whole_word", "span", "entity", "pmi")
+  assert config.compare.strategies == ("random", "dynamic", "whole_word", "span", "entity", "pmi",
+                                       "frequency", "syntax", "semantic")
