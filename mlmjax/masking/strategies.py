@@ -60,15 +60,10 @@ def random(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context) ->
   return Plan()
 
 
-@register("dynamic")
-def dynamic(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context) -> Plan:
-  """RoBERTa: single tokens, uniform; new masks every time a row is seen.
-
-  The plan is BERT's; what differs is when the masks change, which is the key policy
-  (`config.dynamic.mode`, "auto": static for `random`, every step for every other strategy).
-  """
-  del keys, batch, tables, ctx
-  return Plan()
+# RoBERTa's masking is BERT's plan; what differs is when the masks change, which is the key
+# policy (`config.dynamic.mode`, "auto": static for `random`, every step for every other name).
+dynamic = register("dynamic", random,
+                   doc="RoBERTa: single tokens, uniform; new masks every time a row is seen.")
 
 
 @register("whole_word")
