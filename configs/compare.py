@@ -88,9 +88,14 @@ def get_config(scale: str = "cpu") -> ml_collections.ConfigDict:
   compare.eval_seed = 0
   # Probes of each trained model (experiments/probes.py): syntax (pos_class), entities, rare
   # words (MLM accuracy), semantic (which half continues a document), with labels from the
-  # annotator the data was prepared with. Each: a linear layer, Adam, probe_steps full-batch
-  # steps on half of probe_rows validation rows, scored on the other half in probe_groups groups.
-  compare.probes = ("syntax", "entities", "frequency", "semantic")
+  # annotator the data was prepared with; upos, deprel and ner with gold labels from
+  # probe_files (left out without one). Each: a linear layer, Adam, probe_steps full-batch
+  # steps on half of probe_rows validation rows (or sentences of a file), scored on the other
+  # half in probe_groups groups.
+  compare.probes = ("syntax", "entities", "frequency", "semantic", "upos", "deprel", "ner")
+  # Comma-separated labelled files or folders: CoNLL-U (*.conllu: upos, deprel), CoNLL-2003
+  # columns (ner), or a Hugging Face dataset saved to disk (data/labelled.py).
+  compare.probe_files = ""
   compare.probe_rows = 256
   compare.probe_steps = 300
   compare.probe_groups = 8

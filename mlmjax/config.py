@@ -2,7 +2,7 @@
 
 Config files in `configs/` start from `default_config()` and override what their experiment
 changes, so each knob has one name and one place. Defaults describe a small BERT that trains on
-the embedded corpus on a CPU (the quickstart).
+the embedded corpus on a CPU; configs/quickstart.py tunes its run for 5 minutes on 2 cores.
 """
 
 import ml_collections

@@ -40,8 +40,9 @@ def tiny_config(tmp_path: pathlib.Path):
   config.data.seq_len = 32
   config.data.validation_fraction = 0.1
   config.masking.max_predictions = 6
+  # Dropout on (the quickstart trains without): determinism and resume tests cover its keys.
   config.model.update(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
-                      max_position_embeddings=32)
+                      max_position_embeddings=32, hidden_dropout=0.1)
   config.train.update(batch_size=8, steps=6, warmup_steps=2, log_every=2, eval_every=3,
                       eval_batches=2, checkpoint_every=3, keep_checkpoints=3)
   return config
@@ -54,6 +55,7 @@ TINY_OVERRIDES = (
     "--config.data.validation_fraction=0.1", "--config.masking.max_predictions=6",
     "--config.model.hidden_size=32", "--config.model.num_layers=2", "--config.model.num_heads=2",
     "--config.model.intermediate_size=64", "--config.model.max_position_embeddings=32",
+    "--config.model.hidden_dropout=0.1",
     "--config.train.batch_size=8", "--config.train.warmup_steps=1", "--config.train.log_every=2",
     "--config.train.eval_every=0", "--config.train.eval_batches=1")
 

@@ -246,11 +246,14 @@ def cross_evaluate(workdir: str, runs: dict, masks: dict, rows_hash: str) -> dic
 
 
 def probe_models(workdir: str, config: ml_collections.ConfigDict, runs: dict,
-                 rows: dict[str, np.ndarray], tables, random_masks: list | None) -> dict:
+                 rows: dict[str, np.ndarray], tables, random_masks: list | None,
+                 labelled: dict | None = None) -> dict:
   """strategy -> {task: per-group values}, from the cache when the model and rows are unchanged."""
-  rows_hash = evaluate.rows_sha256([rows])
-  settings = {k: config.compare[k] for k in ("probes", "probe_rows", "probe_steps",
-                                             "probe_groups", "eval_seed")}
+  labelled = labelled or {}
+  rows_hash = evaluate.rows_sha256([rows] + [{"input_ids": np.stack([d.input_ids, d.labels])}
+                                             for _, d in sorted(labelled.items())])
+  settings = {k: config.compare[k] for k in ("probes", "probe_files", "probe_rows",
+                                             "probe_steps", "probe_groups", "eval_seed")}
   results = {}
   for strategy, run in runs.items():
     if run.get("error"):
@@ -265,7 +268,7 @@ def probe_models(workdir: str, config: ml_collections.ConfigDict, runs: dict,
     logging.info("Probing the %s model", strategy)
     model, _, _ = inference.load_trained(os.path.join(workdir, RUNS, strategy), run["step"])
     graphdef, params = nnx.split(model)
-    tasks = probes.run(graphdef, params, rows, tables, random_masks, config)
+    tasks = probes.run(graphdef, params, rows, tables, random_masks, config, labelled)
     _write_json(path, {"strategy": strategy, "fingerprint": fingerprint, "tasks": tasks})
     results[strategy] = tasks
   return results
@@ -330,6 +333,13 @@ def compare(config: ml_collections.ConfigDict, workdir: str) -> report.Matrix:
       np.load(os.path.join(data_dir, "train.npy"), mmap_mode="r"), tables)
   masks = {m: evaluate.evaluation_masks(config, m, tables, rows, baseline_token)
            for m in config.compare.eval_maskings}
+  labelled = (probes.labelled_rows(config.compare.probe_files, tokenizer, config.data.seq_len,
+                                   config.compare.probe_rows) if config.compare.probes else {})
+  unlabelled = [t for t in config.compare.probes if t in probes.FILE_TASKS and t not in labelled]
+  if unlabelled:  # a warning when files were given and lack them
+    (logging.warning if config.compare.probe_files else logging.info)(
+        "Probes %s left out: no file in compare.probe_files gives their labels "
+        "(docs/COMPARISON.md, Probes).", unlabelled)
 
   runs = {s: train_run(config, s, workdir) for s in config.compare.strategies}
   cells = cross_evaluate(workdir, runs, masks, evaluate.rows_sha256(rows))
@@ -340,11 +350,12 @@ def compare(config: ml_collections.ConfigDict, workdir: str) -> report.Matrix:
                                                               baseline_token)
     probe_results = probe_models(workdir, config, runs,
                                  probes.probe_rows(data_dir, config.compare.probe_rows), tables,
-                                 random["batches"])
+                                 random["batches"], labelled)
 
   setup = {"description": describe(config, manifest, rows),
            "annotator": manifest.get("annotator"),
            "probe_tasks": tuple(config.compare.probes),
+           "probe_files": config.compare.probe_files,
            "baseline_token": tokenizer.id_to_token(baseline_token),
            "seconds": time.perf_counter() - start}
   matrix = report.Matrix(

@@ -15,6 +15,15 @@ labels), else the rules (`manifest["annotator"]` names it).
              encoded apart; a negative pairs A with another row's B. A linear probe on
              [mean(h_A) * mean(h_B), |mean(h_A) - mean(h_B)|], accuracy.
 
+With gold labels a user points to (`compare.probe_files`: CoNLL-U, CoNLL column files or a
+Hugging Face dataset on disk; data/labelled.py), three more tasks read those sentences instead
+of the corpus:
+
+  upos       each word's Universal POS tag (17 classes): a linear probe, accuracy.
+  deprel     each word's dependency relation to its head: a linear probe, accuracy.
+  ner        each word's entity type (PER, ORG, ... or outside): a linear probe, micro F1 over
+             the words inside entities (a word counts when its type is right).
+
 Every probe is the same linear layer trained the same way for every model (Adam, full batch,
 `compare.probe_steps` steps, standardised features) on a fixed half of the rows and scored on
 the other half; the held-out rows are cut into `compare.probe_groups` groups, and the mean over
@@ -35,12 +44,16 @@ from flax import nnx
 
 from mlmjax import masking
 from mlmjax.data import annotate
+from mlmjax.data import labelled as labelled_lib
 from mlmjax.data import pipeline
 from mlmjax.train import step as step_lib
 
-TASKS = ("syntax", "entities", "frequency", "semantic")
+# Tasks on the corpus's held-out rows, and tasks on a labelled file's sentences (their metric).
+CORPUS_TASKS = ("syntax", "entities", "frequency", "semantic")
+FILE_TASKS = {"upos": "accuracy", "deprel": "accuracy", "ner": "f1"}
+TASKS = CORPUS_TASKS + tuple(FILE_TASKS)
 VERSION = 1  # of what the tasks compute: cached results of another version are recomputed
-# What each task reads besides input_ids (the prepared data must hold it).
+# What each corpus task reads besides input_ids (the prepared data must hold it).
 NEEDS = {"syntax": annotate.POS, "entities": annotate.ENTITY, "frequency": None,
          "semantic": None}
 MIN_HALF = 8  # tokens in each half of a semantic pair
@@ -65,6 +78,22 @@ def word_positions(ids: np.ndarray, tables: masking.VocabTables) -> np.ndarray:
   """bool [N, S]: the first token of each word that is not special or punctuation-only."""
   special = np.asarray(tables.is_special)[ids]
   return np.asarray(tables.is_word_start)[ids] & ~special
+
+
+def labelled_rows(paths: str, tok, seq_len: int, limit: int
+                  ) -> dict[str, labelled_lib.Encoded]:
+  """task -> the first `limit` sentences of the file giving its labels, encoded as rows, for the
+  comma-separated files and folders `paths`; two files giving one task is an error."""
+  found, origin = {}, {}
+  for path in [p.strip() for p in paths.split(",") if p.strip()]:
+    sentences = labelled_lib.read(path)
+    for task in sentences.labels:
+      if task in origin:
+        raise labelled_lib.LabelledFileError(
+            f"compare.probe_files: both {origin[task]} and {path} give {task} labels; keep one.")
+      origin[task], found[task] = path, sentences
+  return {task: labelled_lib.encode(sentences, task, tok, seq_len, limit)
+          for task, sentences in found.items()}
 
 
 def semantic_pairs(rows: dict[str, np.ndarray], tables: masking.VocabTables
@@ -151,10 +180,11 @@ def train_probe(x: np.ndarray, y: np.ndarray, classes: int, steps: int, seed: in
                                          + params["b"], axis=-1))
 
 
-def f1(predicted: np.ndarray, truth: np.ndarray) -> float:
-  """F1 of the positive class; nan when neither has a positive."""
-  tp = float(np.sum(predicted & truth))
-  denominator = float(np.sum(predicted) + np.sum(truth))
+def f1(predicted: np.ndarray, truth: np.ndarray, outside: int = 0) -> float:
+  """Micro F1 over the labels other than `outside` (for two classes, F1 of the positive one): a
+  hit is a right label on a word inside; nan when no word is inside, guessed or true."""
+  tp = float(np.sum((predicted == truth) & (truth != outside)))
+  denominator = float(np.sum(predicted != outside) + np.sum(truth != outside))
   return 2 * tp / denominator if denominator else float("nan")
 
 
@@ -169,7 +199,7 @@ def token_task(states: np.ndarray, labels: np.ndarray, where: np.ndarray, train:
     if not where[g].any():
       continue
     guess, truth = predict(states[g][where[g]]), labels[g][where[g]]
-    value = float(np.mean(guess == truth)) if metric == "accuracy" else f1(guess == 1, truth == 1)
+    value = float(np.mean(guess == truth)) if metric == "accuracy" else f1(guess, truth)
     if not np.isnan(value):  # F1 of a group with no entity, guessed or true, is undefined
       values.append(value)
   return values
@@ -180,14 +210,23 @@ def token_task(states: np.ndarray, labels: np.ndarray, where: np.ndarray, train:
 
 def run(graphdef: nnx.GraphDef, params, rows: dict[str, np.ndarray],
         tables: masking.VocabTables, random_masks: list[dict] | None,
-        config: ml_collections.ConfigDict) -> dict[str, list[float]]:
+        config: ml_collections.ConfigDict,
+        labelled: dict[str, labelled_lib.Encoded] | None = None) -> dict[str, list[float]]:
   """task -> per-group values of one model, for the tasks in `compare.probes` its data allows
-  (a task whose annotation was not prepared is left out; the report says so)."""
+  (a task whose annotation was not prepared, or that no labelled file gives, is left out)."""
   settings = config.compare
   ids = rows["input_ids"]
   train, groups = split_rows(len(ids), settings.probe_groups, settings.eval_seed)
-  tasks = [t for t in settings.probes if NEEDS[t] is None or NEEDS[t] in rows]
+  tasks = [t for t in settings.probes
+           if t in (labelled or {}) or (t in NEEDS and (NEEDS[t] is None or NEEDS[t] in rows))]
   out = {}
+  for task in [t for t in tasks if t in FILE_TASKS]:
+    data = labelled[task]
+    file_train, file_groups = split_rows(len(data.input_ids), settings.probe_groups,
+                                         settings.eval_seed)
+    out[task] = token_task(hidden_states(graphdef, params, data.input_ids), data.labels,
+                           data.labels >= 0, file_train, file_groups, FILE_TASKS[task],
+                           settings.probe_steps, settings.eval_seed)
   if {"syntax", "entities"} & set(tasks):
     states = hidden_states(graphdef, params, ids)
     words = word_positions(ids, tables)

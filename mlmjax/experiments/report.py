@@ -158,7 +158,9 @@ def to_csv(matrix: Matrix) -> str:
 
 
 PROBE_HEADERS = {"syntax": "syntax: pos_class acc.", "entities": "entities: F1",
-                 "frequency": "rare words: MLM acc.", "semantic": "continuation: acc."}
+                 "frequency": "rare words: MLM acc.", "semantic": "continuation: acc.",
+                 "upos": "gold UPOS: acc.", "deprel": "gold deprel: acc.",
+                 "ner": "gold NER: F1"}
 PROBES_CSV_FIELDS = ("train_strategy", "task", "value", "low", "high", "groups")
 
 
@@ -297,8 +299,11 @@ def markdown(matrix: Matrix) -> str:
               "each word's pos_class; entities: its F1 on in-entity words; rare words: the "
               "model's MLM accuracy on masked tokens rarer than the median masked token; "
               "continuation: a linear probe telling a document's second half from another "
-              "document's. Value % ±95% half-width over held-out groups (experiments/probes.py).",
-              "", probes_table(matrix)]
+              "document's. The gold columns read the sentences of the labelled files given "
+              f"(`{setup.get('probe_files') or 'none'}`): a linear probe's accuracy on each "
+              "word's UPOS tag and dependency relation, its micro F1 on the entity types of "
+              "in-entity words. Value % ±95% half-width over held-out groups "
+              "(experiments/probes.py).", "", probes_table(matrix)]
   failures = [f"- `{s}` has no model: {r['error']}" for s, r in matrix.runs.items()
               if r.get("error")]
   failures += [f"- `{m}` unavailable: {info['error']}" for m, info in matrix.masks.items()

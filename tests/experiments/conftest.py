@@ -2,6 +2,7 @@
 
 import pytest
 
+from data import labelled_fixture
 from helpers import load_config, tiny_config
 
 
@@ -15,8 +16,12 @@ def tiny_compare_config(path, strategies=("random", "span"),
   for block in ("model", "train"):
     config[block].update(tiny[block].to_dict())
   config.masking.max_predictions = tiny.masking.max_predictions
+  # Gold labels for the file probes: a CoNLL-U file (upos, deprel) and a CoNLL NER file.
+  labelled_fixture.write_conllu(path / "ud.conllu")
+  labelled_fixture.write_conll_ner(path / "ner.txt")
   config.compare.update(strategies=strategies, eval_maskings=eval_maskings, eval_batch_size=4,
-                        eval_batches=3, probe_groups=2, probe_steps=50)
+                        eval_batches=3, probe_groups=2, probe_steps=50,
+                        probe_files=f"{path / 'ud.conllu'},{path / 'ner.txt'}")
   return config
 
 

@@ -8,6 +8,7 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
+from data import labelled_fixture
 from helpers import ROOT
 from mlmjax import masking
 from mlmjax.data import annotate, prepare, stats, tokenizer as tokenizer_lib
@@ -66,7 +67,7 @@ def test_miniature_comparison_writes_every_output(comparison):
   assert len(os.listdir(os.path.join(workdir, compare.CELLS))) == len(strategies) * len(maskings)
 
 
-def test_probe_stage_columns_and_labels_from_the_annotator(comparison, monkeypatch):
+def test_probe_stage_columns_and_labels_from_the_annotator(comparison, monkeypatch, tmp_path):
   config, workdir, matrix = comparison
   strategies, tasks = config.compare.strategies, config.compare.probes
   assert tasks == probes.TASKS and matrix.setup["annotator"] == "rules-v2"
@@ -102,6 +103,23 @@ def test_probe_stage_columns_and_labels_from_the_annotator(comparison, monkeypat
   np.testing.assert_array_equal(syntax[words], expected[words])
   np.testing.assert_array_equal(entities, rows["entity_ids"] > 0)
   assert words.sum() > 100 and set(np.unique(syntax[words])) >= {1, 2}
+
+  # The file probes learn the files' gold labels, one per word on its first token.
+  files = probes.labelled_rows(config.compare.probe_files, tokenizer, config.data.seq_len,
+                               config.compare.probe_rows)
+  assert set(files) == {"upos", "deprel", "ner"}
+  truth = labelled_fixture.write_conllu(tmp_path / "same.conllu")  # the same sentences
+  upos = files["upos"]
+  assert [[upos.names[i] for i in row[row >= 0]] for row in upos.labels] == [
+      [u for _, u, _ in sentence] for sentence in truth]
+  ner = files["ner"]
+  assert ner.names[0] == "O" and set(ner.names) == {"O", "PER", "LOC"}
+
+
+def test_a_task_given_by_two_files_is_refused(tiny_compare):
+  paths = tiny_compare.compare.probe_files.split(",")
+  with pytest.raises(ValueError, match="both .* give upos labels; keep one"):
+    probes.labelled_rows(f"{paths[0]},{paths[0]}", None, 32, 8)
 
 
 def report_header(task):

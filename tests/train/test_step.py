@@ -25,7 +25,7 @@ def setup():
   config.data.seq_len = 16
   config.masking.max_predictions = 4
   config.model.update(hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32,
-                      max_position_embeddings=16)
+                      max_position_embeddings=16, hidden_dropout=0.1)  # its path checked too
   config.train.update(batch_size=4, steps=10, warmup_steps=1)
   tables = masking.VocabTables.from_vocab(VOCAB)
   c = state_lib.build(config, tables, len(VOCAB), 0)
