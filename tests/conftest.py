@@ -41,3 +41,15 @@ def spacy_package(tmp_path, monkeypatch):
   """
   spacy_fixture = importlib.import_module("data.spacy_fixture")  # imports spaCy: only here
   return spacy_fixture.install_pipeline(tmp_path / "site-packages", monkeypatch)
+
+
+# The slowest files first (minutes each: real processes, many compiles): the two xdist workers
+# (pytest.ini) take files in collection order, and longest-first lets them finish together.
+SLOWEST_FIRST = ("tests/test_checkpoint.py", "tests/bench/test_gpu_report.py",
+                 "tests/train/test_partition.py", "tests/experiments/test_compare.py",
+                 "tests/train/test_multiprocess.py", "tests/test_cli.py")
+
+
+def pytest_collection_modifyitems(items):
+  rank = {path: i for i, path in enumerate(SLOWEST_FIRST)}
+  items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))  # stable
