@@ -4,9 +4,11 @@ r"""Masking strategy comparison: one model per strategy on one budget, every mod
 
 trains BERT-Tiny's shape on the embedded corpus once per strategy in `compare.strategies`
 (static and dynamic random tokens, whole words, spans, entities, PMI n-grams, rare tokens,
-syntax, semantics; identical architecture, steps, batch, seed and data order), then scores every model under every masking in `compare.eval_maskings` on
-the same held-out rows with the same masks, and probes each model's frozen features (syntax,
-entities, rare words, continuation: experiments/probes.py). It writes results.md, results.csv,
+syntax, semantics; identical architecture, steps, batch, seed and data order), then scores
+every model under every masking in `compare.eval_maskings` on the same held-out rows with the
+same masks, and probes each model's frozen features (syntax, entities, rare words,
+continuation; with `compare.probe_files`, gold UPOS, dependency relations and entity types:
+experiments/probes.py). It writes results.md, results.csv,
 probes.csv, loss_curves.png, accuracy_heatmap.png and probes.png to the workdir;
 docs/COMPARISON.md reads a run of this command. Run it again to resume: finished runs,
 evaluated cells and probes are reused.
@@ -94,7 +96,8 @@ def get_config(scale: str = "cpu") -> ml_collections.ConfigDict:
   # half in probe_groups groups.
   compare.probes = ("syntax", "entities", "frequency", "semantic", "upos", "deprel", "ner")
   # Comma-separated labelled files or folders: CoNLL-U (*.conllu: upos, deprel), CoNLL-2003
-  # columns (ner), or a Hugging Face dataset saved to disk (data/labelled.py).
+  # columns (ner), a Hugging Face dataset saved to disk, or tfds:NAME[:SPLIT] prepared in
+  # data.tfds_data_dir (data/labelled.py).
   compare.probe_files = ""
   compare.probe_rows = 256
   compare.probe_steps = 300

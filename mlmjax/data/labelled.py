@@ -11,6 +11,9 @@ Three kinds of input, each giving some of the label columns `upos`, `deprel` and
   a folder            a Hugging Face dataset saved with `save_to_disk` (its validation split,
                       else test, else train): `tokens` and any of `upos`, `deprel`, `ner_tags`
                       (class ids are read as their names).
+  tfds:NAME[:SPLIT]   a TFDS dataset prepared as ArrayRecord in `data_dir` (e.g. conll2003;
+                      split default validation): `tokens` and any of `upos`, `deprel`, `ner`,
+                      `ner_tags` (class ids read as their names).
 
 `ner` labels are entity types: the B-/I-/E-/S- prefix is dropped, so a probe tells PER from ORG
 from outside, word by word. `encode` turns sentences into model rows with each word's label on
@@ -30,7 +33,9 @@ from mlmjax.data import tokenizer as tokenizer_lib
 COLUMNS = ("upos", "deprel", "ner")
 OUTSIDE = "O"  # the `ner` label of a word in no entity; label id 0 of `ner`
 _TAG_PREFIXES = ("B-", "I-", "E-", "S-")
-_HF_COLUMNS = {"upos": "upos", "deprel": "deprel", "ner_tags": "ner"}
+# Label columns of HF and TFDS datasets -> our names.
+_DATASET_COLUMNS = {"upos": "upos", "deprel": "deprel", "ner_tags": "ner", "ner": "ner"}
+TFDS_PREFIX = "tfds:"
 
 
 class LabelledFileError(ValueError):
@@ -53,8 +58,10 @@ class Encoded:
   names: tuple[str, ...]
 
 
-def read(path: str) -> Sentences:
-  """The sentences of one labelled file or dataset folder (see the module docstring)."""
+def read(path: str, tfds_data_dir: str = "") -> Sentences:
+  """The sentences of one labelled file, dataset folder or TFDS dataset (module docstring)."""
+  if path.startswith(TFDS_PREFIX):
+    return read_tfds(path[len(TFDS_PREFIX):], tfds_data_dir)
   if os.path.isdir(path):
     return read_hf(path)
   if not os.path.isfile(path):
@@ -141,19 +148,52 @@ def read_hf(path: str) -> Sentences:
       raise LabelledFileError(f"{path} has splits {list(dataset)}; one must be validation, "
                               "test or train.")
     dataset = dataset[split]
-  if "tokens" not in dataset.column_names:
-    raise LabelledFileError(f"{path} has columns {dataset.column_names}; a labelled dataset "
-                            "needs `tokens` (the words).")
+  columns = {c: dataset[c] for c in dataset.column_names if c in _DATASET_COLUMNS}
+  class_names = {c: getattr(dataset.features[c].feature, "names", None) for c in columns}
+  return _dataset_sentences(path, dataset.column_names,
+                            dataset["tokens"] if "tokens" in dataset.column_names else None,
+                            columns, class_names)
+
+
+def read_tfds(spec: str, data_dir: str) -> Sentences:
+  """`tokens` and the label features of a TFDS split ("NAME[:SPLIT]") prepared as ArrayRecord."""
+  try:
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise LabelledFileError(f"{TFDS_PREFIX}{spec} needs tensorflow-datasets (TensorFlow is not "
+                            "needed): pip install 'mlmjax[tfds]'.") from e
+  name, _, split = spec.partition(":")
+  split = split or "validation"
+  try:
+    source = tfds.data_source(name, split=split, data_dir=data_dir or None, download=False)
+  except Exception as e:  # DatasetNotFoundError, unknown split, unreadable files
+    raise LabelledFileError(
+        f"Cannot open TFDS {name!r} split {split!r} in {data_dir or 'the default data_dir'}: "
+        f"{str(e).strip().splitlines()[0]} Prepare it first (tfds build, with "
+        "file_format=array_record) in data.tfds_data_dir.") from e
+  features = source.dataset_info.features
+  examples = source.__getitems__(list(range(len(source))))
+  decode = lambda v: v.decode("utf-8") if isinstance(v, bytes) else str(v)
+  columns = {c: [list(ex[c]) for ex in examples] for c in features if c in _DATASET_COLUMNS}
+  class_names = {c: getattr(features[c].feature, "names", None) for c in columns}
+  tokens = ([[decode(w) for w in ex["tokens"]] for ex in examples] if "tokens" in features
+            else None)
+  return _dataset_sentences(f"TFDS {name}[{split}]", list(features), tokens, columns,
+                            class_names)
+
+
+def _dataset_sentences(where: str, all_columns: list[str], tokens, columns: dict,
+                       class_names: dict) -> Sentences:
+  """Sentences from a dataset's `tokens` and label columns (class ids -> names)."""
+  if tokens is None:
+    raise LabelledFileError(f"{where} has columns {all_columns}; a labelled dataset needs "
+                            "`tokens` (the words).")
   labels = {}
-  for column, name in _HF_COLUMNS.items():
-    if column not in dataset.column_names:
-      continue
-    feature = dataset.features[column].feature
-    names = getattr(feature, "names", None)  # a ClassLabel: ids -> names
-    values = [[names[v] if names else str(v) for v in row] for row in dataset[column]]
-    labels[name] = ([[entity_type(t) for t in row] for row in values] if name == "ner"
-                    else values)
-  return _checked(path, Sentences([list(t) for t in dataset["tokens"]], labels))
+  for column, rows in columns.items():
+    names, ours = class_names[column], _DATASET_COLUMNS[column]
+    values = [[names[int(v)] if names else str(v) for v in row] for row in rows]
+    labels[ours] = [[entity_type(t) for t in row] for row in values] if ours == "ner" else values
+  return _checked(where, Sentences([list(t) for t in tokens], labels))
 
 
 def _checked(path: str, sentences: Sentences) -> Sentences:

@@ -334,7 +334,8 @@ def compare(config: ml_collections.ConfigDict, workdir: str) -> report.Matrix:
   masks = {m: evaluate.evaluation_masks(config, m, tables, rows, baseline_token)
            for m in config.compare.eval_maskings}
   labelled = (probes.labelled_rows(config.compare.probe_files, tokenizer, config.data.seq_len,
-                                   config.compare.probe_rows) if config.compare.probes else {})
+                                   config.compare.probe_rows, config.data.tfds_data_dir)
+              if config.compare.probes else {})
   unlabelled = [t for t in config.compare.probes if t in probes.FILE_TASKS and t not in labelled]
   if unlabelled:  # a warning when files were given and lack them
     (logging.warning if config.compare.probe_files else logging.info)(

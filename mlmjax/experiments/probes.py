@@ -15,9 +15,9 @@ labels), else the rules (`manifest["annotator"]` names it).
              encoded apart; a negative pairs A with another row's B. A linear probe on
              [mean(h_A) * mean(h_B), |mean(h_A) - mean(h_B)|], accuracy.
 
-With gold labels a user points to (`compare.probe_files`: CoNLL-U, CoNLL column files or a
-Hugging Face dataset on disk; data/labelled.py), three more tasks read those sentences instead
-of the corpus:
+With gold labels a user points to (`compare.probe_files`: CoNLL-U, CoNLL column files, a
+Hugging Face dataset on disk or a prepared TFDS dataset; data/labelled.py), three more tasks
+read those sentences instead of the corpus:
 
   upos       each word's Universal POS tag (17 classes): a linear probe, accuracy.
   deprel     each word's dependency relation to its head: a linear probe, accuracy.
@@ -80,13 +80,14 @@ def word_positions(ids: np.ndarray, tables: masking.VocabTables) -> np.ndarray:
   return np.asarray(tables.is_word_start)[ids] & ~special
 
 
-def labelled_rows(paths: str, tok, seq_len: int, limit: int
+def labelled_rows(paths: str, tok, seq_len: int, limit: int, tfds_data_dir: str = ""
                   ) -> dict[str, labelled_lib.Encoded]:
   """task -> the first `limit` sentences of the file giving its labels, encoded as rows, for the
-  comma-separated files and folders `paths`; two files giving one task is an error."""
+  comma-separated files, folders and tfds:NAME datasets `paths`; two giving one task is an
+  error."""
   found, origin = {}, {}
   for path in [p.strip() for p in paths.split(",") if p.strip()]:
-    sentences = labelled_lib.read(path)
+    sentences = labelled_lib.read(path, tfds_data_dir)
     for task in sentences.labels:
       if task in origin:
         raise labelled_lib.LabelledFileError(

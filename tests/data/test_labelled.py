@@ -82,3 +82,34 @@ def test_encode_puts_each_label_on_the_first_token_of_its_word(tmp_path):
   short = labelled.encode(sentences, "ner", tok, seq_len=4, limit=1)
   assert short.input_ids.shape == (1, 4) and (short.labels[0] >= 0).sum() == 2
   assert np.all(short.input_ids[0, [0, 3]] == [roles["cls"], roles["sep"]])
+
+
+def test_tfds_dataset_reads_tokens_and_class_names(tmp_path):
+  tfds = pytest.importorskip("tensorflow_datasets")  # in the test extra: runs in CI
+  sentences = [(["ada", "lives", "in", "new", "york"], [1, 0, 0, 3, 4]),
+               (["john", "sees", "paris"], [1, 0, 3])]
+
+  class TinyNer(tfds.core.GeneratorBasedBuilder):
+    """Sentences with CoNLL-2003's feature names: tokens and ner (class ids)."""
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self):
+      return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+          "tokens": tfds.features.Sequence(tfds.features.Text()),
+          "ner": tfds.features.Sequence(tfds.features.ClassLabel(
+              names=["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]))}))
+
+    def _split_generators(self, dl_manager):
+      del dl_manager
+      return {"validation": self._generate_examples()}
+
+    def _generate_examples(self):
+      for i, (tokens, tags) in enumerate(sentences):
+        yield i, {"tokens": tokens, "ner": tags}
+
+  TinyNer(data_dir=str(tmp_path), file_format="array_record").download_and_prepare()
+  read = labelled.read("tfds:tiny_ner", str(tmp_path))
+  assert read.words == [s for s, _ in sentences]
+  assert read.labels == {"ner": [["PER", "O", "O", "LOC", "LOC"], ["PER", "O", "LOC"]]}
+  with pytest.raises(labelled.LabelledFileError, match="Cannot open TFDS 'tiny_ner' split 'te"):
+    labelled.read("tfds:tiny_ner:test", str(tmp_path))
