@@ -27,7 +27,7 @@ import grain
 import jax
 import numpy as np
 
-from mlmjax.data import prepare as prepare_lib
+from mlmjax.data import manifest as manifest_lib
 from mlmjax.data import tokenizer as tokenizer_lib
 
 # Batches are built ahead by background threads; a few hide a slow disk read.
@@ -42,7 +42,7 @@ class PackedRows:
   """
 
   def __init__(self, data_dir: str, split: str):
-    manifest = prepare_lib.read_manifest(data_dir)
+    manifest = manifest_lib.read(data_dir)
     if manifest is None:
       raise FileNotFoundError(f"No prepared data in {data_dir}; run mlmjax-prepare (or "
                               "mlmjax.data.prepare.prepare) with this workdir first.")

@@ -29,7 +29,6 @@ annotator and annotation schema is a no-op.
 
 import collections
 import dataclasses
-import json
 import os
 import time
 from collections.abc import Sequence
@@ -42,21 +41,13 @@ import tokenizers
 from mlmjax.data import annotate
 from mlmjax.data import corpora
 from mlmjax.data import encode
+from mlmjax.data import manifest as manifest_lib
 from mlmjax.data import packing
 from mlmjax.data import pmi
 from mlmjax.data import sources
-from mlmjax.data import spacy_annotator
 from mlmjax.data import stats as stats_lib
 from mlmjax.data import tokenizer as tokenizer_lib
 from mlmjax.masking import tables
-
-FORMAT_VERSION = 2
-DATA_DIR = "data"  # under the workdir
-MANIFEST = "manifest.json"
-SPLITS = ("train", "validation")
-# Keys that change how, not what, is prepared: they never make prepared data stale.
-_RUNTIME_KEYS = ("num_workers",)
-
 
 def array_files(split: str, fields: Sequence[str] = ()) -> dict[str, str]:
   """The file names of a split's arrays, by batch key."""
@@ -249,93 +240,6 @@ def _encode_job(wanted: Sequence[str], annotator: str, mode: str) -> dict:
           "function_words": tuple(sorted(tables.DEFAULT_FUNCTION_WORDS))}
 
 
-def _config_record(data_config: ml_collections.ConfigDict) -> dict:
-  # Through JSON so that tuples and lists compare equal to what a manifest holds.
-  record = json.loads(json.dumps(data_config.to_dict(), sort_keys=True))
-  return {k: v for k, v in record.items() if k not in _RUNTIME_KEYS}
-
-
-def read_manifest(data_dir: str) -> dict | None:
-  """The manifest in `data_dir` (workdir/data), or None if there is none."""
-  path = os.path.join(data_dir, MANIFEST)
-  if not os.path.exists(path):
-    return None
-  with open(path, encoding="utf-8") as f:
-    return json.load(f)
-
-
-def wanted_annotations(data_config: ml_collections.ConfigDict) -> tuple[str, ...]:
-  """`data.annotations`, checked, in canonical order."""
-  wanted = tuple(data_config.annotations or ())
-  unknown = sorted(set(wanted) - set(annotate.ANNOTATIONS))
-  if unknown:
-    raise ValueError(f"Unknown data.annotations {unknown}; choose among "
-                     f"{list(annotate.ANNOTATIONS)}.")
-  return tuple(a for a in annotate.ANNOTATIONS if a in wanted)
-
-
-def _annotator(data_config: ml_collections.ConfigDict) -> str:
-  if not set(wanted_annotations(data_config)) & set(annotate.TEXT_ANNOTATIONS):
-    return "none"
-  return spacy_annotator.resolve_annotator(data_config.spacy_pipeline)
-
-
-def _stale_reasons(manifest, data_config, workdir) -> list[str]:
-  """Why the prepared data in `workdir` does not match the config ([] if it does)."""
-  if manifest is None:
-    return ["no prepared data"]
-  if manifest.get("format_version") != FORMAT_VERSION:
-    return [f"format version {manifest.get('format_version')} != {FORMAT_VERSION}"]
-  reasons = []
-  old, new = manifest["data_config"], _config_record(data_config)
-  reasons += [f"data.{k} changed" for k in sorted(set(old) | set(new))
-              if old.get(k) != new.get(k)]
-  if manifest["source_fingerprint"] != corpora.source_fingerprint(data_config):
-    reasons.append("the corpus files changed")
-  tok = tokenizer_lib.existing_tokenizer(data_config, workdir)
-  if tok is None or tokenizer_lib.tokenizer_hash(tok) != manifest["tokenizer"]["sha256"]:
-    reasons.append("the tokenizer changed")
-  annotator = _annotator(data_config)
-  if manifest["annotator"] != annotator:
-    reasons.append(f"the annotator changed ({manifest['annotator']} -> {annotator})")
-  # What each annotation's values mean: a change in this code that neither the config nor
-  # the annotator shows.
-  old_schema = manifest.get("schema", {})
-  schema = _schema(wanted_annotations(data_config), annotator)
-  changed = sorted(k for k in set(old_schema) & set(schema)
-                   if _meaning(old_schema[k]) != _meaning(schema[k]))
-  if changed:
-    reasons.append(f"the annotation schema changed ({', '.join(changed)})")
-  data_dir = os.path.join(workdir, DATA_DIR)
-  names = [n for split in SPLITS for n in manifest["splits"][split]["files"].values()]
-  names += [manifest["token_stats"]] + ([manifest["pmi"]["file"]] if manifest["pmi"] else [])
-  reasons += [f"{n} is missing" for n in names if not os.path.exists(os.path.join(data_dir, n))]
-  return reasons
-
-
-def _meaning(entry: dict) -> tuple:
-  """A schema entry without its source (the annotator, compared on its own)."""
-  return entry.get("dtype"), entry.get("values")
-
-
-def _schema(wanted: Sequence[str], annotator: str) -> dict:
-  schema = {"segment_ids": {"dtype": "int32", "values": "k = k-th document of the row, "
-                                                        "0 = padding"}}
-  meaning = {
-      annotate.ENTITY: ("int32", "k > 0 = k-th entity span of the row, 0 = none", annotator),
-      annotate.PHRASE: ("int32", "k > 0 = k-th multi-word phrase of the row (no token in an "
-                        "entity), 0 = none", annotator),
-      annotate.POS: ("int8", "0 unknown/special/punctuation, 1 content word, 2 function word, "
-                     "3 predicate, 4 core argument (3 and 4 from a dependency parse)",
-                     annotator),
-      annotate.NGRAM: ("int32", "k > 0 = k-th PMI n-gram of the row, 0 = none", "pmi"),
-  }
-  for name in wanted:
-    dtype, values, source = meaning[name]
-    schema[name] = {"dtype": dtype, "values": values, "source": source}
-  return schema
-
-
 def prepare(data_config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Makes workdir/data (see the module docstring) and returns its manifest.
 
@@ -349,10 +253,10 @@ def prepare(data_config: ml_collections.ConfigDict, workdir: str) -> dict:
   if data_config.packing not in packing.MODES:
     raise ValueError(f"Unknown data.packing {data_config.packing!r}; use one of "
                      f"{list(packing.MODES)}.")
-  wanted_annotations(data_config)  # refuses an unknown name before any work
-  data_dir = os.path.join(workdir, DATA_DIR)
-  manifest = read_manifest(data_dir)
-  reasons = _stale_reasons(manifest, data_config, workdir)
+  manifest_lib.wanted_annotations(data_config)  # refuses an unknown name before any work
+  data_dir = os.path.join(workdir, manifest_lib.DATA_DIR)
+  manifest = manifest_lib.read(data_dir)
+  reasons = manifest_lib.stale_reasons(manifest, data_config, workdir)
   if not reasons:
     logging.info("Prepared data in %s is up to date.", data_dir)
     return manifest
@@ -364,16 +268,16 @@ def _prepare_afresh(data_config: ml_collections.ConfigDict, workdir: str,
                     data_dir: str) -> dict:
   """The tokenizer, every split's arrays, the statistics and n-grams, then the manifest."""
   mode = data_config.packing
-  wanted = wanted_annotations(data_config)
+  wanted = manifest_lib.wanted_annotations(data_config)
   pmi_config = pmi.PmiConfig.from_config(data_config.pmi)
   start = time.perf_counter()
   fingerprint = corpora.source_fingerprint(data_config)
-  annotator = _annotator(data_config)
+  annotator = manifest_lib.annotator(data_config)
   train, validation = corpora.load_splits(data_config)
   tok = tokenizer_lib.get_tokenizer(data_config, workdir, documents=train)
   tokenizer_seconds = time.perf_counter() - start
   os.makedirs(data_dir, exist_ok=True)
-  manifest_path = os.path.join(data_dir, MANIFEST)
+  manifest_path = os.path.join(data_dir, manifest_lib.MANIFEST)
   if os.path.exists(manifest_path):
     os.remove(manifest_path)  # arrays are about to change: never pair them with an old manifest
 
@@ -384,7 +288,7 @@ def _prepare_afresh(data_config: ml_collections.ConfigDict, workdir: str,
   roles = tokenizer_lib.special_roles(tok)
   stats = stats_lib.TokenStats(len(tables["word_start"]), roles["pad"])
   splits = {}
-  for split, split_docs in zip(SPLITS, (train, validation)):
+  for split, split_docs in zip(manifest_lib.SPLITS, (train, validation)):
     splits[split] = _prepare_split(tok, split_docs, split, data_dir, spec,
                                    stats if split == "train" else None)
   tok_hash = tokenizer_lib.tokenizer_hash(tok)
@@ -394,9 +298,9 @@ def _prepare_afresh(data_config: ml_collections.ConfigDict, workdir: str,
   seconds = time.perf_counter() - start
   tokens = sum(s["tokens"] for s in splits.values())
   manifest = {
-      "format_version": FORMAT_VERSION,
+      "format_version": manifest_lib.FORMAT_VERSION,
       "data_dir": os.path.abspath(data_dir),
-      "data_config": _config_record(data_config),
+      "data_config": manifest_lib.config_record(data_config),
       "source_fingerprint": fingerprint,
       "tokenizer": {"sha256": tok_hash,
                     "vocab_size": tok.get_vocab_size(),
@@ -406,7 +310,7 @@ def _prepare_afresh(data_config: ml_collections.ConfigDict, workdir: str,
       "packing": mode,
       "annotations": list(wanted),
       "annotator": annotator,
-      "schema": _schema(wanted, annotator),
+      "schema": manifest_lib.schema(wanted, annotator),
       "token_stats": stats_file,
       "pmi": pmi_entry,
       "splits": splits,
@@ -414,18 +318,11 @@ def _prepare_afresh(data_config: ml_collections.ConfigDict, workdir: str,
                  "workers": spec["workers"],
                  "tokens_per_second": round(tokens / max(seconds - tokenizer_seconds, 1e-9))},
   }
-  _write_json_atomically(manifest_path, manifest)  # last: the arrays are complete
+  manifest_lib.write(manifest_path, manifest)  # last: the arrays are complete
   logging.info("Prepared %s in %.1fs.", ", ".join(
       f"{s}: {m['documents']} docs, {m['tokens']} tokens, {m['rows']} rows"
       for s, m in splits.items()), seconds)
   return manifest
-
-
-def _write_json_atomically(path: str, value: dict) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    json.dump(value, f, indent=2)
-  os.replace(tmp, path)
 
 
 def encode_texts(tok: tokenizers.Tokenizer, texts: Sequence[str],
@@ -435,7 +332,7 @@ def encode_texts(tok: tokenizers.Tokenizer, texts: Sequence[str],
   Args:
     tok: the tokenizer the data was prepared with.
     texts: N texts, each to fit one row.
-    manifest: the prepared data's manifest (`prepare` or `read_manifest`).
+    manifest: the prepared data's manifest (`prepare` or `manifest.read`).
   Returns:
     {"input_ids", "segment_ids", annotation: [N, S]}, S the longest text's tokens + 2, each
     row "[CLS] text [SEP]" then padding, with the manifest's annotations: the same annotator

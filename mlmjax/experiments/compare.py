@@ -34,7 +34,7 @@ from absl import logging
 from flax import nnx
 
 from mlmjax import inference, masking
-from mlmjax.data import prepare, stats, tokenizer as tokenizer_lib
+from mlmjax.data import manifest as manifest_lib, prepare, stats, tokenizer as tokenizer_lib
 from mlmjax.experiments import evaluate, probes, report
 from mlmjax.train import loop
 from mlmjax.train import state as state_lib
@@ -143,7 +143,7 @@ def _sha256(value) -> str:
 def link_shared_data(workdir: str, run_dir: str) -> None:
   """Points a run's data/ and tokenizer/ at the comparison's: one preparation, identical rows."""
   os.makedirs(run_dir, exist_ok=True)
-  for name in (prepare.DATA_DIR, tokenizer_lib.CACHE_DIR):
+  for name in (manifest_lib.DATA_DIR, tokenizer_lib.CACHE_DIR):
     target, link = os.path.join(workdir, name), os.path.join(run_dir, name)
     if os.path.exists(target) and not os.path.lexists(link):
       os.symlink(os.path.relpath(target, run_dir), link)  # relative: the workdir may move
@@ -325,7 +325,7 @@ def compare(config: ml_collections.ConfigDict, workdir: str) -> report.Matrix:
   # Data and evaluation masks first: they need no model, and a masking the data cannot
   # support is reported before any training time is spent.
   manifest = prepare.prepare(config.data, workdir)
-  data_dir = os.path.join(workdir, prepare.DATA_DIR)
+  data_dir = os.path.join(workdir, manifest_lib.DATA_DIR)
   tokenizer = tokenizer_lib.get_tokenizer(config.data, workdir)
   tables = stats.vocab_tables(tokenizer, manifest)
   rows = evaluate.eval_rows(config, data_dir)

@@ -26,6 +26,7 @@ from flax import nnx
 from mlmjax import inference
 from mlmjax import masking
 from mlmjax.data import annotate
+from mlmjax.data import manifest as manifest_lib
 from mlmjax.data import prepare
 from mlmjax.data import stats as data_stats
 from mlmjax.data import tokenizer as tokenizer_lib
@@ -42,7 +43,7 @@ CLASS_NAMES = {annotate.POS_UNKNOWN: "", annotate.POS_CONTENT: "content",
 def prepared_data(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, Any]:
   """(manifest, tokenizer) of the workdir's prepared data; prepared with every annotation
   from `config.data` when the workdir has none."""
-  manifest = prepare.read_manifest(os.path.join(workdir, prepare.DATA_DIR))
+  manifest = manifest_lib.read(os.path.join(workdir, manifest_lib.DATA_DIR))
   if manifest is None:
     data = ml_collections.ConfigDict(config.data.to_dict())
     data.annotations = annotate.ANNOTATIONS

@@ -10,6 +10,7 @@ from spacy.tokens import Doc
 from data import spacy_fixture
 from mlmjax.data import annotate
 from mlmjax.data import encode
+from mlmjax.data import manifest as manifest_lib
 from mlmjax.data import prepare as prepare_lib
 from mlmjax.data import rules
 from mlmjax.data import spacy_annotator
@@ -334,7 +335,7 @@ def test_prepare_with_the_auto_pipeline(tmp_path, spacy_package, data_config, wr
   assert manifest["schema"]["phrase_ids"]["source"] == manifest["annotator"]
   data = tmp_path / "w" / "data"
   ids, ent, phrase, pos = (np.concatenate([np.load(data / f"{split}{s}.npy")
-                                           for split in prepare_lib.SPLITS])
+                                           for split in manifest_lib.SPLITS])
                            for s in ("", "_entity_ids", "_phrase_ids", "_pos_class"))
   tok = tokenizer_lib.get_tokenizer(config, str(tmp_path / "w"))
   text = [tok.decode(row.tolist()) for row in ids]

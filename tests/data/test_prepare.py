@@ -10,6 +10,7 @@ import pytest
 from mlmjax.data import corpora
 from mlmjax.data import encode
 from mlmjax.data import packing
+from mlmjax.data import manifest as manifest_lib
 from mlmjax.data import prepare as prepare_lib
 from mlmjax.data import tokenizer as tokenizer_lib
 
@@ -80,10 +81,10 @@ def test_prepare_writes_arrays_and_manifest(tmp_path, files_config):
   # The config as JSON keeps it, less the keys that change how, not what, is prepared.
   expected = json.loads(json.dumps(files_config.to_dict()))
   assert manifest["data_config"] == {k: v for k, v in expected.items()
-                                     if k not in prepare_lib._RUNTIME_KEYS}
+                                     if k not in manifest_lib.RUNTIME_KEYS}
   docs = corpora.load_documents(files_config)
   splits = corpora.split_documents(docs, files_config.validation_fraction, 0)
-  for split, split_docs in zip(prepare_lib.SPLITS, splits):
+  for split, split_docs in zip(manifest_lib.SPLITS, splits):
     info = manifest["splits"][split]
     input_ids = np.load(data_dir / info["files"]["input_ids"])
     segment_ids = np.load(data_dir / info["files"]["segment_ids"])
@@ -141,7 +142,7 @@ def test_prepare_again_when_the_rules_or_the_schema_change(tmp_path, files_confi
   files_config.annotations = ("entity_ids", "pos_class")
   files_config.spacy_pipeline = ""
   manifest = prepare_lib.prepare(files_config, str(tmp_path))
-  path = tmp_path / "data" / prepare_lib.MANIFEST
+  path = tmp_path / "data" / manifest_lib.MANIFEST
   # Data prepared by older rules, or whose pos_class meant something else, is stale.
   for key, old in (("annotator", "rules-v1"),
                    ("schema", {**manifest["schema"], "pos_class": {
@@ -172,7 +173,7 @@ def test_annotations_are_stored_beside_the_rows(tmp_path, files_config):
   assert manifest["annotations"] == list(ALL) and manifest["annotator"] == "rules-v2"
   assert set(manifest["schema"]) == {"segment_ids", *ALL}
   data_dir = tmp_path / "data"
-  for split in prepare_lib.SPLITS:
+  for split in manifest_lib.SPLITS:
     info = manifest["splits"][split]
     ids = np.load(data_dir / info["files"]["input_ids"])
     for name, dtype in [("entity_ids", np.int32), ("phrase_ids", np.int32),
@@ -208,7 +209,7 @@ def test_workers_give_the_same_data_as_one_process(tmp_path, files_config, monke
   files_config.num_workers = 2
   parallel = prepare_lib.prepare(files_config, str(tmp_path / "parallel"))
   assert parallel["timing"]["workers"] == 2
-  for split in prepare_lib.SPLITS:
+  for split in manifest_lib.SPLITS:
     for name in serial["splits"][split]["files"].values():
       np.testing.assert_array_equal(np.load(tmp_path / "serial" / "data" / name),
                                     np.load(tmp_path / "parallel" / "data" / name))

@@ -1,0 +1,125 @@
+"""The manifest of prepared data: what workdir/data holds, how it was made, and whether it still
+matches a config.
+
+prepare.py writes it last, once the arrays are complete (`write`: atomically); everything that
+reads prepared data reads it first (`read`). `stale_reasons` says why the data in a workdir no
+longer matches a config (the data config, the corpus files, the tokenizer, the annotator, the
+meaning of an annotation's values, a missing file): prepare.py prepares again when it says
+anything.
+"""
+
+import json
+import os
+from collections.abc import Sequence
+
+import ml_collections
+
+from mlmjax.data import annotate
+from mlmjax.data import corpora
+from mlmjax.data import spacy_annotator
+from mlmjax.data import tokenizer as tokenizer_lib
+
+FORMAT_VERSION = 2
+DATA_DIR = "data"  # under the workdir
+MANIFEST = "manifest.json"
+SPLITS = ("train", "validation")
+# Keys that change how, not what, is prepared: they never make prepared data stale.
+RUNTIME_KEYS = ("num_workers",)
+
+
+def config_record(data_config: ml_collections.ConfigDict) -> dict:
+  """The data config as the manifest records it (runtime keys left out)."""
+  # Through JSON so that tuples and lists compare equal to what a manifest holds.
+  record = json.loads(json.dumps(data_config.to_dict(), sort_keys=True))
+  return {k: v for k, v in record.items() if k not in RUNTIME_KEYS}
+
+
+def read(data_dir: str) -> dict | None:
+  """The manifest in `data_dir` (workdir/data), or None if there is none."""
+  path = os.path.join(data_dir, MANIFEST)
+  if not os.path.exists(path):
+    return None
+  with open(path, encoding="utf-8") as f:
+    return json.load(f)
+
+
+def wanted_annotations(data_config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """`data.annotations`, checked, in canonical order."""
+  wanted = tuple(data_config.annotations or ())
+  unknown = sorted(set(wanted) - set(annotate.ANNOTATIONS))
+  if unknown:
+    raise ValueError(f"Unknown data.annotations {unknown}; choose among "
+                     f"{list(annotate.ANNOTATIONS)}.")
+  return tuple(a for a in annotate.ANNOTATIONS if a in wanted)
+
+
+def annotator(data_config: ml_collections.ConfigDict) -> str:
+  """What makes the text annotations the config asks for: "none", the rules or a pipeline."""
+  if not set(wanted_annotations(data_config)) & set(annotate.TEXT_ANNOTATIONS):
+    return "none"
+  return spacy_annotator.resolve_annotator(data_config.spacy_pipeline)
+
+
+def stale_reasons(manifest, data_config, workdir) -> list[str]:
+  """Why the prepared data in `workdir` does not match the config ([] if it does)."""
+  if manifest is None:
+    return ["no prepared data"]
+  if manifest.get("format_version") != FORMAT_VERSION:
+    return [f"format version {manifest.get('format_version')} != {FORMAT_VERSION}"]
+  reasons = []
+  old, new = manifest["data_config"], config_record(data_config)
+  reasons += [f"data.{k} changed" for k in sorted(set(old) | set(new))
+              if old.get(k) != new.get(k)]
+  if manifest["source_fingerprint"] != corpora.source_fingerprint(data_config):
+    reasons.append("the corpus files changed")
+  tok = tokenizer_lib.existing_tokenizer(data_config, workdir)
+  if tok is None or tokenizer_lib.tokenizer_hash(tok) != manifest["tokenizer"]["sha256"]:
+    reasons.append("the tokenizer changed")
+  wanted_annotator = annotator(data_config)
+  if manifest["annotator"] != wanted_annotator:
+    reasons.append(f"the annotator changed ({manifest['annotator']} -> {wanted_annotator})")
+  # What each annotation's values mean: a change in this code that neither the config nor
+  # the annotator shows.
+  old_schema = manifest.get("schema", {})
+  new_schema = schema(wanted_annotations(data_config), wanted_annotator)
+  changed = sorted(k for k in set(old_schema) & set(new_schema)
+                   if _meaning(old_schema[k]) != _meaning(new_schema[k]))
+  if changed:
+    reasons.append(f"the annotation schema changed ({', '.join(changed)})")
+  data_dir = os.path.join(workdir, DATA_DIR)
+  names = [n for split in SPLITS for n in manifest["splits"][split]["files"].values()]
+  names += [manifest["token_stats"]] + ([manifest["pmi"]["file"]] if manifest["pmi"] else [])
+  reasons += [f"{n} is missing" for n in names if not os.path.exists(os.path.join(data_dir, n))]
+  return reasons
+
+
+def _meaning(entry: dict) -> tuple:
+  """A schema entry without its source (the annotator, compared on its own)."""
+  return entry.get("dtype"), entry.get("values")
+
+
+def schema(wanted: Sequence[str], made_by: str) -> dict:
+  """What each prepared field holds, by name: dtype, values and the annotator that made it."""
+  fields = {"segment_ids": {"dtype": "int32", "values": "k = k-th document of the row, "
+                                                        "0 = padding"}}
+  meaning = {
+      annotate.ENTITY: ("int32", "k > 0 = k-th entity span of the row, 0 = none", made_by),
+      annotate.PHRASE: ("int32", "k > 0 = k-th multi-word phrase of the row (no token in an "
+                        "entity), 0 = none", made_by),
+      annotate.POS: ("int8", "0 unknown/special/punctuation, 1 content word, 2 function word, "
+                     "3 predicate, 4 core argument (3 and 4 from a dependency parse)",
+                     made_by),
+      annotate.NGRAM: ("int32", "k > 0 = k-th PMI n-gram of the row, 0 = none", "pmi"),
+  }
+  for name in wanted:
+    dtype, values, source = meaning[name]
+    fields[name] = {"dtype": dtype, "values": values, "source": source}
+  return fields
+
+
+def write(path: str, value: dict) -> None:
+  """`value` as JSON at `path`, atomically: a reader sees the old file or the new one."""
+  tmp = path + ".tmp"
+  with open(tmp, "w", encoding="utf-8") as f:
+    json.dump(value, f, indent=2)
+  os.replace(tmp, path)
