@@ -250,8 +250,10 @@ def probe_models(workdir: str, config: ml_collections.ConfigDict, runs: dict,
                  labelled: dict | None = None) -> dict:
   """strategy -> {task: per-group values}, from the cache when the model and rows are unchanged."""
   labelled = labelled or {}
-  rows_hash = evaluate.rows_sha256([rows] + [{"input_ids": np.stack([d.input_ids, d.labels])}
-                                             for _, d in sorted(labelled.items())])
+  # What the probes read: the held-out rows, and each labelled file's rows and labels.
+  rows_hash = evaluate.rows_sha256([rows] + [{"input_ids": array}
+                                             for _, d in sorted(labelled.items())
+                                             for array in (d.input_ids, d.labels)])
   settings = {k: config.compare[k] for k in ("probes", "probe_files", "probe_rows",
                                              "probe_steps", "probe_groups", "eval_seed")}
   results = {}
@@ -338,8 +340,8 @@ def compare(config: ml_collections.ConfigDict, workdir: str) -> report.Matrix:
               if config.compare.probes else {})
   unlabelled = [t for t in config.compare.probes if t in probes.FILE_TASKS and t not in labelled]
   if unlabelled:  # a warning when files were given and lack them
-    (logging.warning if config.compare.probe_files else logging.info)(
-        "Probes %s left out: no file in compare.probe_files gives their labels "
+    log = logging.warning if config.compare.probe_files else logging.info
+    log("Probes %s left out: no file in compare.probe_files gives their labels "
         "(docs/COMPARISON.md, Probes).", unlabelled)
 
   runs = {s: train_run(config, s, workdir) for s in config.compare.strategies}

@@ -249,3 +249,11 @@ def test_scale_preset_then_command_line_overrides():
   assert config.train.steps == 7  # the command line wins over it
   assert config.compare.strategies == ("random", "dynamic", "whole_word", "span", "entity", "pmi",
                                        "frequency", "syntax", "semantic")
+
+
+def test_f1_is_micro_over_the_labels_inside():
+  truth, guess = np.array([0, 1, 1, 2, 0]), np.array([0, 1, 2, 2, 1])
+  # 3 words inside, 4 guessed inside, 2 right types: F1 = 2 * 2 / (4 + 3).
+  assert probes.f1(guess, truth) == pytest.approx(4 / 7)
+  assert probes.f1(np.array([True, False]), np.array([True, True])) == pytest.approx(2 / 3)
+  assert np.isnan(probes.f1(np.zeros(3, int), np.zeros(3, int)))
