@@ -28,6 +28,7 @@ import os
 import numpy as np
 import tokenizers
 
+from mlmjax.data import sources
 from mlmjax.data import tokenizer as tokenizer_lib
 
 COLUMNS = ("upos", "deprel", "ner")
@@ -157,20 +158,11 @@ def read_hf(path: str) -> Sentences:
 
 def read_tfds(spec: str, data_dir: str) -> Sentences:
   """`tokens` and the label features of a TFDS split ("NAME[:SPLIT]") prepared as ArrayRecord."""
-  try:
-    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  except ImportError as e:
-    raise LabelledFileError(f"{TFDS_PREFIX}{spec} needs tensorflow-datasets (TensorFlow is not "
-                            "needed): pip install 'mlmjax[tfds]'.") from e
   name, _, split = spec.partition(":")
-  split = split or "validation"
   try:
-    source = tfds.data_source(name, split=split, data_dir=data_dir or None, download=False)
-  except Exception as e:  # DatasetNotFoundError, unknown split, unreadable files
-    raise LabelledFileError(
-        f"Cannot open TFDS {name!r} split {split!r} in {data_dir or 'the default data_dir'}: "
-        f"{str(e).strip().splitlines()[0]} Prepare it first (tfds build, with "
-        "file_format=array_record) in data.tfds_data_dir.") from e
+    source = sources.open_tfds(name, split or "validation", data_dir)
+  except sources.CorpusError as e:
+    raise LabelledFileError(str(e)) from e
   features = source.dataset_info.features
   examples = source.__getitems__(list(range(len(source))))
   decode = lambda v: v.decode("utf-8") if isinstance(v, bytes) else str(v)
@@ -178,7 +170,7 @@ def read_tfds(spec: str, data_dir: str) -> Sentences:
   class_names = {c: getattr(features[c].feature, "names", None) for c in columns}
   tokens = ([[decode(w) for w in ex["tokens"]] for ex in examples] if "tokens" in features
             else None)
-  return _dataset_sentences(f"TFDS {name}[{split}]", list(features), tokens, columns,
+  return _dataset_sentences(f"TFDS {spec}", list(features), tokens, columns,
                             class_names)
 
 

@@ -263,24 +263,30 @@ def _decode(value, where: str) -> str:
   return clean_text(value)
 
 
-def tfds_source(data_config: ml_collections.ConfigDict, split: str):
-  """The TFDS data source of `split`, checked to hold `data.text_field`."""
+def open_tfds(name: str, split: str, data_dir: str):
+  """A TFDS split prepared in `data_dir` ("" = TFDS's default) as a random-access source,
+  offline: never downloads or builds."""
   try:
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   except ImportError as e:
-    raise CorpusError("data.source='tfds' needs tensorflow-datasets (TensorFlow is not "
+    raise CorpusError("Reading TFDS datasets needs tensorflow-datasets (TensorFlow is not "
                       "needed): pip install 'mlmjax[tfds]'.") from e
-  name, data_dir = data_config.tfds_name, data_config.tfds_data_dir
-  if not name:
-    raise CorpusError("data.source='tfds' needs data.tfds_name, e.g. 'wikipedia/20230601.en'.")
   try:
-    source = tfds.data_source(name, split=split, data_dir=data_dir or None, download=False)
+    return tfds.data_source(name, split=split, data_dir=data_dir or None, download=False)
   except Exception as e:  # DatasetNotFoundError, unknown split (ValueError), unreadable files
     first_line = str(e).strip().split("\n")[0]
     raise CorpusError(
         f"Cannot open TFDS {name!r} split {split!r} in data.tfds_data_dir={data_dir!r}: "
         f"{first_line} Prepare it first (tfds build, with file_format=array_record) and point "
         "data.tfds_data_dir at the folder that holds it.") from e
+
+
+def tfds_source(data_config: ml_collections.ConfigDict, split: str):
+  """The TFDS data source of `split`, checked to hold `data.text_field`."""
+  name = data_config.tfds_name
+  if not name:
+    raise CorpusError("data.source='tfds' needs data.tfds_name, e.g. 'wikipedia/20230601.en'.")
+  source = open_tfds(name, split, data_config.tfds_data_dir)
   features = list(source.dataset_info.features.keys())
   if data_config.text_field not in features:
     raise CorpusError(f"TFDS {name!r} has no feature {data_config.text_field!r} (features: "
