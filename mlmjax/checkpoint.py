@@ -10,7 +10,6 @@ The state is always restored into an abstract target that carries the current me
 shardings, so a checkpoint written on one mesh restores onto another.
 """
 
-import os
 import signal
 import threading
 
@@ -20,11 +19,17 @@ import orbax.checkpoint as ocp
 from absl import logging
 from jax.experimental import multihost_utils
 
+from mlmjax import storage
+
 BEST_METRIC = "eval_loss"  # the checkpoint with the lowest one is kept besides the latest
 
 
-def make_manager(workdir: str, *, save_every: int, keep: int) -> ocp.CheckpointManager:
-  """Saves every `save_every` steps (and on preemption); keeps the last `keep` and the best."""
+def make_manager(workdir, *, save_every: int, keep: int) -> ocp.CheckpointManager:
+  """Saves every `save_every` steps (and on preemption); keeps the last `keep` and the best.
+
+  `workdir` is a local folder or an object-store URL (gs://bucket/run): the checkpoints go to
+  its `checkpoints/` folder either way (TensorStore writes the arrays to the bucket itself).
+  """
   policies = ocp.checkpoint_managers
   options = ocp.CheckpointManagerOptions(
       # Every `save_every` steps, and at once when the cluster announces a preemption.
@@ -38,7 +43,7 @@ def make_manager(workdir: str, *, save_every: int, keep: int) -> ocp.CheckpointM
       enable_async_checkpointing=True,
       cleanup_tmp_directories=True,  # a save killed half-way leaves a tmp dir: never restored
   )
-  return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"),
+  return ocp.CheckpointManager(storage.join(workdir, "checkpoints"),
                                options=options, item_names=("state", "data", "meta"))
 
 

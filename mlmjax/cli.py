@@ -20,9 +20,10 @@ import time
 
 import jax
 from absl import app, flags, logging
+from jax.experimental import multihost_utils
 from ml_collections import config_flags
 
-from mlmjax import bench, inference
+from mlmjax import bench, inference, storage
 from mlmjax.bench import data as bench_data
 from mlmjax.bench import fit as bench_fit
 from mlmjax.bench import masking as bench_masking
@@ -50,7 +51,11 @@ FLAGS = flags.FLAGS
 
 
 class _QuietLibraries(std_logging.Filter):
-  """Keeps mlmjax's own INFO lines but only warnings and errors of the checkpoint/data libraries."""
+  """Keeps mlmjax's own INFO lines but only warnings and errors of the checkpoint/data libraries.
+
+  (gcsfs's own logger is set to ERROR in `run_app`: it warns "Could not determine bucket type"
+  for every bucket it cannot inspect, emulators and restricted buckets included, and goes on.)
+  """
 
   def filter(self, record: std_logging.LogRecord) -> bool:
     noisy = any(f"{os.sep}{lib}{os.sep}" in record.pathname for lib in ("orbax", "grain", "jax"))
@@ -82,7 +87,7 @@ def _user_errors_as_messages(main):
   def wrapped(argv):
     try:
       return main(argv)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, storage.StorageError) as e:
       if FLAGS.verbosity >= 1:
         raise
       sys.exit(f"mlmjax: error: {e}\n  (run with --verbosity=1 for the traceback)")
@@ -96,6 +101,7 @@ def run_app(main, define) -> None:
   for name in set(FLAGS) - before:  # `--help` lists the command's own flags (absl shows those
     FLAGS.register_key_flag_for_module(sys.argv[0], FLAGS[name])  # of the main module)
   logging.get_absl_handler().addFilter(_QuietLibraries())
+  std_logging.getLogger("gcsfs").setLevel(std_logging.ERROR)  # see _QuietLibraries
   jax.config.config_with_absl()
   app.run(_user_errors_as_messages(main),
           flags_parser=lambda argv: _exit_on_bad_flags(FLAGS, argv))
@@ -154,6 +160,11 @@ def _format_results(r: dict) -> str:
           f"{r['baseline_token']!r} ({ratio:.1f}x), on {int(r['eval_predictions'])} masked tokens")
 
 
+def _in_workdir(*parts: str) -> str:
+  """FLAGS.workdir/parts..., for a local workdir (made absolute) or a URL alike."""
+  return os.fspath(storage.join(FLAGS.workdir, *parts))
+
+
 def _quiet() -> None:
   logging.set_verbosity(logging.WARNING)  # no backend-probing chatter in the tools' output
 
@@ -181,7 +192,14 @@ def train() -> None:
 def prepare() -> None:
   """mlmjax-prepare: tokenizer and packed shards in the workdir (cached)."""
   def main(_):
-    manifest = prepare_lib.prepare(FLAGS.config.data, FLAGS.workdir)
+    _maybe_initialize_distributed()  # several processes prepare their shards in parallel
+    processes = {}
+    if jax.process_count() > 1:
+      processes = dict(process_index=jax.process_index(), process_count=jax.process_count(),
+                       sync=multihost_utils.sync_global_devices)
+    manifest = prepare_lib.prepare(FLAGS.config.data, FLAGS.workdir, **processes)
+    if jax.process_index():
+      return
     for split, entry in manifest["splits"].items():
       print(f"{split}: {entry['documents']} documents, {entry['tokens']:,} tokens, "
             f"{entry['rows']} rows of {manifest['seq_len']}")
@@ -192,7 +210,7 @@ def quickstart() -> None:
   """mlmjax-quickstart: train the small model, export it, show a fill-mask demo."""
   def main(_):
     results = train_and_evaluate(FLAGS.config, FLAGS.workdir)
-    out = inference.export_workdir(FLAGS.workdir, os.path.join(FLAGS.workdir, "hf"))
+    out = inference.export_workdir(FLAGS.workdir, _in_workdir("hf"))
     model, tokenizer, _ = inference.load_trained(FLAGS.workdir)
     _, held_out = corpora.load_splits(FLAGS.config.data)
     questions = inference.cloze_sentences(held_out, tokenizer, DEMO_QUESTIONS,
@@ -200,7 +218,7 @@ def quickstart() -> None:
                                           max_tokens=model.cfg.max_position_embeddings)
     print(_format_results(results))
     print(f"\nHugging Face export: {out}  (AutoModelForMaskedLM.from_pretrained loads it)")
-    print(f"Training curves: {os.path.join(FLAGS.workdir, 'curves.png')}\n")
+    print(f"Training curves: {_in_workdir('curves.png')}\n")
     print(inference.format_cloze(inference.answer_cloze(model, tokenizer, questions)))
   host_memory.keep_freed_memory()  # many steps: see train/host_memory.py
   run_app(main, _define_config_and_workdir)
@@ -239,7 +257,7 @@ def fill_mask() -> None:
                        '"Return the [MASK] of the list."')
     workdir, step = FLAGS.workdir, FLAGS.step
     if FLAGS.checkpoint:  # WORKDIR/checkpoints/STEP
-      checkpoint = os.path.abspath(FLAGS.checkpoint.rstrip("/"))
+      checkpoint = os.fspath(storage.path(FLAGS.checkpoint.rstrip("/")))  # local or a URL
       if not os.path.basename(checkpoint).isdigit():
         raise ValueError(f"--checkpoint={FLAGS.checkpoint} is not a step directory "
                          "WORKDIR/checkpoints/STEP; pass --workdir=WORKDIR for the latest step")
@@ -305,7 +323,7 @@ def compare() -> None:
       sys.exit(f"mlmjax-compare: {e}")
     print(compare_report.results_table(matrix))
     print(f"\n{len(matrix.cells)} cells in {(time.perf_counter() - start) / 60:.1f} min; "
-          f"outputs in {os.path.abspath(FLAGS.workdir)}: "
+          f"outputs in {os.fspath(storage.path(FLAGS.workdir))}: "
           f"{', '.join(compare_lib.OUTPUTS.values())}")
     missing = ([s for s, r in matrix.runs.items() if r.get("error")]
                + [m for m, info in matrix.masks.items() if info.get("error")])

@@ -36,6 +36,10 @@ def default_config() -> ml_collections.ConfigDict:
   data.tfds_validation_split = ""  # held-out TFDS split; "" holds out validation_fraction
   data.hf_path = ""  # local Hugging Face dataset folder (save_to_disk or data files; "hf")
   data.hf_split = "train"  # split of an HF DatasetDict / data-file folder
+  data.shard_bytes = 64 << 20  # text per preparation shard, the unit one host prepares and writes
+  # WordPiece is trained on about this much text, the first share of every shard; the embedded
+  # corpus and small corpora are read whole.
+  data.tokenizer_sample_bytes = 100_000_000
   data.split_seed = 0  # which documents are held out; independent of config.seed
   data.packing = "full_sentences"  # "full_sentences" (RoBERTa), "per_document", "concatenate"
   # Any of "entity_ids", "phrase_ids", "pos_class", "ngram_ids", made at preparation.
@@ -44,6 +48,11 @@ def default_config() -> ml_collections.ConfigDict:
   # "": the rules; or a pipeline package name or folder.
   data.spacy_pipeline = "auto"
   data.num_workers = 0  # tokenizing processes; 0 = one per core
+  # The training rows as this many contiguous ranges, each shuffled on its own; every batch
+  # takes batch_size / shuffle_shards rows of each. A process reads only the ranges its rows of
+  # a batch come from (about 1/processes of the data when a multiple of the process count):
+  # what bounds a host's local disk with a workdir on a bucket. 1 = one global shuffle.
+  data.shuffle_shards = 1
   data.pmi = ml_collections.ConfigDict()  # PMI n-gram vocabulary for `ngram_ids`
   data.pmi.vocab_size = 100_000  # n-grams kept (the paper: 800K for BERT-scale corpora)
   data.pmi.min_count = 10  # an n-gram must occur this often in the training rows

@@ -11,7 +11,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from mlmjax import checkpoint, masking
+from mlmjax import checkpoint, masking, storage
 from mlmjax.convert import hf
 from mlmjax.data import rules
 from mlmjax.data import stats as data_stats
@@ -24,10 +24,11 @@ def load_trained(workdir: str, step: int | None = None):
   """(model, tokenizer, meta) from the checkpoint at `step` (latest when None), on one device.
 
   The checkpoint may come from any mesh: it is restored onto the shardings of a 1-device mesh.
+  `workdir` is a local folder or an object-store URL (gs://bucket/run).
   """
-  directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+  directory = storage.join(workdir, "checkpoints")
   manager = None
-  if os.path.isdir(directory):
+  if directory.is_dir():
     manager = ocp.CheckpointManager(directory, item_names=("state", "data", "meta"),
                                     options=ocp.CheckpointManagerOptions(create=False))
     step = manager.latest_step() if step is None else step
@@ -39,8 +40,8 @@ def load_trained(workdir: str, step: int | None = None):
   config = ml_collections.ConfigDict(meta["config"])
   config.mesh.shape = (1, 1, 1)
   tokenizer = tokenizer_lib.get_tokenizer(config.data, workdir)
-  data_dir = os.path.join(os.path.abspath(workdir), "data")
-  if os.path.exists(os.path.join(data_dir, "token_stats.npz")):  # the training run's tables
+  data_dir = os.fspath(storage.join(workdir, "data"))
+  if storage.join(data_dir, "token_stats.npz").exists():  # the training run's tables
     tables = data_stats.vocab_tables(tokenizer, data_dir)
   else:  # a workdir copied without its data: the masker then lacks corpus statistics
     tables = masking.VocabTables.from_tokenizer(tokenizer)
@@ -54,7 +55,9 @@ def load_trained(workdir: str, step: int | None = None):
 
 
 def export_workdir(workdir: str, out_dir: str, step: int | None = None) -> str:
-  """Exports the checkpoint at `step` (latest when None) as a Hugging Face folder."""
+  """Exports the checkpoint at `step` (latest when None) as a Hugging Face folder.
+
+  `workdir` and `out_dir` may each be a local folder or an object-store URL."""
   model, tokenizer, meta = load_trained(workdir, step)
   return hf.export(nnx.state(model, nnx.Param), model.cfg, tokenizer, out_dir,
                    lowercase=meta["config"]["data"]["lowercase"])

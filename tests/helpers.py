@@ -5,6 +5,8 @@ import pathlib
 
 import numpy as np
 
+from mlmjax.data import pipeline
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -73,3 +75,22 @@ def annotation_spans(ids: np.ndarray, rng: np.random.Generator, every: int = 12,
         k += 1
         spans[r, start:end] = k
   return spans
+
+
+def split_arrays(data_dir, split: str) -> dict[str, np.ndarray]:
+  """Every prepared field of a split as one in-memory array [N, S] (its parts end to end)."""
+  rows = pipeline.PackedRows(str(data_dir), split)
+  return rows.rows(0, len(rows))
+
+
+def tiny_wordpiece(vocab_size: int = 99):
+  """A BERT WordPiece tokenizer over a made-up vocabulary: the specials (ids 0-4), a-z, w0..."""
+  from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors  # pylint: disable=g-import-not-at-top
+  vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [chr(ord("a") + i) for i in range(26)]
+  vocab += [f"w{i}" for i in range(vocab_size - len(vocab))]
+  tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(vocab)}, unk_token="[UNK]"))
+  tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+  tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+  tok.post_processor = processors.TemplateProcessing(
+      single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+  return tok

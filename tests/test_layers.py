@@ -13,18 +13,19 @@ PACKAGE = ROOT / "mlmjax"
 
 # layer -> the layers it may import (its own included).
 ALLOWED = {
+    "storage": {"storage"},  # paths and URLs (etils epath): below everything that does I/O
     "masking": {"masking"},
     "model": {"model", "masking"},  # dropout's counter hash is the masker's (masking/rng.py)
-    "data": {"data", "masking"},
+    "data": {"data", "storage", "masking"},
     "config": {"config", "masking"},
-    "train": {"train", "model", "masking", "data", "checkpoint"},
-    "checkpoint": {"checkpoint"},
-    "convert": {"convert", "model"},
-    "inference": {"inference", "convert", "train", "checkpoint", "model", "masking", "data"},
-    "experiments": {"experiments", "inference", "train", "checkpoint", "model", "masking", "data",
+    "train": {"train", "storage", "model", "masking", "data", "checkpoint"},
+    "checkpoint": {"checkpoint", "storage"},
+    "convert": {"convert", "storage", "model"},
+    "inference": {"inference", "storage", "convert", "train", "checkpoint", "model", "masking", "data"},
+    "experiments": {"experiments", "storage", "inference", "train", "checkpoint", "model", "masking", "data",
                     "config"},
-    "bench": {"bench", "train", "model", "masking", "data", "config"},
-    "cli": {"cli", "bench", "experiments", "inference", "convert", "train", "checkpoint",
+    "bench": {"bench", "storage", "train", "model", "masking", "data", "config"},
+    "cli": {"cli", "storage", "bench", "experiments", "inference", "convert", "train", "checkpoint",
             "model", "masking", "data", "config"},
 }
 

@@ -18,11 +18,13 @@ The decoder is tied to the word embeddings, so `cls.predictions.decoder.*` is no
 
 import json
 import os
+import tempfile
 
 import numpy as np
 from flax import nnx
 from safetensors.numpy import load_file, save_file
 
+from mlmjax import storage
 from mlmjax.model.bert import ACTIVATIONS, BertConfig, BertForMaskedLM
 
 # Our path's last component -> HF's parameter name, and whether the array is transposed.
@@ -137,7 +139,17 @@ def write_tokenizer(tokenizer, out_dir: str, *, lowercase: bool, max_length: int
 
 
 def export(params, cfg: BertConfig, tokenizer, out_dir: str, *, lowercase: bool) -> str:
-  """Writes an HF `BertForMaskedLM` folder: config.json, model.safetensors, tokenizer files."""
+  """Writes an HF `BertForMaskedLM` folder: config.json, model.safetensors, tokenizer files.
+
+  `out_dir` is a local folder, or an object-store URL (gs://bucket/hf): the folder is then
+  written to a local temporary folder first and uploaded.
+  """
+  if storage.is_url(out_dir):
+    storage.path(out_dir)  # an unsupported scheme or a missing backend fails before the work
+    with tempfile.TemporaryDirectory(prefix="mlmjax_hf_") as local:
+      export(params, cfg, tokenizer, local, lowercase=lowercase)
+      storage.upload(local, out_dir)
+    return out_dir
   os.makedirs(out_dir, exist_ok=True)
   tensors = to_hf_tensors(flatten_params(params), cfg.vocab_size)
   save_file(tensors, os.path.join(out_dir, "model.safetensors"), metadata={"format": "pt"})
@@ -147,8 +159,18 @@ def export(params, cfg: BertConfig, tokenizer, out_dir: str, *, lowercase: bool)
   return out_dir
 
 
+def _check_local(hf_dir) -> None:
+  """Import (with_hf_architecture, load_params: both start with config_from_hf) reads a local
+  folder only."""
+  if storage.is_url(hf_dir):
+    raise ValueError(f"{hf_dir}: a Hugging Face model to import must be a local folder; copy "
+                     f"it to this machine first (e.g. gsutil -m cp -r {hf_dir} /tmp/) and "
+                     "pass the local copy")
+
+
 def read_hf_tensors(hf_dir: str) -> dict[str, np.ndarray]:
   """The safetensors weights of a local HF folder (a PyTorch .bin is refused: no pickle)."""
+  _check_local(hf_dir)
   path = os.path.join(hf_dir, "model.safetensors")
   if not os.path.exists(path):
     if os.path.exists(os.path.join(hf_dir, "pytorch_model.bin")):
@@ -165,6 +187,7 @@ def read_hf_tensors(hf_dir: str) -> dict[str, np.ndarray]:
 
 def config_from_hf(hf_dir: str, **overrides) -> BertConfig:
   """Our `BertConfig` from a local HF `config.json` (BERT only)."""
+  _check_local(hf_dir)
   path = os.path.join(hf_dir, "config.json")
   if not os.path.exists(path):
     raise FileNotFoundError(f"No config.json in {hf_dir}: pass a local Hugging Face model folder")

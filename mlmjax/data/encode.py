@@ -6,18 +6,19 @@ for, the spaCy pipeline (tests/data/test_encode.py checks that importing it impo
 """
 
 import collections
+import itertools
 from concurrent import futures
 import multiprocessing
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 from absl import logging
 import ml_collections
 import tokenizers
 
 from mlmjax.data import annotate
-from mlmjax.data import sources
 from mlmjax.data import spacy_annotator
 
 # Documents per chunk: a worker's unit of work, and how far the reader runs ahead; each
@@ -76,18 +77,27 @@ def _can_spawn() -> bool:
   return getattr(main, "__spec__", None) is not None or path is None or os.path.exists(path)
 
 
-def encode_chunks(tok: tokenizers.Tokenizer, docs: Sequence[str], job: dict,
-                  workers: int) -> Iterator[annotate.EncodedChunk]:
-  """The chunks of `docs` tokenized and annotated as `job` says, in order."""
-  chunks = sources.iter_chunks(docs, CHUNK_DOCS)
+def encode_chunks(tok: tokenizers.Tokenizer, chunks: Iterable[tuple[Any, list[str]]],
+                  job: dict, workers: int) -> Iterator[tuple[Any, annotate.EncodedChunk]]:
+  """`(key, texts)` chunks tokenized and annotated as `job` says: `(key, EncodedChunk)` in order.
+
+  Chunks are read lazily, at most `2 * workers` ahead of the one being returned, so a corpus
+  is never read much faster than it is packed.
+  """
+  chunks = iter(chunks)
+  first = list(itertools.islice(chunks, 2))
+  chunks = itertools.chain(first, chunks)
+  if len(first) < 2:
+    workers = 1  # one chunk: starting worker processes would cost more than it saves
   if workers > 1 and not _can_spawn():
     logging.warning("This interpreter's main module (%s) cannot be re-imported by worker "
                     "processes; tokenizing in this process.", sys.modules["__main__"])
     workers = 1
-  if workers <= 1 or len(docs) <= CHUNK_DOCS:
+  if workers <= 1:
     # In-process: encode_batch still spreads one chunk over every core (Rust threads).
     encoder = Encoder(tok.to_str(), job)
-    yield from map(encoder, chunks)
+    for key, texts in chunks:
+      yield key, encoder(texts)
     return
   # spawn, not fork: the caller may hold JAX's threads, which a forked child would inherit
   # in an unknown state. concurrent.futures, not multiprocessing.Pool: a worker that dies
@@ -97,18 +107,19 @@ def encode_chunks(tok: tokenizers.Tokenizer, docs: Sequence[str], job: dict,
                                    initargs=(tok.to_str(), job)) as pool:
     pending = collections.deque()
     try:
-      for texts in chunks:
-        pending.append(pool.submit(_encode_in_worker, texts))
-        # Bounded read-ahead: a lazy corpus is never read much faster than it is packed.
+      for key, texts in chunks:
+        pending.append((key, pool.submit(_encode_in_worker, texts)))
         if len(pending) >= 2 * workers:
-          yield pending.popleft().result()
+          key, future = pending.popleft()
+          yield key, future.result()
       while pending:
-        yield pending.popleft().result()
+        key, future = pending.popleft()
+        yield key, future.result()
     except futures.process.BrokenProcessPool as e:
       raise RuntimeError(
           "A tokenizing worker process died (out of memory, or this interpreter cannot "
           "start workers, e.g. a script read from stdin). Set data.num_workers=1 to tokenize "
           "in this process.") from e
     finally:
-      for future in pending:
+      for _, future in pending:
         future.cancel()

@@ -8,23 +8,24 @@ meaning of an annotation's values, a missing file): prepare.py prepares again wh
 anything.
 """
 
+import concurrent.futures
 import json
-import os
 from collections.abc import Sequence
 
 import ml_collections
 
+from mlmjax import storage
 from mlmjax.data import annotate
 from mlmjax.data import corpora
 from mlmjax.data import spacy_annotator
 from mlmjax.data import tokenizer as tokenizer_lib
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: rows in shards (parts/), made by any number of processes
 DATA_DIR = "data"  # under the workdir
 MANIFEST = "manifest.json"
 SPLITS = ("train", "validation")
-# Keys that change how, not what, is prepared: they never make prepared data stale.
-RUNTIME_KEYS = ("num_workers",)
+# Keys that change how, not what, is prepared (or only how it is read): never stale.
+RUNTIME_KEYS = ("num_workers", "shuffle_shards")
 
 
 def config_record(data_config: ml_collections.ConfigDict) -> dict:
@@ -35,12 +36,8 @@ def config_record(data_config: ml_collections.ConfigDict) -> dict:
 
 
 def read(data_dir: str) -> dict | None:
-  """The manifest in `data_dir` (workdir/data), or None if there is none."""
-  path = os.path.join(data_dir, MANIFEST)
-  if not os.path.exists(path):
-    return None
-  with open(path, encoding="utf-8") as f:
-    return json.load(f)
+  """The manifest in `data_dir` (workdir/data, local or a URL), or None if there is none."""
+  return storage.read_json(storage.join(data_dir, MANIFEST))
 
 
 def wanted_annotations(data_config: ml_collections.ConfigDict) -> tuple[str, ...]:
@@ -86,11 +83,25 @@ def stale_reasons(manifest, data_config, workdir) -> list[str]:
                    if _meaning(old_schema[k]) != _meaning(new_schema[k]))
   if changed:
     reasons.append(f"the annotation schema changed ({', '.join(changed)})")
-  data_dir = os.path.join(workdir, DATA_DIR)
-  names = [n for split in SPLITS for n in manifest["splits"][split]["files"].values()]
-  names += [manifest["token_stats"]] + ([manifest["pmi"]["file"]] if manifest["pmi"] else [])
-  reasons += [f"{n} is missing" for n in names if not os.path.exists(os.path.join(data_dir, n))]
+  reasons += [f"{n} is missing" for n in missing_files(manifest, storage.join(workdir, DATA_DIR))]
   return reasons
+
+
+def files(manifest: dict) -> list[str]:
+  """Every file the manifest lists, relative to workdir/data."""
+  names = [n for split in SPLITS for part in manifest["splits"][split]["parts"]
+           for n in part["files"].values()]
+  return names + [manifest["token_stats"]] + ([manifest["pmi"]["file"]] if manifest["pmi"]
+                                              else [])
+
+
+def missing_files(manifest: dict, data_dir) -> list[str]:
+  """The manifest's files that are not in `data_dir` (checked in parallel: an object store
+  answers each in ~10 ms)."""
+  names = files(manifest)
+  with concurrent.futures.ThreadPoolExecutor(32) as pool:
+    there = list(pool.map(lambda n: storage.join(data_dir, n).exists(), names))
+  return [n for n, ok in zip(names, there) if not ok]
 
 
 def _meaning(entry: dict) -> tuple:
@@ -117,9 +128,6 @@ def schema(wanted: Sequence[str], made_by: str) -> dict:
   return fields
 
 
-def write(path: str, value: dict) -> None:
+def write(path, value: dict) -> None:
   """`value` as JSON at `path`, atomically: a reader sees the old file or the new one."""
-  tmp = path + ".tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    json.dump(value, f, indent=2)
-  os.replace(tmp, path)
+  storage.write_json(path, value)

@@ -29,11 +29,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from collections.abc import Callable, Iterator
 
 import numpy as np
 
+from mlmjax import storage
 from mlmjax.data import annotate
 from mlmjax.data import packing
 
@@ -240,20 +240,19 @@ def build_vocab(arrays: dict[str, np.ndarray], word_start: np.ndarray, barrier: 
 
 def save_vocab(vocab: dict, data_dir: str) -> dict:
   """Writes pmi_vocab.npz (hashes) and pmi_vocab.json (readable); returns the manifest entry."""
-  np.savez(os.path.join(data_dir, VOCAB_FILE),
-           **{f"hash_{n}": h for n, h in vocab["vocab"].items()})
-  with open(os.path.join(data_dir, VOCAB_JSON), "w", encoding="utf-8") as f:
-    # One entry a line: readable, and far faster to write than an indented dump.
-    f.write("[\n" + ",\n".join(json.dumps(e, ensure_ascii=False) for e in vocab["entries"])
-            + "\n]\n")
+  storage.save_npz(storage.join(data_dir, VOCAB_FILE),
+                   **{f"hash_{n}": h for n, h in vocab["vocab"].items()})
+  # One entry a line: readable, and far faster to write than an indented dump.
+  storage.write_text(storage.join(data_dir, VOCAB_JSON), "[\n" + ",\n".join(
+      json.dumps(e, ensure_ascii=False) for e in vocab["entries"]) + "\n]\n")
   return {"file": VOCAB_FILE, "readable": VOCAB_JSON,
           "size": {str(n): len(h) for n, h in vocab["vocab"].items()}}
 
 
 def load_vocab(data_dir: str) -> dict[int, np.ndarray]:
   """{n: sorted uint64 hashes} from pmi_vocab.npz."""
-  with np.load(os.path.join(data_dir, VOCAB_FILE)) as f:
-    return {int(k.split("_")[1]): f[k] for k in f.files}
+  return {int(k.split("_")[1]): v
+          for k, v in storage.load_npz(storage.join(data_dir, VOCAB_FILE)).items()}
 
 
 def _resolve(candidate: np.ndarray, n: int, priority: np.ndarray) -> np.ndarray:

@@ -14,6 +14,7 @@ values, and their alignment to tokens, are annotate.py's.
 
 from __future__ import annotations
 
+import importlib.machinery
 import importlib.metadata
 import importlib.util
 import json
@@ -55,10 +56,12 @@ def _spacy():
   return spacy
 
 
-def _package_meta(module: str) -> dict | None:
-  """meta.json of an installed pipeline package, read without importing the package."""
+def _package_meta(module: str, path: Sequence[str] | None = None) -> dict | None:
+  """meta.json of an installed pipeline package (a top-level one in the folders `path`, else
+  on sys.path), read without importing the package."""
   try:
-    spec = importlib.util.find_spec(module)
+    spec = (importlib.util.find_spec(module) if path is None else
+            importlib.machinery.PathFinder.find_spec(module, list(path)))
   except (ImportError, ValueError):
     return None
   locations = (spec and spec.submodule_search_locations) or []
@@ -75,7 +78,7 @@ def _preference(name: str) -> tuple[int, str]:
   return (known.index(name) if name in known else len(known), name)
 
 
-def installed_english_pipelines() -> list[str]:
+def installed_english_pipelines(path: Sequence[str] | None = None) -> list[str]:
   """Installed spaCy pipeline packages whose language is English, best first.
 
   Best: PREFERRED_SPACY_PACKAGES in that order, then the others by name. Packages are found
@@ -83,10 +86,16 @@ def installed_english_pipelines() -> list[str]:
   their meta.json, read afresh and without importing them: `get_installed_models` imports
   every pipeline package (a transformer pipeline pulls in torch) and reads entry points that
   were cached when spaCy was first imported, so it misses a package installed since.
+  `path`: the folders to look in (site-packages folders), sys.path when None.
   """
+  if path is None:
+    entry_points = importlib.metadata.entry_points(group="spacy_models")
+  else:
+    entry_points = [e for dist in importlib.metadata.distributions(path=list(path))
+                    for e in dist.entry_points if e.group == "spacy_models"]
   names = set()
-  for entry_point in importlib.metadata.entry_points(group="spacy_models"):
-    meta = _package_meta(entry_point.module)
+  for entry_point in entry_points:
+    meta = _package_meta(entry_point.module, path)
     if meta is not None and meta.get("lang") == "en":
       names.add(entry_point.name)
   return sorted(names, key=_preference)

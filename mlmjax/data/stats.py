@@ -9,12 +9,12 @@ inverse document frequency is the smoothed `idf = log((1 + D) / (1 + df))` over 
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np
 import tokenizers
 
+from mlmjax import storage
 from mlmjax.data import tokenizer as tokenizer_lib
 from mlmjax.masking import tables
 
@@ -44,9 +44,9 @@ class TokenStats:
     self.frequency += counts
 
   def save(self, data_dir: str, tokenizer_sha256: str) -> str:
-    np.savez(os.path.join(data_dir, STATS_FILE), frequency=self.frequency,
-             document_frequency=self.document_frequency, documents=self.documents,
-             tokenizer_sha256=tokenizer_sha256)
+    storage.save_npz(storage.join(data_dir, STATS_FILE), frequency=self.frequency,
+                     document_frequency=self.document_frequency, documents=self.documents,
+                     tokenizer_sha256=tokenizer_sha256)
     return STATS_FILE
 
 
@@ -57,12 +57,11 @@ def idf(document_frequency: np.ndarray, documents: int) -> np.ndarray:
 
 def load_stats(data_dir: str) -> dict[str, Any]:
   """{"frequency", "document_frequency", "idf", "documents", "tokenizer_sha256"}."""
-  path = os.path.join(data_dir, STATS_FILE)
-  if not os.path.exists(path):
+  path = storage.join(data_dir, STATS_FILE)
+  if not path.exists():
     raise FileNotFoundError(f"No {STATS_FILE} in {data_dir}; prepare the data (mlmjax-prepare) "
                             "with this workdir first.")
-  with np.load(path) as f:
-    out = {k: f[k] for k in f.files}
+  out = storage.load_npz(path)
   out["documents"] = int(out["documents"])
   out["tokenizer_sha256"] = str(out["tokenizer_sha256"])
   out["idf"] = idf(out["document_frequency"], out["documents"])

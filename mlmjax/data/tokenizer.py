@@ -16,13 +16,14 @@ for BERT; <pad> <unk> <s> </s> <mask> for RoBERTa and SentencePiece models).
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from absl import logging
 import ml_collections
 import tokenizers
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
 
+from mlmjax import storage
 from mlmjax.data import corpora
 
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
@@ -83,21 +84,31 @@ def _with_bert_pipeline(tok: tokenizers.Tokenizer, lowercase: bool) -> tokenizer
   return tok
 
 
-def _train_wordpiece(documents: Sequence[str], vocab_size: int, lowercase: bool,
+Documents = Sequence[str] | Callable[[], Iterable[str]]
+
+
+def _iterate(documents: Documents) -> Iterable[str]:
+  return documents() if callable(documents) else documents
+
+
+def _train_wordpiece(documents: Documents, vocab_size: int, lowercase: bool,
                      fixed_tokens: Sequence[str]) -> dict[str, int]:
   tok = _with_bert_pipeline(tokenizers.Tokenizer(models.WordPiece(unk_token=UNK)), lowercase)
   trainer = trainers.WordPieceTrainer(
       vocab_size=vocab_size, special_tokens=list(fixed_tokens), show_progress=False,
       continuing_subword_prefix="##")
-  tok.train_from_iterator(documents, trainer=trainer, length=len(documents))
+  tok.train_from_iterator(_iterate(documents), trainer=trainer)
   return tok.get_vocab()
 
 
-def train_tokenizer(documents: Sequence[str], vocab_size: int,
+def train_tokenizer(documents: Documents, vocab_size: int,
                     lowercase: bool) -> tokenizers.Tokenizer:
   """Trains a BERT WordPiece tokenizer with `vocab_size` entries (specials included).
 
-  Deterministic: the same documents give the same tokenizer. The trainer alone is not
+  `documents`: a sequence, or a function giving a fresh iterator each call (the trainer makes
+  two passes; a corpus too large for memory streams). The trainer's memory grows with the
+  number of distinct words, not the text: preparation hands it a bounded sample
+  (`corpora.tokenizer_sample`). Deterministic: the same documents give the same tokenizer. The trainer alone is not
   (huggingface/tokenizers#1794): it numbers the "##x" continuation characters in hash-map
   order, and merges break count ties by number. So a first pass without merges finds those
   characters, and the real pass receives them up front, sorted, with fixed numbers.
@@ -208,6 +219,19 @@ def _load_json(path: str, lowercase: bool | None) -> tokenizers.Tokenizer:
                        "vocab.json ({token: id}).")
 
 
+def _local_copy(url: str) -> str:
+  """A tokenizer file on a bucket copied to this machine (with a BPE vocab.json's merges.txt)."""
+  folder = storage.local_cache(os.path.dirname(url), "tokenizer")
+  names = [os.path.basename(url)]
+  if names[0].endswith("vocab.json"):
+    names.append("merges.txt")
+  for name in names:
+    src = storage.join(os.path.dirname(url), name)
+    if src.exists():
+      storage.download(src, os.path.join(folder, name))
+  return os.path.join(folder, names[0])
+
+
 def load_tokenizer(path: str, lowercase: bool | None = None) -> tokenizers.Tokenizer:
   """Loads a tokenizer.json, a WordPiece vocab.txt, a SentencePiece .model or a BPE vocab.json.
 
@@ -217,10 +241,12 @@ def load_tokenizer(path: str, lowercase: bool | None = None) -> tokenizers.Token
       tokenizer.json keeps its own normalizer; a `lowercase` that contradicts it is logged.
       SentencePiece and BPE files keep their own normalisation.
   """
-  if os.path.isdir(path):
+  if storage.is_url(path) and storage.path(path).is_file():
+    path = _local_copy(path)
+  if os.path.isdir(path) or (storage.is_url(path) and storage.path(path).is_dir()):
     raise TokenizerError(f"data.tokenizer_path={path!r} is a directory; name the "
                          "tokenizer.json, vocab.txt, .model or vocab.json file in it.")
-  if not os.path.exists(path):
+  if storage.is_url(path) or not os.path.exists(path):
     raise TokenizerError(f"data.tokenizer_path={path!r} does not exist; give a tokenizer.json, "
                          "vocab.txt, SentencePiece .model or BPE vocab.json, or set it to '' "
                          "to train a WordPiece tokenizer.")
@@ -247,12 +273,20 @@ def load_tokenizer(path: str, lowercase: bool | None = None) -> tokenizers.Token
 
 
 def save_tokenizer(tok: tokenizers.Tokenizer, directory: str) -> None:
-  """Writes `tokenizer.json` and, for WordPiece, `vocab.txt` (what HF BertTokenizer reads)."""
-  os.makedirs(directory, exist_ok=True)
-  tok.save(os.path.join(directory, "tokenizer.json"))
+  """Writes `tokenizer.json` and, for WordPiece, `vocab.txt` (what HF BertTokenizer reads);
+  `directory` may be a URL."""
+  storage.write_text(storage.join(directory, "tokenizer.json"), tok.to_str(pretty=True))
   vocab = sorted(tok.get_vocab(with_added_tokens=True).items(), key=lambda kv: kv[1])
-  with open(os.path.join(directory, "vocab.txt"), "w", encoding="utf-8") as f:
-    f.writelines(token + "\n" for token, _ in vocab)
+  storage.write_text(storage.join(directory, "vocab.txt"),
+                     "".join(token + "\n" for token, _ in vocab))
+
+
+def _read_saved(path) -> tokenizers.Tokenizer:
+  """A tokenizer.json this module saved (local or on a bucket)."""
+  tok = tokenizers.Tokenizer.from_str(storage.path(path).read_text(encoding="utf-8"))
+  tok.no_truncation()
+  tok.no_padding()
+  return tok
 
 
 def tokenizer_hash(tok: tokenizers.Tokenizer) -> str:
@@ -267,8 +301,8 @@ def existing_tokenizer(data_config: ml_collections.ConfigDict,
   """The configured tokenizer file, else the workdir's trained one if any; never trains."""
   if data_config.tokenizer_path:
     return load_tokenizer(data_config.tokenizer_path, data_config.lowercase)
-  path = os.path.join(workdir, CACHE_DIR, "tokenizer.json")
-  return load_tokenizer(path) if os.path.exists(path) else None
+  path = storage.join(workdir, CACHE_DIR, "tokenizer.json")
+  return _read_saved(path) if path.exists() else None
 
 
 def get_tokenizer(data_config: ml_collections.ConfigDict, workdir: str,
@@ -287,28 +321,24 @@ def get_tokenizer(data_config: ml_collections.ConfigDict, workdir: str,
   """
   if data_config.tokenizer_path:
     return load_tokenizer(data_config.tokenizer_path, data_config.lowercase)
-  directory = os.path.join(workdir, CACHE_DIR)
-  spec_path = os.path.join(directory, "spec.json")
+  directory = storage.join(workdir, CACHE_DIR)
+  spec_path = directory / "spec.json"
   wanted = {"vocab_size": data_config.vocab_size, "lowercase": data_config.lowercase}
   if documents is not None:
-    wanted["documents_sha256"] = corpora.documents_hash(documents)
-  cached = None
-  if os.path.exists(spec_path):
-    with open(spec_path, encoding="utf-8") as f:
-      cached = json.load(f)
+    wanted["documents_sha256"] = corpora.documents_hash(_iterate(documents))
+  cached = storage.read_json(spec_path)
   if cached is not None:
     changed = sorted(k for k, v in wanted.items() if cached.get(k) != v)
     if not changed:
-      return load_tokenizer(os.path.join(directory, "tokenizer.json"))
+      return _read_saved(directory / "tokenizer.json")
     logging.info("Retraining the tokenizer in %s: %s changed.", directory, ", ".join(changed))
-    os.remove(spec_path)  # an interrupted retraining must not look like a valid cache
+    spec_path.unlink()  # an interrupted retraining must not look like a valid cache
   if documents is None:
-    documents, _ = corpora.load_splits(data_config)
+    documents = corpora.tokenizer_sample(data_config)
   tok = train_tokenizer(documents, data_config.vocab_size, data_config.lowercase)
-  save_tokenizer(tok, directory)
-  spec = {**wanted, "documents_sha256": corpora.documents_hash(documents)}
-  with open(spec_path, "w", encoding="utf-8") as f:  # last: marks the cache complete
-    json.dump(spec, f, indent=2)
+  save_tokenizer(tok, os.fspath(directory))
+  spec = {**wanted, "documents_sha256": corpora.documents_hash(_iterate(documents))}
+  storage.write_json(spec_path, spec)  # last: marks the cache complete
   logging.info("Trained a WordPiece tokenizer of %d tokens into %s.", tok.get_vocab_size(),
                directory)
   return tok

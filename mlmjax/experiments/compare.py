@@ -33,7 +33,7 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
-from mlmjax import inference, masking
+from mlmjax import inference, masking, storage
 from mlmjax.data import manifest as manifest_lib, prepare, stats, tokenizer as tokenizer_lib
 from mlmjax.experiments import evaluate, probes, report
 from mlmjax.train import loop
@@ -320,6 +320,10 @@ def write_outputs(matrix: report.Matrix, workdir: str) -> dict[str, str]:
 
 def compare(config: ml_collections.ConfigDict, workdir: str) -> report.Matrix:
   """Runs (or resumes) the whole comparison in `workdir` and writes its outputs there."""
+  if storage.is_url(workdir):  # before any work: runs share the data through symlinks
+    raise ValueError(f"mlmjax-compare needs a local --workdir; {workdir} is a URL (the runs "
+                     "link the shared data and cache their cells in local files). Run it in a "
+                     "local folder and copy the results up afterwards (gsutil -m cp -r).")
   check_config(config)
   workdir = os.path.abspath(workdir)
   start = time.perf_counter()
@@ -331,8 +335,7 @@ def compare(config: ml_collections.ConfigDict, workdir: str) -> report.Matrix:
   tokenizer = tokenizer_lib.get_tokenizer(config.data, workdir)
   tables = stats.vocab_tables(tokenizer, manifest)
   rows = evaluate.eval_rows(config, data_dir)
-  baseline_token = state_lib.most_frequent_token(
-      np.load(os.path.join(data_dir, "train.npy"), mmap_mode="r"), tables)
+  baseline_token = state_lib.most_frequent_token(tables)
   masks = {m: evaluate.evaluation_masks(config, m, tables, rows, baseline_token)
            for m in config.compare.eval_maskings}
   labelled = (probes.labelled_rows(config.compare.probe_files, tokenizer, config.data.seq_len,

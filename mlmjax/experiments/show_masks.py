@@ -23,7 +23,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from mlmjax import inference
+from mlmjax import inference, storage
 from mlmjax import masking
 from mlmjax.data import annotate
 from mlmjax.data import manifest as manifest_lib
@@ -43,7 +43,7 @@ CLASS_NAMES = {annotate.POS_UNKNOWN: "", annotate.POS_CONTENT: "content",
 def prepared_data(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, Any]:
   """(manifest, tokenizer) of the workdir's prepared data; prepared with every annotation
   from `config.data` when the workdir has none."""
-  manifest = manifest_lib.read(os.path.join(workdir, manifest_lib.DATA_DIR))
+  manifest = manifest_lib.read(os.fspath(storage.join(workdir, manifest_lib.DATA_DIR)))
   if manifest is None:
     data = ml_collections.ConfigDict(config.data.to_dict())
     data.annotations = annotate.ANNOTATIONS
@@ -60,7 +60,7 @@ def prepared_data(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict
 def hidden_states(config: ml_collections.ConfigDict, workdir: str, tok: Any,
                   ids: np.ndarray, seed: int) -> tuple[jax.Array, str]:
   """The model's hidden states of the rows, for contextual masking, and whose model it was."""
-  if os.path.isdir(os.path.join(workdir, "checkpoints")):
+  if storage.join(workdir, "checkpoints").is_dir():
     model, _, meta = inference.load_trained(workdir)
     del meta
     source = f"the trained model in {workdir} (its latest checkpoint)"

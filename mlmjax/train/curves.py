@@ -3,9 +3,11 @@
     mlmjax.train.curves.plot("WORKDIR/tensorboard/metrics.jsonl", "WORKDIR/curves.png")
 
 Written by the loop at the end of every run (process 0), beside TensorBoard's event files, so
-a run can be looked at without starting TensorBoard.
+a run can be looked at without starting TensorBoard. Both paths may be local or object-store
+URLs (gs://...): they go through `mlmjax.storage`.
 """
 
+import io
 import json
 import os
 
@@ -15,26 +17,27 @@ matplotlib.use("Agg")  # files only: no display is needed or wanted
 
 from matplotlib import pyplot as plt  # pylint: disable=wrong-import-position
 
+from mlmjax import storage  # pylint: disable=wrong-import-position
 
-def read_metrics(path: str) -> dict[str, list[tuple[int, float]]]:
+
+def read_metrics(path) -> dict[str, list[tuple[int, float]]]:
   """{metric: [(step, value)] sorted by step}; a step logged twice (a resumed run) keeps its
   last value."""
   by_step: dict[str, dict[int, float]] = {}
-  with open(path, encoding="utf-8") as f:
-    for line in f:
-      if not line.strip():
-        continue
-      record = json.loads(line)
-      step = record.pop("step")
-      for name, value in record.items():
-        by_step.setdefault(name, {})[step] = value
+  for line in storage.path(path).read_text(encoding="utf-8").splitlines():
+    if not line.strip():
+      continue
+    record = json.loads(line)
+    step = record.pop("step")
+    for name, value in record.items():
+      by_step.setdefault(name, {})[step] = value
   return {name: sorted(values.items()) for name, values in by_step.items()}
 
 
-def plot(metrics_path: str, out_path: str) -> str | None:
+def plot(metrics_path, out_path) -> str | None:
   """Loss and accuracy against steps, training and held-out; returns out_path (None if the
   run logged nothing yet)."""
-  if not os.path.exists(metrics_path):
+  if not storage.path(metrics_path).exists():
     return None
   metrics = read_metrics(metrics_path)
   if "loss" not in metrics:
@@ -59,6 +62,8 @@ def plot(metrics_path: str, out_path: str) -> str | None:
     ax.grid(alpha=0.3)
     ax.legend()
   fig.tight_layout()
-  fig.savefig(out_path, dpi=110)
+  image = io.BytesIO()  # rendered in memory, then written whole (an object store has no seek)
+  fig.savefig(image, format="png", dpi=110)
   plt.close(fig)
-  return out_path
+  storage.write_bytes(out_path, image.getvalue())
+  return os.fspath(out_path)

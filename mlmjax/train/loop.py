@@ -19,7 +19,7 @@ import tqdm
 from absl import logging
 from jax.experimental import multihost_utils
 
-from mlmjax import checkpoint
+from mlmjax import checkpoint, storage
 from mlmjax.data import pipeline, prepare, stats as data_stats, tokenizer as tokenizer_lib
 from mlmjax.model.bert import BertConfig
 from mlmjax.train import curves
@@ -61,7 +61,7 @@ def train_and_evaluate(config, workdir: str,
     raise ValueError("config.init_from_hf is read by the command line (mlmjax-train); in code, "
                      "call mlmjax.convert.hf.with_hf_architecture(config) and pass "
                      "init_params=functools.partial(hf.load_params, config.init_from_hf)")
-  workdir = os.path.abspath(workdir)
+  workdir = os.fspath(storage.path(workdir))  # a local path made absolute; a URL kept
   manifest, tokenizer, tables = _prepare_data(config, workdir)
   c = state_lib.build(config, tables, tokenizer.get_vocab_size(),
                       manifest["tokenizer"]["roles"]["pad"],
@@ -73,14 +73,14 @@ def train_and_evaluate(config, workdir: str,
 def _prepare_data(config, workdir: str):
   """(manifest, tokenizer, vocabulary tables with corpus statistics) of the prepared data.
 
-  Prepared once into shards in the workdir, reused by later runs. One process writes; the
-  others wait for it and then read the same files (the workdir is shared storage).
+  Prepared once into the workdir (local or a bucket), reused by later runs. With several
+  processes every one prepares its share of the shards (`prepare.prepare`), meeting at
+  barriers; then each reads the same manifest.
   """
-  if jax.process_index() == 0:
-    prepare.prepare(config.data, workdir)
-  if jax.process_count() > 1:
-    multihost_utils.sync_global_devices("mlmjax: data prepared")
-  manifest = prepare.prepare(config.data, workdir)
+  sync = (multihost_utils.sync_global_devices if jax.process_count() > 1
+          else lambda name: None)
+  manifest = prepare.prepare(config.data, workdir, process_index=jax.process_index(),
+                             process_count=jax.process_count(), sync=sync)
   tokenizer = tokenizer_lib.get_tokenizer(config.data, workdir)
   return manifest, tokenizer, data_stats.vocab_tables(tokenizer, manifest)
 
@@ -133,15 +133,15 @@ class Throughput:
 
 def _train(config, workdir, c, manifest, tokenizer, init_params) -> dict:
   is_main = jax.process_index() == 0
-  data_dir = os.path.join(workdir, "data")
-  train_rows = np.load(os.path.join(data_dir, "train.npy"), mmap_mode="r")
-  baseline_token = state_lib.most_frequent_token(train_rows, c.tables)
+  data_dir = manifest["data_dir"]
+  baseline_token = state_lib.most_frequent_token(c.tables)
   eval_fn = state_lib.jit_eval_step(c, baseline_token)
   eval_batches = pipeline.eval_batches(data_dir, "validation", config.train.batch_size,
                                        config.train.eval_batches or None)
   run_eval = lambda state: evaluate(eval_fn, state, eval_batches, config.seed, c.mesh)
   data_iter = iter(pipeline.make_loader(data_dir, "train", config.train.batch_size,
-                                        seed=config.seed))
+                                        seed=config.seed,
+                                        shuffle_shards=config.data.shuffle_shards))
 
   # State: resume from the latest checkpoint, or initialise.
   manager = checkpoint.make_manager(workdir, save_every=config.train.checkpoint_every,
@@ -151,11 +151,17 @@ def _train(config, workdir, c, manifest, tokenizer, init_params) -> dict:
           "model": dataclasses.asdict(c.model_cfg)}
   state = _restore_or_init(config, c, manager, data_iter, meta, init_params)
 
-  writer = metrics_lib.MetricWriter(os.path.join(workdir, "tensorboard"), enabled=is_main)
+  writer = metrics_lib.MetricWriter(storage.join(workdir, "tensorboard"), enabled=is_main)
   if is_main:
-    with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
-      f.write(config.to_json_best_effort(indent=2))
-  save = lambda step, state, **kw: checkpoint.save(manager, step, state, data_iter, meta, **kw)
+    storage.write_text(storage.join(workdir, "config.json"), config.to_json_best_effort(indent=2))
+
+  def save(step, state, **kw) -> bool:
+    """A checkpoint if the policy says so; the metrics are flushed with it (for a bucket
+    workdir: uploaded), so a run that dies later still has its curves up to the checkpoint."""
+    started = checkpoint.save(manager, step, state, data_iter, meta, **kw)
+    if started:
+      writer.flush()
+    return started
 
   # The steps.
   state, preempted = _run_steps(config, c, state, data_iter, run_eval, save, writer)
@@ -176,8 +182,7 @@ def _train(config, workdir, c, manifest, tokenizer, init_params) -> dict:
   results["step"] = final_step
   results["baseline_token"] = tokenizer.id_to_token(baseline_token)
   if is_main:
-    with open(os.path.join(workdir, "eval_results.json"), "w", encoding="utf-8") as f:
-      json.dump(results, f, indent=2)
+    storage.write_json(storage.join(workdir, "eval_results.json"), results)
   _plot_curves(workdir, is_main)
   return results
 
@@ -185,8 +190,8 @@ def _train(config, workdir, c, manifest, tokenizer, init_params) -> dict:
 def _plot_curves(workdir: str, is_main: bool) -> None:
   """workdir/curves.png: training and held-out loss and accuracy so far (process 0)."""
   if is_main:
-    curves.plot(os.path.join(workdir, "tensorboard", "metrics.jsonl"),
-                os.path.join(workdir, "curves.png"))
+    curves.plot(storage.join(workdir, "tensorboard", metrics_lib.JSONL),
+                storage.join(workdir, "curves.png"))
 
 
 def _run_steps(config, c, state, data_iter, run_eval, save, writer) -> tuple[TrainState, bool]:

@@ -2,8 +2,14 @@
 
 import json
 import os
+import shutil
+import uuid
 
 import jax
+
+from mlmjax import storage
+
+JSONL = "metrics.jsonl"  # every logged scalar, one JSON object per line, beside the event files
 
 # Dense bf16 datasheet peaks per chip, TFLOP/s, by `device_kind` prefix (for MFU only).
 PEAK_TFLOPS = {
@@ -38,16 +44,38 @@ def peak_flops_per_device() -> float | None:
 
 
 class MetricWriter:
-  """Scalars to TensorBoard event files and `metrics.jsonl` in the workdir, on process 0 only."""
+  """Scalars to TensorBoard event files and `metrics.jsonl` in `logdir`, on process 0 only.
 
-  def __init__(self, logdir: str, enabled: bool = True):
+  `logdir` is a local folder or an object-store URL (gs://bucket/run/tensorboard). An object
+  store has no append, so for a URL both files are written to a local mirror
+  (`storage.local_cache`) and uploaded whole by `flush()` and `close()`; a resumed run's
+  `metrics.jsonl` continues the one already in the bucket.
+  """
+
+  def __init__(self, logdir, enabled: bool = True):
     self.enabled = enabled
     if not enabled:
       return
     from tensorboardX import SummaryWriter  # light: needs neither TensorFlow nor torch
-    os.makedirs(logdir, exist_ok=True)
-    self._tb = SummaryWriter(logdir)
-    self._jsonl = open(os.path.join(logdir, "metrics.jsonl"), "a", encoding="utf-8")
+    self._remote = None  # the URL the mirror is uploaded to; None: written in place
+    suffix = ""
+    if storage.is_url(logdir):
+      self._remote = storage.path(logdir)
+      self._dir = storage.local_cache(logdir, "tensorboard")
+      shutil.rmtree(self._dir)  # only this writer's files: a stale mirror is never uploaded
+      os.makedirs(self._dir)
+      remote_jsonl = self._remote / JSONL
+      if remote_jsonl.exists():  # a resumed run appends to the bucket's file
+        storage.download(remote_jsonl, os.path.join(self._dir, JSONL))
+      # Event files are named after the second and the host: a writer started in the same
+      # second as the last one would replace its file in the bucket without this.
+      suffix = f".{uuid.uuid4().hex[:8]}"
+    else:
+      self._dir = os.fspath(logdir)
+      os.makedirs(self._dir, exist_ok=True)
+    self._uploaded: dict[str, tuple[int, int]] = {}  # mirror file -> (size, mtime) uploaded
+    self._tb = SummaryWriter(self._dir, filename_suffix=suffix)
+    self._jsonl = open(os.path.join(self._dir, JSONL), "a", encoding="utf-8")
 
   def write_scalars(self, step: int, scalars: dict) -> None:
     if not self.enabled:
@@ -58,11 +86,30 @@ class MetricWriter:
     self._jsonl.write(json.dumps({"step": int(step), **scalars}) + "\n")
     self._jsonl.flush()
 
-  def write_text(self, tag: str, text: str, step: int = 0) -> None:
-    if self.enabled:
-      self._tb.add_text(tag, text, step)
+  def flush(self) -> None:
+    """Makes everything written so far readable in `logdir` (for a URL: uploads the mirror's
+    changed files)."""
+    if not self.enabled:
+      return
+    self._tb.flush()
+    self._jsonl.flush()
+    self._upload()
 
   def close(self) -> None:
     if self.enabled:
       self._tb.close()
       self._jsonl.close()
+      self._upload()
+
+  def _upload(self) -> None:
+    if self._remote is None:
+      return
+    for name in sorted(os.listdir(self._dir)):
+      local = os.path.join(self._dir, name)
+      if not os.path.isfile(local):
+        continue
+      info = os.stat(local)
+      version = (info.st_size, info.st_mtime_ns)
+      if self._uploaded.get(name) != version:
+        storage.upload(local, self._remote / name)
+        self._uploaded[name] = version

@@ -132,9 +132,10 @@ def jit_eval_step(c: Components, baseline_token: int):
       out_shardings=partition.replicated(c.mesh))
 
 
-def most_frequent_token(train_ids: np.ndarray, tables: masking.VocabTables) -> int:
-  """The most frequent non-special token of the training rows (the trivial predictor)."""
-  counts = np.bincount(np.asarray(train_ids).ravel(), minlength=tables.vocab_size)
+def most_frequent_token(tables: masking.VocabTables) -> int:
+  """The most frequent non-special token of the training rows (the trivial predictor), from
+  the prepared data's token counts (`tables.frequency`)."""
+  counts = np.array(tables.frequency, np.float64)
   counts[np.asarray(tables.is_special)[: len(counts)]] = 0
   return int(np.argmax(counts))
 

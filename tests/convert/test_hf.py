@@ -9,6 +9,7 @@ import torch
 import transformers
 from flax import nnx
 
+from helpers import tiny_wordpiece
 from mlmjax.convert import hf
 
 ATOL = 1e-4  # float32 logits, CPU, different summation orders
@@ -85,7 +86,7 @@ def test_export_loads_in_transformers_with_same_logits(tmp_path, scan):
   with nnx.use_eager_sharding(False):
     model = BertForMaskedLM(cfg, rngs=nnx.Rngs(3))
   graphdef, state = nnx.split(model)
-  tokenizer = _tiny_tokenizer()
+  tokenizer = tiny_wordpiece()
   hf.export(state, cfg, tokenizer, str(tmp_path), lowercase=True)
   ids, lengths = inputs()
   ours, theirs = our_logits(graphdef, state, ids), torch_logits(tmp_path, ids, lengths)
@@ -103,18 +104,6 @@ def test_missing_or_pickled_files_are_refused(tmp_path):
   (tmp_path / "pytorch_model.bin").write_bytes(b"not read")
   with pytest.raises(ValueError, match="safetensors"):
     hf.read_hf_tensors(tmp_path)
-
-
-def _tiny_tokenizer():
-  from tokenizers import Tokenizer, models, pre_tokenizers, processors, normalizers
-  vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [chr(ord("a") + i) for i in range(26)]
-  vocab += [f"w{i}" for i in range(99 - len(vocab))]
-  tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(vocab)}, unk_token="[UNK]"))
-  tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-  tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-  tok.post_processor = processors.TemplateProcessing(
-      single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
-  return tok
 
 
 def test_continued_pretraining_starts_from_the_hf_weights(tmp_path):

@@ -4,8 +4,10 @@
 one out: `name/__init__.py` whose `load()` calls `spacy.util.load_model_from_init_py`,
 `name/meta.json`, the pipeline in `name/<lang>_<meta name>-<version>/`, and
 `name-<version>.dist-info` with METADATA and a "spacy_models" entry point. It then puts `root`
-on sys.path, so that `spacy.load(name)`, `spacy.util.is_package(name)` and
-`data.spacy_pipeline="auto"` find it; a subprocess finds it with `root` on PYTHONPATH.
+on sys.path, so that `spacy.load(name)` and `spacy.util.is_package(name)` find it, and, given
+`site` (the `spacy_site` fixture: tests/conftest.py), adds `root` to the folders where
+`data.spacy_pipeline="auto"` looks, which are only the tests' own. A subprocess finds it with
+`root` on PYTHONPATH, by its name: its "auto" would see the machine's pipelines too.
 
 The pipeline (`english_pipeline`): `toy_parser` sets universal POS tags from a small lexicon
 and, optionally, a dependency parse with spaCy's English labels, made by a few rules that are
@@ -189,10 +191,14 @@ def write_package(nlp: Language, root: pathlib.Path) -> str:
   return package
 
 
-def install_pipeline(root: pathlib.Path, monkeypatch, **pipeline) -> str:
+def install_pipeline(root: pathlib.Path, monkeypatch, site: list | None = None,
+                     **pipeline) -> str:
   """Writes `english_pipeline(**pipeline)` as a package under `root`, puts `root` on sys.path
-  for the test (`monkeypatch`), and returns the package name."""
+  for the test (`monkeypatch`) and in `site` (where "auto" looks), and returns the package
+  name."""
   package = write_package(english_pipeline(**pipeline), root)
   monkeypatch.syspath_prepend(str(root))
+  if site is not None and str(root) not in site:
+    site.append(str(root))
   importlib.invalidate_caches()
   return package

@@ -2,12 +2,15 @@
 sentences, token alignment, POS classes, spaCy pipelines (built here, installed as packages:
 tests/data/spacy_fixture.py)."""
 
+import importlib
+
 import numpy as np
 import pytest
 import spacy
 from spacy.tokens import Doc
 
 from data import spacy_fixture
+from helpers import split_arrays
 from mlmjax.data import annotate
 from mlmjax.data import encode
 from mlmjax.data import manifest as manifest_lib
@@ -172,9 +175,8 @@ def test_spacy_annotations_in_prepared_rows(tmp_path, spacy_pipeline, data_confi
   manifest = prepare_lib.prepare(config, str(tmp_path / "w"))
   assert manifest["annotator"].startswith("spacy:")
   assert manifest["schema"]["entity_ids"]["source"] == manifest["annotator"]
-  data = tmp_path / "w" / "data"
-  ids, ent, pos = (np.load(data / f"train{s}.npy")
-                   for s in ("", "_entity_ids", "_pos_class"))
+  train = split_arrays(tmp_path / "w" / "data", "train")
+  ids, ent, pos = (train[f] for f in ("input_ids", "entity_ids", "pos_class"))
   tok = tokenizer_lib.get_tokenizer(config, str(tmp_path / "w"))
   row = next(r for r in range(len(ids)) if ent[r].max() > 0)
   spans = [tok.decode(ids[row][ent[row] == k].tolist()) for k in range(1, ent[row].max() + 1)]
@@ -281,21 +283,54 @@ def test_phrases_from_a_parse_and_from_tags():
   assert _texts(doc.text, spacy_annotator.tagged_phrases(doc)) == ["3 big red apples"]
 
 
-def test_auto_finds_any_installed_english_pipeline(tmp_path, monkeypatch):
+def test_auto_finds_any_installed_english_pipeline(tmp_path, monkeypatch, spacy_site):
+  # "auto" sees only the packages a test installs (tests/conftest.py), whatever the machine has.
+  assert spacy_annotator.resolve_annotator("auto") == rules.RULES
   root = tmp_path / "site-packages"
-  toy = spacy_fixture.install_pipeline(root, monkeypatch, name="zz_toy")
-  german = spacy_fixture.install_pipeline(root, monkeypatch, lang="de", name="toy")
+  toy = spacy_fixture.install_pipeline(root, monkeypatch, spacy_site, name="zz_toy")
+  german = spacy_fixture.install_pipeline(root, monkeypatch, spacy_site, lang="de", name="toy")
   assert (toy, german) == ("en_zz_toy", "de_toy")
-  found = spacy_annotator.installed_english_pipelines()
-  assert toy in found and german not in found
-  assert spacy_annotator.resolve_annotator("auto") == f"spacy:{found[0]}@0.0.0"
+  assert spacy_annotator.installed_english_pipelines() == [toy]
+  assert spacy_annotator.resolve_annotator("auto") == f"spacy:{toy}@0.0.0"
   # en_core_web_sm, md, lg, trf come first, in that order, then the others by name.
-  preferred = spacy_fixture.install_pipeline(root, monkeypatch, name="core_web_md")
-  found = spacy_annotator.installed_english_pipelines()
-  assert found.index(preferred) < found.index(toy)
-  assert spacy_annotator.resolve_annotator("auto").startswith(f"spacy:{found[0]}@")
+  preferred = spacy_fixture.install_pipeline(root, monkeypatch, spacy_site, name="core_web_md")
+  assert spacy_annotator.installed_english_pipelines() == [preferred, toy]
+  assert spacy_annotator.resolve_annotator("auto") == f"spacy:{preferred}@0.0.0"
   monkeypatch.setattr(spacy_annotator, "installed_english_pipelines", lambda: [])
   assert spacy_annotator.resolve_annotator("auto") == rules.RULES
+
+
+def test_auto_prefers_the_documented_order(tmp_path, monkeypatch, spacy_site):
+  """docs/DATA.md, "spaCy or rules": en_core_web_sm, then _md, _lg, _trf, then any other
+  package whose meta.json says "lang": "en", by name; never another language's."""
+  root = tmp_path / "site-packages"
+  installed = [spacy_fixture.install_pipeline(root, monkeypatch, spacy_site, lang=lang,
+                                              name=name, version=version)
+               for lang, name, version in [
+                   ("en", "zz_toy", "0.0.0"), ("en", "core_web_trf", "3.8.0"),
+                   ("de", "core_news_sm", "3.8.0"), ("en", "core_web_lg", "3.8.0"),
+                   ("en", "aa_toy", "0.0.0"), ("en", "core_web_sm", "3.8.1"),
+                   ("de", "aa_toy", "0.0.0"), ("en", "core_web_md", "3.8.0")]]
+  english = ["en_core_web_sm", "en_core_web_md", "en_core_web_lg", "en_core_web_trf",
+             "en_aa_toy", "en_zz_toy"]
+  assert sorted(installed) == sorted([*english, "de_core_news_sm", "de_aa_toy"])
+  assert spacy_annotator.installed_english_pipelines() == english
+  assert spacy_annotator.installed_english_pipelines(path=[str(root)]) == english
+  assert spacy_annotator.resolve_annotator("auto") == "spacy:en_core_web_sm@3.8.1"
+  # On sys.path (path=None, what "auto" reads outside the tests) the machine's pipelines come
+  # too; this test's, first on sys.path, keep their order, and an en_core_web_sm is this one.
+  found = spacy_annotator.installed_english_pipelines(path=None)
+  assert [name for name in found if name in installed] == english
+  assert found[0] == "en_core_web_sm" and spacy.util.get_package_version(found[0]) == "3.8.1"
+  # Uninstalled one by one (pip's layout: the package and its .dist-info), the next one wins.
+  removed = tmp_path / "uninstalled"
+  removed.mkdir()
+  for gone, best in zip(english, english[1:]):
+    for path in root.glob(f"{gone}*"):
+      path.rename(removed / path.name)
+    importlib.invalidate_caches()
+    assert spacy_annotator.installed_english_pipelines()[0] == best
+    assert spacy_annotator.resolve_annotator("auto").startswith(f"spacy:{best}@")
 
 
 def test_spacy_annotator_with_and_without_a_parse(tmp_path, monkeypatch, spacy_package):
@@ -327,16 +362,23 @@ def test_prepare_with_the_auto_pipeline(tmp_path, spacy_package, data_config, wr
                        packing="per_document", spacy_pipeline="auto", split_seed=1,
                        annotations=("entity_ids", "phrase_ids", "pos_class"), num_workers=2)
   # In spawned workers (both splits), which find the package on the sys.path they inherit.
+  # They load the pipeline the parent resolved: one that resolved "auto" again, with the
+  # machine's packages (conftest.py's "auto" is this process's only), would take this
+  # en_core_web_sm on their sys.path, which fails to load.
+  trap = spacy_fixture.install_pipeline(tmp_path / "elsewhere", monkeypatch, name="core_web_sm")
+  (tmp_path / "elsewhere" / trap / "__init__.py").write_text(
+      "def load(**overrides):\n"
+      "  raise RuntimeError('a worker resolved data.spacy_pipeline=\"auto\" again')\n",
+      encoding="utf-8")
   monkeypatch.setattr(encode, "CHUNK_DOCS", 4)
   monkeypatch.setattr(encode.Encoder, "__call__", _not_here)
   manifest = prepare_lib.prepare(config, str(tmp_path / "w"))
-  assert manifest["timing"]["workers"] == 2
+  assert manifest["shards"]["workers_per_process"] == 2
   assert manifest["annotator"] == f"spacy:{spacy_package}@0.0.0"
   assert manifest["schema"]["phrase_ids"]["source"] == manifest["annotator"]
-  data = tmp_path / "w" / "data"
-  ids, ent, phrase, pos = (np.concatenate([np.load(data / f"{split}{s}.npy")
-                                           for split in manifest_lib.SPLITS])
-                           for s in ("", "_entity_ids", "_phrase_ids", "_pos_class"))
+  splits = [split_arrays(tmp_path / "w" / "data", split) for split in manifest_lib.SPLITS]
+  ids, ent, phrase, pos = (np.concatenate([arrays[f] for arrays in splits])
+                           for f in ("input_ids", "entity_ids", "phrase_ids", "pos_class"))
   tok = tokenizer_lib.get_tokenizer(config, str(tmp_path / "w"))
   text = [tok.decode(row.tolist()) for row in ids]
   cat = text.index("the old cat chased a small gray mouse in the garden.")

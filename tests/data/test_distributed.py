@@ -8,6 +8,8 @@ import sys
 import numpy as np
 import pytest
 
+from helpers import split_arrays
+from mlmjax.data import corpora
 from mlmjax.data import prepare as prepare_lib
 
 BATCH = 8
@@ -44,9 +46,13 @@ jax.distributed.shutdown()
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory, make_documents, write_txt, data_config):
   work = tmp_path_factory.mktemp("dist")
-  docs = make_documents(ROWS + 2, seed=11, max_words=8)
+  # ROWS training documents and two held out (each document's hash decides its split).
+  docs = make_documents(3 * ROWS, seed=11, max_words=8)
+  held_out = [corpora.is_validation(d, 0, 0.05) for d in docs]
+  docs = ([d for d, v in zip(docs, held_out) if not v][:ROWS]
+          + [d for d, v in zip(docs, held_out) if v][:2])
   config = data_config(source="files", paths=write_txt(work / "c.txt", docs), seq_len=32,
-                       validation_fraction=2 / (ROWS + 2), packing="per_document",
+                       validation_fraction=0.05, split_seed=0, packing="per_document",
                        vocab_size=150)
   manifest = prepare_lib.prepare(config, str(work))
   assert manifest["splits"]["train"]["rows"] == ROWS  # one row per document
@@ -69,7 +75,7 @@ def test_two_processes_read_each_epoch_exactly_once_and_resume(data_dir, tmp_pat
     out, _ = p.communicate(timeout=120)
     assert p.returncode == 0, out.decode()[-3000:]
   results = [np.load(tmp_path / f"p{i}.npz") for i in (0, 1)]
-  all_rows = np.load(f"{data_dir}/train.npy")
+  all_rows = split_arrays(data_dir, "train")["input_ids"]
   assert len({r.tobytes() for r in all_rows}) == ROWS  # rows are distinguishable
   per_epoch = ROWS // BATCH
   for r in results:

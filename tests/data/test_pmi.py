@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 
+from helpers import split_arrays
 from mlmjax.data import pmi
 from mlmjax.data import prepare as prepare_lib
 from mlmjax.data import tokenizer as tokenizer_lib
@@ -97,9 +98,8 @@ def test_vocabulary_ranks_the_recurring_phrases_first(prepared):
 
 def test_matching_is_longest_first_and_per_row(prepared):
   _, data_dir, tok = prepared
-  ids = np.load(f"{data_dir}/train.npy")
-  ngram = np.load(f"{data_dir}/train_ngram_ids.npy")
-  seg = np.load(f"{data_dir}/train_segment_ids.npy")
+  train = split_arrays(data_dir, "train")
+  ids, ngram, seg = train["input_ids"], train["ngram_ids"], train["segment_ids"]
   assert ngram.shape == ids.shape and ngram.dtype == np.int32
   sep = tok.token_to_id("[SEP]")
   matched = set()

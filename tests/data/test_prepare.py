@@ -13,6 +13,7 @@ from mlmjax.data import packing
 from mlmjax.data import manifest as manifest_lib
 from mlmjax.data import prepare as prepare_lib
 from mlmjax.data import tokenizer as tokenizer_lib
+from helpers import split_arrays
 
 CLS, SEP, PAD = 2, 3, 0
 
@@ -86,8 +87,8 @@ def test_prepare_writes_arrays_and_manifest(tmp_path, files_config):
   splits = corpora.split_documents(docs, files_config.validation_fraction, 0)
   for split, split_docs in zip(manifest_lib.SPLITS, splits):
     info = manifest["splits"][split]
-    input_ids = np.load(data_dir / info["files"]["input_ids"])
-    segment_ids = np.load(data_dir / info["files"]["segment_ids"])
+    arrays = split_arrays(data_dir, split)
+    input_ids, segment_ids = arrays["input_ids"], arrays["segment_ids"]
     assert list(input_ids.shape) == list(segment_ids.shape) == info["shape"]
     assert input_ids.shape[1] == files_config.seq_len and input_ids.dtype == np.int32
     assert info["documents"] == len(split_docs)
@@ -102,14 +103,15 @@ def test_prepare_writes_arrays_and_manifest(tmp_path, files_config):
 
 def test_prepare_is_a_no_op_on_rerun(tmp_path, files_config, monkeypatch):
   manifest = prepare_lib.prepare(files_config, str(tmp_path))
-  train_file = tmp_path / "data" / "train.npy"
+  train_file = tmp_path / "data" / manifest["splits"]["train"]["parts"][0]["files"]["input_ids"]
   mtime = train_file.stat().st_mtime_ns
 
   def no_loading(*args, **kwargs):
     raise AssertionError("read the corpus again")
 
   with monkeypatch.context() as m:
-    m.setattr(corpora, "load_documents", no_loading)
+    m.setattr(corpora, "documents_by_split", no_loading)
+    m.setattr(corpora, "tokenizer_sample", no_loading)
     assert prepare_lib.prepare(files_config, str(tmp_path)) == manifest
   assert train_file.stat().st_mtime_ns == mtime
   # A changed config key prepares again.
@@ -175,22 +177,23 @@ def test_annotations_are_stored_beside_the_rows(tmp_path, files_config):
   data_dir = tmp_path / "data"
   for split in manifest_lib.SPLITS:
     info = manifest["splits"][split]
-    ids = np.load(data_dir / info["files"]["input_ids"])
+    arrays = split_arrays(data_dir, split)
+    ids = arrays["input_ids"]
     for name, dtype in [("entity_ids", np.int32), ("phrase_ids", np.int32),
                         ("pos_class", np.int8), ("ngram_ids", np.int32)]:
-      values = np.load(data_dir / info["files"][name])
+      values = arrays[name]
       assert values.shape == ids.shape and values.dtype == dtype
       assert info["dtype"][name] == np.dtype(dtype).name
       assert (values[ids == PAD] == 0).all() and (values[:, 0] == 0).all()
-  pos = np.load(data_dir / "train_pos_class.npy")
-  assert set(np.unique(pos)) == {0, 1, 2}
-  assert np.load(data_dir / "train_ngram_ids.npy").max() >= 1
-  entities, phrases = (np.load(data_dir / f"train_{f}.npy") for f in ("entity_ids", "phrase_ids"))
+  train = split_arrays(data_dir, "train")
+  assert set(np.unique(train["pos_class"])) == {0, 1, 2}
+  assert train["ngram_ids"].max() >= 1
+  entities, phrases = train["entity_ids"], train["phrase_ids"]
   assert phrases.max() >= 1 and not ((entities > 0) & (phrases > 0)).any()
   assert prepare_lib.prepare(files_config, str(tmp_path)) == manifest  # no-op
   files_config.annotations = ("pos_class",)
   fewer = prepare_lib.prepare(files_config, str(tmp_path))
-  assert set(fewer["splits"]["train"]["files"]) == {"input_ids", "segment_ids", "pos_class"}
+  assert set(fewer["splits"]["train"]["dtype"]) == {"input_ids", "segment_ids", "pos_class"}
   assert fewer["pmi"] is None
 
 
@@ -208,11 +211,12 @@ def test_workers_give_the_same_data_as_one_process(tmp_path, files_config, monke
   monkeypatch.setattr(encode.Encoder, "__call__", not_here)
   files_config.num_workers = 2
   parallel = prepare_lib.prepare(files_config, str(tmp_path / "parallel"))
-  assert parallel["timing"]["workers"] == 2
+  assert parallel["shards"]["workers_per_process"] == 2
   for split in manifest_lib.SPLITS:
-    for name in serial["splits"][split]["files"].values():
-      np.testing.assert_array_equal(np.load(tmp_path / "serial" / "data" / name),
-                                    np.load(tmp_path / "parallel" / "data" / name))
+    a = split_arrays(tmp_path / "serial" / "data", split)
+    b = split_arrays(tmp_path / "parallel" / "data", split)
+    for name in a:
+      np.testing.assert_array_equal(a[name], b[name])
   # The number of workers is not part of what makes prepared data stale.
   files_config.num_workers = 1
   assert prepare_lib.prepare(files_config, str(tmp_path / "parallel")) == parallel
@@ -225,16 +229,16 @@ def test_a_line_longer_than_a_row_is_continued_and_counted(tmp_path, data_config
                        for _ in range(6))  # one line, no sentence end, ~200 tokens
   docs = make_documents(10) + [long_line, "\x07\x07"]
   config = data_config(source="files", paths=write_txt(tmp_path / "c.txt", docs), seq_len=16,
-                       validation_fraction=0.0, packing=packing, split_seed=2)
+                       validation_fraction=0.3, packing=packing, split_seed=2)
   manifest = prepare_lib.prepare(config, str(tmp_path / "w"))
   tok = tokenizer_lib.get_tokenizer(config, str(tmp_path / "w"))
   info = {**manifest["splits"]["train"]}
   validation = manifest["splits"]["validation"]
-  splits = corpora.split_documents(docs, 0.0, 2)
+  splits = corpora.split_documents(docs, 0.3, 2)
   assert info["units_split"] + validation["units_split"] >= 1
   assert "longer than a row (15 tokens) continue across rows" in caplog.text
   # Nothing is lost: the long line's tokens are all in the rows, in order.
-  rows = np.load(tmp_path / "w" / "data" / "train.npy")
+  rows = split_arrays(tmp_path / "w" / "data", "train")["input_ids"]
   stream = rows[:, 1:][rows[:, 1:] != PAD].tolist()
   expected = [t for d in splits[0] for t in tok.encode(d, add_special_tokens=False).ids + [SEP]
               if tok.encode(d, add_special_tokens=False).ids]

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from helpers import split_arrays
 from mlmjax.data import prepare as prepare_lib
 from mlmjax.data import stats as stats_lib
 from mlmjax.data import tokenizer as tokenizer_lib
@@ -23,7 +24,7 @@ def test_frequency_and_idf_count_the_training_split(prepared):
   manifest, tok, config = prepared
   data_dir = manifest["data_dir"]
   stats = stats_lib.load_stats(data_dir)
-  rows = np.load(f"{data_dir}/train.npy")
+  rows = split_arrays(data_dir, "train")["input_ids"]
   expected = np.bincount(rows.reshape(-1), minlength=len(stats["frequency"]))
   expected[tok.token_to_id("[PAD]")] = 0
   np.testing.assert_array_equal(stats["frequency"], expected)
