@@ -7,7 +7,8 @@ The corpus is the embedded one (Python's documentation) written out COPIES times
 empty workdir; a sampler reads the resident memory of the command and of every process it
 started (the tokenizing workers) every 0.1 s: the peak of the largest process and the peak of
 their sum. `--processes=2` runs the same preparation as two JAX processes on this machine
-(launch/local.py), each preparing its share of the shards with `--workers` workers.
+(launch/local.py), each preparing its share of the shards with `--workers` workers; with
+`--shard_mb` smaller than the corpus there are shards to share.
 """
 
 import argparse
@@ -61,7 +62,7 @@ class PeakMemory:
     self._thread.join()
 
 
-def run(copies: int, out: str, processes: int, workers: int) -> dict:
+def run(copies: int, out: str, processes: int, workers: int, shard_mb: int) -> dict:
   corpus = os.path.join(out, f"corpus_{copies}")
   if not os.path.isdir(corpus):
     write_corpus(corpus, copies)
@@ -70,7 +71,8 @@ def run(copies: int, out: str, processes: int, workers: int) -> dict:
   shutil.rmtree(workdir, ignore_errors=True)
   command = ["mlmjax-prepare", "--config=configs/quickstart.py", f"--workdir={workdir}",
              "--config.data.source=files", f"--config.data.paths={corpus}/*.txt",
-             f"--config.data.num_workers={workers}"]
+             f"--config.data.num_workers={workers}",
+             f"--config.data.shard_bytes={shard_mb << 20}"]
   if processes > 1:
     command = [sys.executable, os.path.join(ROOT, "launch", "local.py"),
                f"--processes={processes}", "--devices_per_process=1", "--", *command]
@@ -102,6 +104,7 @@ def main() -> None:
   parser.add_argument("--copies", default="40,400")
   parser.add_argument("--processes", default="1", help="comma-separated process counts")
   parser.add_argument("--workers", type=int, default=2, help="tokenizing workers a process")
+  parser.add_argument("--shard_mb", type=int, default=64, help="data.shard_bytes, in MiB")
   parser.add_argument("--out", default="/tmp/mlmjax_prepare_memory")
   args = parser.parse_args()
   print("| corpus | documents | tokens | shards | processes x workers | wall | tokenizer | "
@@ -109,7 +112,7 @@ def main() -> None:
   print("|---|---:|---:|---:|---|---:|---:|---:|---:|---:|")
   for copies in map(int, args.copies.split(",")):
     for processes in map(int, args.processes.split(",")):
-      r = run(copies, args.out, processes, args.workers)
+      r = run(copies, args.out, processes, args.workers, args.shard_mb)
       print(f"| {r['megabytes']} MB, {copies} copies | {r['documents']:,} | {r['tokens']:,} | "
             f"{r['shards']} | {processes} x {r['workers']} | {r['wall_s']} s | "
             f"{r['tokenizer_s']:.0f} s | {r['tokens_per_s']:,} | {r['peak_largest_gb']} GB | "

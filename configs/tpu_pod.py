@@ -8,7 +8,8 @@ Plan the sharding without a TPU:
 
 Mesh (4, 8, 1): FSDP in groups of 8 chips, data parallel across the 4 groups (ICI links every
 chip of a slice, so the split is about collective sizes, not topology). Attention through XLA.
-Global batch 4096 x 128.
+Global batch 4096 x 128. The workdir is the bucket, the only storage the hosts share: each
+host prepares its share of the data into it and copies back only the rows it reads.
 """
 
 import ml_collections
@@ -24,6 +25,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.vocab_size = 30522
   config.data.seq_len = 128
   config.data.validation_fraction = 0.001
+  # Each host copies only the rows its block of a batch draws from (a quarter on 4 hosts) to
+  # its own disk; 32 divides the batch and is a multiple of any host count up to 32.
+  config.data.shuffle_shards = 32
   config.masking.max_predictions = 20
 
   config.model.update(**mlmjax_config.BERT_SHAPES["large"], dtype="bfloat16", attention="xla")

@@ -1,10 +1,11 @@
-"""Where files live: local paths and object-store URLs (gs://, s3://) through one layer, etils epath.
+"""Where files live: local paths and object-store URLs (gs://, s3://), through one layer.
 
-Orbax and TFDS already go through `etils.epath`; every path mlmjax reads or writes does too, so
-a workdir, a corpus glob or a TFDS folder may be a bucket as well as a local folder. A URL goes
+Orbax and TFDS go through `etils.epath`; every path mlmjax reads or writes does too, so a
+workdir, a corpus glob or a TFDS folder may be a bucket as well as a local folder. A URL goes
 to fsspec (gcsfs for gs://, s3fs for s3://), which reaches an emulator or a private endpoint
 through the standard variables (`STORAGE_EMULATOR_HOST`; TensorStore, which writes Orbax's
-arrays, reads `TENSORSTORE_GCS_HTTP_URL`). Local paths are made absolute and behave as plain
+arrays, reads `TENSORSTORE_GCS_HTTP_URL`; ArrayRecord, which reads TFDS datasets,
+`CLOUD_STORAGE_EMULATOR_ENDPOINT`). Local paths are made absolute and behave as plain
 files; nothing is ever written under the current directory for a URL.
 
 What an object store does not have is handled here once: no atomic rename (an object appears
@@ -200,6 +201,14 @@ def local_cache(p, *parts: str) -> str:
   folder = os.path.join(tempfile.gettempdir(), "mlmjax_cache", key, *parts)
   os.makedirs(folder, exist_ok=True)
   return folder
+
+
+STAGING = "staging"  # under local_cache(p): files on their way to `p`
+
+
+def staging_dir(p) -> str:
+  """A folder on this machine's disk, of this process, for files to be uploaded under `p`."""
+  return local_cache(p, STAGING, str(os.getpid()))
 
 
 def local_dir(p) -> str | None:

@@ -85,7 +85,8 @@ def split_arrays(data_dir, split: str) -> dict[str, np.ndarray]:
 
 def tiny_wordpiece(vocab_size: int = 99):
   """A BERT WordPiece tokenizer over a made-up vocabulary: the specials (ids 0-4), a-z, w0..."""
-  from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors  # pylint: disable=g-import-not-at-top
+  from tokenizers import (  # pylint: disable=g-import-not-at-top
+      Tokenizer, models, normalizers, pre_tokenizers, processors)
   vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [chr(ord("a") + i) for i in range(26)]
   vocab += [f"w{i}" for i in range(vocab_size - len(vocab))]
   tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(vocab)}, unk_token="[UNK]"))

@@ -21,12 +21,13 @@ ALLOWED = {
     "train": {"train", "storage", "model", "masking", "data", "checkpoint"},
     "checkpoint": {"checkpoint", "storage"},
     "convert": {"convert", "storage", "model"},
-    "inference": {"inference", "storage", "convert", "train", "checkpoint", "model", "masking", "data"},
-    "experiments": {"experiments", "storage", "inference", "train", "checkpoint", "model", "masking", "data",
-                    "config"},
+    "inference": {"inference", "storage", "convert", "train", "checkpoint", "model", "masking",
+                  "data"},
+    "experiments": {"experiments", "storage", "inference", "train", "checkpoint", "model",
+                    "masking", "data", "config"},
     "bench": {"bench", "storage", "train", "model", "masking", "data", "config"},
-    "cli": {"cli", "storage", "bench", "experiments", "inference", "convert", "train", "checkpoint",
-            "model", "masking", "data", "config"},
+    "cli": {"cli", "storage", "bench", "experiments", "inference", "convert", "train",
+            "checkpoint", "model", "masking", "data", "config"},
 }
 
 

@@ -75,7 +75,8 @@ def bench_prepare(directory: str, path: str, seq_len: int,
   seconds = time.perf_counter() - start
   tokens = sum(s["tokens"] for s in manifest["splits"].values())
   return {"workdir": workdir, "tokens": tokens, "seconds": seconds,
-          "tokens_per_second": tokens / seconds, "workers": manifest["timing"]["workers"]}
+          "tokens_per_second": tokens / seconds,
+          "workers": manifest["shards"]["workers_per_process"]}
 
 
 def bench_loader(data_dir: str, batch_size: int, num_batches: int, repeats: int = 5) -> dict:

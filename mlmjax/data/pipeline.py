@@ -32,6 +32,7 @@ or `grain.checkpoint` with Orbax) and the prefetch threads.
 """
 
 import os
+import shutil
 import sys
 import threading
 
@@ -141,12 +142,23 @@ def _local_file(data_dir: str, name: str, manifest: dict, rows: int, seq_len: in
   """A part file on this machine: in place for a local workdir, else a copy in the cache."""
   if storage.local_dir(data_dir):
     return os.path.join(data_dir, name)
-  key = manifest.get("shards", {}).get("key", "unkeyed")[:16]
-  local = os.path.join(storage.local_cache(data_dir, key), name.replace("/", "_"))
+  local = os.path.join(_cache_folder(data_dir, manifest), name.replace("/", "_"))
   size = _NPY_HEADER_BYTES + rows * seq_len * np.dtype(dtype).itemsize
   if not (os.path.exists(local) and os.path.getsize(local) == size):
     storage.download(storage.join(data_dir, name), local)
   return local
+
+
+def _cache_folder(data_dir: str, manifest: dict) -> str:
+  """This machine's folder for copies of the parts of `data_dir`, named after the data's key;
+  copies of data prepared there before (other keys) are deleted, so the cache holds one
+  preparation's parts at most."""
+  key = manifest["shards"]["key"][:16]
+  root = storage.local_cache(data_dir)
+  for name in os.listdir(root):
+    if name not in (key, storage.STAGING):
+      shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+  return storage.local_cache(data_dir, key)
 
 
 class _Streams:

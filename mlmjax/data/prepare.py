@@ -254,8 +254,7 @@ def _prepare_shards(data_config, tok, shards: list[sources.Shard], spec: Spec,
   todo = [s for s in shards if (_read_record(data_dir, s.index) or {}).get("key") != spec.key]
   if not todo:
     return 0
-  staging = (None if storage.local_dir(data_dir) else
-             storage.local_cache(data_dir, "staging", str(os.getpid())))
+  staging = None if storage.local_dir(data_dir) else storage.staging_dir(data_dir)
   chunks = (((s.index, split), texts) for s in todo for split, texts in _chunks(data_config, s))
   at, writer = 0, _ShardWriter(todo[0], tok, spec, data_dir, staging)
   for (index, split), chunk in encode.encode_chunks(tok, chunks, spec.job, spec.workers):
@@ -505,8 +504,7 @@ def _prepare_afresh(data_config, workdir: str, data_dir: str, process_index: int
       pmi_entry = _add_ngrams(tok, data_dir, splits, spec,
                               pmi.PmiConfig.from_config(data_config.pmi))
     sync("mlmjax: n-gram vocabulary ready")
-    staging = (None if storage.local_dir(data_dir) else
-               storage.local_cache(data_dir, "staging", str(os.getpid())))
+    staging = None if storage.local_dir(data_dir) else storage.staging_dir(data_dir)
     _match_ngrams(data_dir, splits, {s.index for s in mine}, spec, pmi.load_vocab(data_dir),
                   staging)
     sync("mlmjax: n-grams matched")

@@ -16,7 +16,8 @@ for BERT; <pad> <unk> <s> </s> <mask> for RoBERTa and SentencePiece models).
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterable, Sequence
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from absl import logging
 import ml_collections
@@ -108,8 +109,8 @@ def train_tokenizer(documents: Documents, vocab_size: int,
   `documents`: a sequence, or a function giving a fresh iterator each call (the trainer makes
   two passes; a corpus too large for memory streams). The trainer's memory grows with the
   number of distinct words, not the text: preparation hands it a bounded sample
-  (`corpora.tokenizer_sample`). Deterministic: the same documents give the same tokenizer. The trainer alone is not
-  (huggingface/tokenizers#1794): it numbers the "##x" continuation characters in hash-map
+  (`corpora.tokenizer_sample`). Deterministic: the same documents give the same tokenizer.
+  The trainer alone is not (huggingface/tokenizers#1794): it numbers the "##x" continuation characters in hash-map
   order, and merges break count ties by number. So a first pass without merges finds those
   characters, and the real pass receives them up front, sorted, with fixed numbers.
   """
@@ -305,17 +306,38 @@ def existing_tokenizer(data_config: ml_collections.ConfigDict,
   return _read_saved(path) if path.exists() else None
 
 
+def _spill(documents: Documents, path: str) -> str:
+  """Writes the documents to the local file `path`, each as its UTF-8 length (8 bytes, little
+  endian) and its UTF-8 bytes, and returns the sha256 of that file, which is
+  `corpora.documents_hash(documents)`."""
+  digest = hashlib.sha256()
+  with open(path, "wb") as f:
+    for doc in _iterate(documents):
+      data = doc.encode("utf-8")
+      for part in (len(data).to_bytes(8, "little"), data):
+        digest.update(part)
+        f.write(part)
+  return digest.hexdigest()
+
+
+def _read_spilled(path: str) -> Iterator[str]:
+  with open(path, "rb", buffering=1 << 20) as f:
+    while header := f.read(8):
+      yield f.read(int.from_bytes(header, "little")).decode("utf-8")
+
+
 def get_tokenizer(data_config: ml_collections.ConfigDict, workdir: str,
-                  documents: Sequence[str] | None = None) -> tokenizers.Tokenizer:
+                  documents: Documents | None = None) -> tokenizers.Tokenizer:
   """Loads `data_config.tokenizer_path`, or trains WordPiece and caches it in workdir/tokenizer.
 
   Args:
     data_config: the `config.data` block.
     workdir: the run's directory; the trained tokenizer goes to `workdir/tokenizer/`.
-    documents: the documents to train on. Given (as `prepare` does), a cached tokenizer is
-      reused only if it was trained on exactly these. None (after `prepare`, at inference)
-      reuses a cached tokenizer of the same vocab_size and lowercase without reading the
-      corpus, and otherwise trains on the configured corpus' training split.
+    documents: the documents to train on, a sequence or a function giving a fresh iterator.
+      Given (as `prepare` does), a cached tokenizer is reused only if it was trained on
+      exactly these. None (after `prepare`, at inference) reuses a cached tokenizer of the
+      same vocab_size and lowercase without reading the corpus, and otherwise trains on the
+      configured corpus' sample (`corpora.tokenizer_sample`).
   Returns:
     The tokenizer; when the cache does not fit, it is retrained and the reason logged.
   """
@@ -324,21 +346,27 @@ def get_tokenizer(data_config: ml_collections.ConfigDict, workdir: str,
   directory = storage.join(workdir, CACHE_DIR)
   spec_path = directory / "spec.json"
   wanted = {"vocab_size": data_config.vocab_size, "lowercase": data_config.lowercase}
-  if documents is not None:
-    wanted["documents_sha256"] = corpora.documents_hash(_iterate(documents))
   cached = storage.read_json(spec_path)
-  if cached is not None:
-    changed = sorted(k for k, v in wanted.items() if cached.get(k) != v)
-    if not changed:
-      return _read_saved(directory / "tokenizer.json")
-    logging.info("Retraining the tokenizer in %s: %s changed.", directory, ", ".join(changed))
-    spec_path.unlink()  # an interrupted retraining must not look like a valid cache
-  if documents is None:
-    documents = corpora.tokenizer_sample(data_config)
-  tok = train_tokenizer(documents, data_config.vocab_size, data_config.lowercase)
+  if documents is None and cached is not None and all(cached.get(k) == v
+                                                       for k, v in wanted.items()):
+    return _read_saved(directory / "tokenizer.json")
+  with tempfile.TemporaryDirectory(prefix="mlmjax_tokenizer_") as tmp:
+    # One pass over the corpus (the slow part: reading and splitting it) hashes the documents
+    # and spills them to the local disk; the trainer's two passes read them back from there.
+    if documents is None:
+      documents = corpora.tokenizer_sample(data_config)
+    sample = os.path.join(tmp, "documents.bin")
+    wanted["documents_sha256"] = _spill(documents, sample)
+    if cached is not None:
+      changed = sorted(k for k, v in wanted.items() if cached.get(k) != v)
+      if not changed:
+        return _read_saved(directory / "tokenizer.json")
+      logging.info("Retraining the tokenizer in %s: %s changed.", directory, ", ".join(changed))
+      spec_path.unlink()  # an interrupted retraining must not look like a valid cache
+    tok = train_tokenizer(lambda: _read_spilled(sample), data_config.vocab_size,
+                          data_config.lowercase)
   save_tokenizer(tok, os.fspath(directory))
-  spec = {**wanted, "documents_sha256": corpora.documents_hash(_iterate(documents))}
-  storage.write_json(spec_path, spec)  # last: marks the cache complete
+  storage.write_json(spec_path, wanted)  # last: marks the cache complete
   logging.info("Trained a WordPiece tokenizer of %d tokens into %s.", tok.get_vocab_size(),
                directory)
   return tok

@@ -1,6 +1,8 @@
 """Preparation in shards: by several processes, resumed shard by shard, into a bucket."""
 
 import logging
+import os
+import tempfile
 import threading
 
 import numpy as np
@@ -8,6 +10,7 @@ import pytest
 
 import gcs_fixture
 from helpers import split_arrays
+from mlmjax import storage
 from mlmjax.data import manifest as manifest_lib
 from mlmjax.data import pipeline
 from mlmjax.data import prepare as prepare_lib
@@ -99,8 +102,8 @@ def test_a_killed_preparation_goes_on_from_its_finished_shards(tmp_path, sharded
 
 def test_prepare_into_a_bucket_equals_a_local_folder(gcs, tmp_path, sharded_config,
                                                      monkeypatch):
-  monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
   (tmp_path / "tmp").mkdir()
+  monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # TMPDIR, as read once
   monkeypatch.chdir(tmp_path)
   url = f"gs://{gcs_fixture.BUCKET}/prepared"
   in_bucket = in_processes(sharded_config, url, 2)[0]
@@ -109,8 +112,12 @@ def test_prepare_into_a_bucket_equals_a_local_folder(gcs, tmp_path, sharded_conf
   assert "data/manifest.json" in gcs_fixture.files(url)
   assert not list(tmp_path.glob("gs*"))
   # Staging files left the local disk once uploaded.
-  assert not [p for p in (tmp_path / "tmp").rglob("*.npy") if "staging" in str(p)]
-  # The loader reads the bucket's rows through a local copy of just the parts it needs.
+  assert list((tmp_path / "tmp").rglob(storage.STAGING))
+  assert not [p for p in (tmp_path / "tmp").rglob("*.npy") if storage.STAGING in str(p)]
+  # The loader reads the bucket's rows through a local copy of just the parts it needs; the
+  # copies of an earlier preparation (another key) are deleted.
+  stale = storage.local_cache(f"{url}/data", "0123456789abcdef")
+  open(os.path.join(stale, "parts_train-00000.input_ids.npy"), "wb").close()
   for processes in (1, 2):
     for index in range(processes):
       a = next(pipeline.make_loader(f"{url}/data", "train", 8, seed=1, shuffle_shards=2,
@@ -120,4 +127,7 @@ def test_prepare_into_a_bucket_equals_a_local_folder(gcs, tmp_path, sharded_conf
                                     process_count=processes))
       for name in a:
         np.testing.assert_array_equal(a[name], b[name])
+  assert not os.path.exists(stale)
+  copies = os.listdir(storage.local_cache(f"{url}/data", in_bucket["shards"]["key"][:16]))
+  assert copies and all(c.startswith("parts_train-") for c in copies)
   assert prepare_lib.prepare(sharded_config, url) == in_bucket  # a no-op on the bucket too
