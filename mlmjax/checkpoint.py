@@ -10,6 +10,8 @@ The state is always restored into an abstract target that carries the current me
 shardings, so a checkpoint written on one mesh restores onto another.
 """
 
+import contextlib
+import os
 import signal
 import threading
 
@@ -22,6 +24,9 @@ from jax.experimental import multihost_utils
 from mlmjax import storage
 
 BEST_METRIC = "eval_loss"  # the checkpoint with the lowest one is kept besides the latest
+# What a checkpoint holds besides the state's arrays: metadata, the data iterator's position,
+# OCDBT's manifests (~0.15 MB for the tests' tiny model); counted with room to spare.
+CHECKPOINT_OVERHEAD_BYTES = 1 << 20
 
 
 def make_manager(workdir, *, save_every: int, keep: int) -> ocp.CheckpointManager:
@@ -51,13 +56,88 @@ def save(manager: ocp.CheckpointManager, step: int, state, data_iterator, meta: 
          *, force: bool = False, metrics: dict | None = None) -> bool:
   """Saves if the policy says so (or `force`); returns whether a save started.
 
-  `metrics` (with BEST_METRIC) mark the checkpoint as a candidate for "best".
+  `metrics` (with BEST_METRIC) mark the checkpoint as a candidate for "best". A save that
+  fails (now, or an earlier asynchronous one) raises an error that says why (`_explained`).
   """
   args = ocp.args.Composite(
       state=ocp.args.StandardSave(state),
       data=grain.checkpoint.CheckpointSave(data_iterator),
       meta=ocp.args.JsonSave(meta))
-  return manager.save(int(step), args=args, force=force, metrics=metrics)
+  with _explained(manager, step):
+    return manager.save(int(step), args=args, force=force, metrics=metrics)
+
+
+def wait(manager: ocp.CheckpointManager) -> None:
+  """Waits for the asynchronous saves to end; one that failed raises (`_explained`)."""
+  with _explained(manager, manager.latest_step()):
+    manager.wait_until_finished()
+
+
+def space_problem(manager: ocp.CheckpointManager, state) -> str:
+  """Why the disk of a local checkpoint directory cannot take the next save ("" if it can).
+
+  Checked before a save starts, so that a full disk stops the run with this message instead of
+  failing in Orbax's writer threads. Waits for the save under way first (the next one would
+  wait for it anyway), so that what it wrote is counted. The next save needs about what the
+  last committed one took on disk (before the first: the state's bytes) plus
+  CHECKPOINT_OVERHEAD_BYTES, with 10% to spare: the old checkpoints go only after it is
+  committed.
+  """
+  wait(manager)
+  directory = manager.directory
+  free = storage.free_bytes(directory)
+  if free is None:
+    return ""
+  latest = committed_step(manager)
+  on_disk = _folder_bytes(directory / str(latest)) if latest is not None else 0
+  state_bytes = sum(x.nbytes for x in jax.tree.leaves(state) if hasattr(x, "nbytes"))
+  needed = int(1.1 * max(on_disk, state_bytes + CHECKPOINT_OVERHEAD_BYTES))
+  if free >= needed:
+    return ""
+  kept = f"checkpoint {latest} stays" if latest is not None else "no checkpoint was saved yet"
+  return (f"No space for the next checkpoint in {directory}: it needs about "
+          f"{storage.megabytes(needed)} and its disk has {storage.megabytes(free)} free. "
+          f"Free some space (or move --workdir to a larger disk) and run the same command "
+          f"again: it resumes from the last checkpoint ({kept}).")
+
+
+def committed_step(manager: ocp.CheckpointManager) -> int | None:
+  """The newest step whose checkpoint is complete (Orbax's latest_step also names one that is
+  still being written)."""
+  for step in sorted(manager.all_steps(), reverse=True):
+    if (manager.directory / str(step)).exists():
+      return step
+  return None
+
+
+def _folder_bytes(folder) -> int:
+  return sum(os.path.getsize(os.path.join(d, n)) for d, _, names in os.walk(folder)
+             for n in names)
+
+
+@contextlib.contextmanager
+def _explained(manager: ocp.CheckpointManager, step):
+  """Orbax's errors of a save as one that says what happened and what to do."""
+  try:
+    yield
+  except Exception as e:  # pylint: disable=broad-except
+    directory = manager.directory
+    if storage.is_url(directory):  # listing a store that fails would only fail again, slowly
+      kept = "the checkpoints committed before stay"
+    else:
+      latest = committed_step(manager)
+      kept = (f"the last good checkpoint, {latest}, stays" if latest is not None
+              else "no checkpoint was complete yet")
+    if storage.is_no_space(e):
+      raise storage.NoSpaceError(
+          f"The disk of {directory} filled up while checkpoint {step} was written ({kept}). "
+          "Free some space (or move --workdir to a larger disk) and run the same command "
+          "again.") from e
+    if storage.is_url(directory):
+      explained = storage.explain(os.fspath(directory), e,
+                                  f"Writing checkpoint {step} to {directory} ({kept})")
+      raise storage.StorageError(f"{explained} Then run the same command again.") from e
+    raise
 
 
 def restore_latest_good(manager: ocp.CheckpointManager, abstract_state, data_iterator,

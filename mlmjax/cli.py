@@ -17,6 +17,7 @@ import os
 import sys
 import tempfile
 import time
+import traceback
 
 import jax
 from absl import app, flags, logging
@@ -45,20 +46,26 @@ COMPARE_CONFIG = os.path.join(CONFIGS, "compare.py")
 DEMO_QUESTIONS = 200  # held-out sentences the quickstart's demo asks the model about
 
 FLAGS = flags.FLAGS
+# Libraries whose INFO lines are hidden and whose tracebacks need --verbosity=1.
+NOISY_LIBRARIES = ("orbax", "grain", "jax", "gcsfs", "fsspec", "tensorstore")
 
 
 # ----------------------------------------------------------------------------- shared wiring
 
 
 class _QuietLibraries(std_logging.Filter):
-  """Keeps mlmjax's own INFO lines but only warnings and errors of the checkpoint/data libraries.
+  """Keeps mlmjax's own INFO lines but only warnings and errors of the checkpoint/data libraries,
+  and those as one line: their tracebacks (a writer thread that failed, a request retried) only
+  with --verbosity=1, since the error that ends the run says what happened.
 
   (gcsfs's own logger is set to ERROR in `run_app`: it warns "Could not determine bucket type"
   for every bucket it cannot inspect, emulators and restricted buckets included, and goes on.)
   """
 
   def filter(self, record: std_logging.LogRecord) -> bool:
-    noisy = any(f"{os.sep}{lib}{os.sep}" in record.pathname for lib in ("orbax", "grain", "jax"))
+    noisy = any(f"{os.sep}{lib}{os.sep}" in record.pathname for lib in NOISY_LIBRARIES)
+    if noisy and FLAGS.verbosity < 1:
+      record.exc_info, record.exc_text, record.stack_info = None, None, None
     return record.levelno >= std_logging.WARNING or not noisy
 
 
@@ -83,15 +90,34 @@ def _exit_on_bad_flags(fn, *args):
 
 
 def _user_errors_as_messages(main):
-  """Errors a user can cause (bad corpus, config, workdir) end as one line naming the fix."""
+  """Errors a user can cause (bad corpus, config or workdir, a full disk, an unreachable
+  bucket) end as one line naming the fix; the traceback comes with --verbosity=1."""
   def wrapped(argv):
     try:
       return main(argv)
     except (ValueError, FileNotFoundError, storage.StorageError) as e:
-      if FLAGS.verbosity >= 1:
-        raise
-      sys.exit(f"mlmjax: error: {e}\n  (run with --verbosity=1 for the traceback)")
+      _fail(str(e))
+    except OSError as e:  # a full disk or a network where no step of mlmjax's said more
+      _fail(f"no space left on the disk of {e.filename or 'the workdir'}; free some space (or "
+            "move --workdir to a larger disk) and run the same command again."
+            if storage.is_no_space(e) else f"{type(e).__name__}: {e}")
   return wrapped
+
+
+def _fail(message: str) -> None:
+  """Prints the error and ends the process at once, with exit code 1.
+
+  At once (os._exit, not sys.exit): Orbax's and gcsfs's threads may still be retrying a write
+  to a store that is gone, and would hold the process at exit for minutes. What was committed
+  is on disk already; the workdir's lock goes with the process.
+  """
+  if FLAGS.verbosity >= 1:
+    traceback.print_exc()
+  else:
+    message += "\n  (run with --verbosity=1 for the traceback)"
+  sys.stdout.flush()
+  print(f"mlmjax: error: {message}", file=sys.stderr, flush=True)
+  os._exit(1)  # pylint: disable=protected-access
 
 
 def run_app(main, define) -> None:
@@ -102,6 +128,7 @@ def run_app(main, define) -> None:
     FLAGS.register_key_flag_for_module(sys.argv[0], FLAGS[name])  # of the main module)
   logging.get_absl_handler().addFilter(_QuietLibraries())
   std_logging.getLogger("gcsfs").setLevel(std_logging.ERROR)  # see _QuietLibraries
+  std_logging.getLogger("fsspec").setLevel(std_logging.WARNING)  # a line for every file opened
   jax.config.config_with_absl()
   app.run(_user_errors_as_messages(main),
           flags_parser=lambda argv: _exit_on_bad_flags(FLAGS, argv))
@@ -197,7 +224,8 @@ def prepare() -> None:
     if jax.process_count() > 1:
       processes = dict(process_index=jax.process_index(), process_count=jax.process_count(),
                        sync=multihost_utils.sync_global_devices)
-    manifest = prepare_lib.prepare(FLAGS.config.data, FLAGS.workdir, **processes)
+    with loop.owned(_in_workdir()):  # not while a trainer or another preparation runs there
+      manifest = prepare_lib.prepare(FLAGS.config.data, FLAGS.workdir, **processes)
     if jax.process_index():
       return
     for split, entry in manifest["splits"].items():

@@ -13,6 +13,7 @@ whole when its upload ends, so a write is already atomic), no append and no seek
 that grow are written locally and uploaded whole, see `upload`).
 """
 
+import errno
 import glob as glob_lib
 import hashlib
 import io
@@ -32,6 +33,58 @@ _GLOB_CHARS = "*?["
 
 class StorageError(ValueError):
   """A path cannot be used as given; the message names the fix."""
+
+
+class NoSpaceError(StorageError):
+  """A disk is too full for what is to be written there; the message says how much is needed."""
+
+
+def is_no_space(error: BaseException) -> bool:
+  """Whether `error` (or one it was raised from) is a full disk or quota: an OSError ENOSPC or
+  EDQUOT, or TensorStore's RESOURCE_EXHAUSTED for one (Orbax raises those as ValueError)."""
+  while error is not None:
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+      return True
+    if "No space left on device" in str(error) or "Disk quota exceeded" in str(error):
+      return True
+    error = error.__cause__ or error.__context__
+  return False
+
+
+def explain(url: str, error: Exception, doing: str = "") -> StorageError:
+  """A StorageError that says why a request to the object store at `url` failed (a bucket that
+  does not exist, a store that cannot be reached) and the fix; `doing` names what failed.
+  Asked only once something failed, so the requests that succeed pay nothing for it."""
+  scheme, rest = os.fspath(url).split("://", 1)
+  bucket = f"{scheme}://{rest.split('/', 1)[0]}"
+  try:
+    fs, _ = _filesystem(bucket)
+    exists = fs.exists(bucket)
+  except Exception as e:  # pylint: disable=broad-except
+    reason = (f"cannot reach {bucket} ({type(e).__name__}: {str(e)[:200]}); check the network "
+              "and the credentials (for an emulator: STORAGE_EMULATOR_HOST)")
+  else:
+    reason = (f"the bucket {bucket} does not exist, or this account cannot see it; create it "
+              f"(gcloud storage buckets create {bucket}) or fix the path" if not exists else
+              f"a request to {url} failed ({type(error).__name__}: "
+              f"{(str(error).splitlines() or [''])[0][:300]})")
+  return StorageError(f"{doing} failed: {reason}." if doing else reason[0].upper() + reason[1:]
+                      + ".")
+
+
+def free_bytes(p) -> int | None:
+  """Bytes free on the disk that holds the local path `p` (or its nearest existing parent);
+  None for a URL (an object store has no such limit to read)."""
+  if is_url(p):
+    return None
+  folder = os.fspath(path(p))
+  while not os.path.exists(folder):
+    folder = os.path.dirname(folder)
+  return shutil.disk_usage(folder).free
+
+
+def megabytes(n: int) -> str:
+  return f"{n / 1e6:,.1f} MB"
 
 
 def is_url(path) -> bool:

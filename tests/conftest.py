@@ -22,6 +22,7 @@ jax.config.update("jax_default_matmul_precision", "highest")
 
 import pytest  # noqa: E402
 
+import helpers  # noqa: E402
 from helpers import tiny_config  # noqa: E402
 
 
@@ -78,7 +79,8 @@ def spacy_package(tmp_path, monkeypatch, spacy_site):
 # The slowest files first (minutes each: real processes, many compiles): the two xdist workers
 # (pytest.ini) take files in collection order, and longest-first lets them finish together.
 SLOWEST_FIRST = ("tests/bench/test_gpu_report.py", "tests/train/test_no_shared_disk.py",
-                 "tests/test_checkpoint.py", "tests/train/test_multiprocess.py",
+                 "tests/test_checkpoint.py", "tests/test_faults.py",
+                 "tests/train/test_multiprocess.py",
                  "tests/train/test_partition.py", "tests/test_object_store.py",
                  "tests/experiments/test_compare.py", "tests/test_cli.py")
 
@@ -99,3 +101,18 @@ def gcs():
   gcs_fixture = importlib.import_module("gcs_fixture")
   with gcs_fixture.emulator() as env:
     yield env
+
+
+@pytest.fixture(scope="session")
+def reliability_corpus(tmp_path_factory):
+  """The corpus of the reliability tests' runs (tests/test_checkpoint.py, test_faults.py)."""
+  return helpers.write_corpus(tmp_path_factory.mktemp("corpus") / "corpus.txt")
+
+
+@pytest.fixture(scope="session")
+def straight_run(tmp_path_factory, reliability_corpus):
+  """An uninterrupted 12-step run of the command line, checkpointing every step: what every
+  interrupted and resumed run must end bit-identical to."""
+  workdir = tmp_path_factory.mktemp("straight") / "run"
+  helpers.run_ok(helpers.train_cmd(workdir, reliability_corpus, *helpers.STRAIGHT_ARGS))
+  return workdir

@@ -1,7 +1,10 @@
 """Helpers shared by tests: configs as the command line loads them, small corpora."""
 
 import importlib.util
+import os
 import pathlib
+import subprocess
+import sys
 
 import numpy as np
 
@@ -95,3 +98,61 @@ def tiny_wordpiece(vocab_size: int = 99):
   tok.post_processor = processors.TemplateProcessing(
       single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
   return tok
+
+
+# ------------------------------------------------------------------ runs of the command line
+
+
+# The reference run of the reliability tests (conftest.straight_run): 12 steps, saved each step.
+STRAIGHT_ARGS = ("--config.train.steps=12", "--config.train.checkpoint_every=1")
+
+
+def train_cmd(workdir, corpus, *extra) -> list[str]:
+  """mlmjax-train on `corpus` at the tiny shapes, in a subprocess."""
+  return [sys.executable, "-c", TRAIN_CLI, f"--workdir={workdir}",
+          f"--config.data.paths={corpus}", *TINY_OVERRIDES, *extra]
+
+
+def cli_env(devices: int = 1) -> dict:
+  return {**os.environ, "JAX_PLATFORMS": "cpu",
+          "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+
+
+def run_ok(cmd, devices: int = 1) -> subprocess.CompletedProcess:
+  """Runs a command line to success (its stderr's end is the assertion message otherwise)."""
+  out = subprocess.run(cmd, env=cli_env(devices), capture_output=True, text=True, timeout=600,
+                       check=False)
+  assert out.returncode == 0, out.stderr[-3000:]
+  return out
+
+
+def run_fails(cmd, devices: int = 1) -> str:
+  """Runs a command line that must fail with one clear message: its stderr, checked to hold
+  mlmjax's error line and no Python traceback."""
+  out = subprocess.run(cmd, env=cli_env(devices), capture_output=True, text=True, timeout=600,
+                       check=False)
+  assert out.returncode == 1, (out.returncode, out.stderr[-3000:])
+  assert "mlmjax: error: " in out.stderr and "Traceback" not in out.stderr, out.stderr[-3000:]
+  return out.stderr
+
+
+def steps_in(workdir) -> list[int]:
+  """The committed checkpoint steps of a local workdir."""
+  root = pathlib.Path(workdir) / "checkpoints"
+  return sorted(int(p.name) for p in root.iterdir() if p.name.isdigit()) if root.exists() else []
+
+
+def params_of(workdir) -> dict:
+  """The parameters of a workdir's latest checkpoint, by name."""
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from mlmjax import inference  # pylint: disable=g-import-not-at-top
+  model, _, _ = inference.load_trained(str(workdir))
+  return {"/".join(map(str, p)): np.asarray(v[...])
+          for p, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+
+
+def assert_same_params(a, b) -> None:
+  a, b = params_of(a), params_of(b)
+  assert a.keys() == b.keys()
+  for name in a:
+    np.testing.assert_array_equal(b[name], a[name], err_msg=name)

@@ -1,61 +1,26 @@
 """Reliability: kill -9, SIGTERM, corrupted checkpoints, resharding, refused workdirs."""
 
-import json
-import os
-import shutil
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
-from flax import nnx
 
-from helpers import TINY_OVERRIDES, TRAIN_CLI, write_corpus
-from mlmjax import inference
+from helpers import (assert_same_params, cli_env as env, params_of, run_ok as run,
+                     steps_in, train_cmd)
 from mlmjax.train import loop
 
 
-def params_of(workdir) -> dict:
-  model, _, _ = inference.load_trained(str(workdir))
-  return {"/".join(map(str, p)): np.asarray(v[...])
-          for p, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
-
-
-def steps_in(workdir) -> list[int]:
-  root = workdir / "checkpoints"
-  return sorted(int(p.name) for p in root.iterdir() if p.name.isdigit()) if root.exists() else []
-
-
-def train_cmd(workdir, corpus, *extra):
-  return [sys.executable, "-c", TRAIN_CLI, f"--workdir={workdir}",
-          f"--config.data.paths={corpus}", *TINY_OVERRIDES, *extra]
-
-
-def env(devices: int = 1):
-  return {**os.environ, "JAX_PLATFORMS": "cpu",
-          "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
-
-
-def run(cmd, devices=1):
-  out = subprocess.run(cmd, env=env(devices), capture_output=True, text=True, timeout=600,
-                       check=False)
-  assert out.returncode == 0, out.stderr[-3000:]
-  return out
+@pytest.fixture(scope="module")
+def corpus(reliability_corpus):
+  return reliability_corpus
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-  return write_corpus(tmp_path_factory.mktemp("corpus") / "corpus.txt")
-
-
-@pytest.fixture(scope="module")
-def straight(tmp_path_factory, corpus):
+def straight(straight_run):
   """An uninterrupted 12-step run, checkpointing every step."""
-  workdir = tmp_path_factory.mktemp("straight") / "run"
-  run(train_cmd(workdir, corpus, "--config.train.steps=12", "--config.train.checkpoint_every=1"))
-  return workdir
+  return straight_run
 
 
 def test_kill_9_at_several_points_then_resume_is_bit_identical(tmp_path, corpus, straight):
@@ -73,9 +38,7 @@ def test_kill_9_at_several_points_then_resume_is_bit_identical(tmp_path, corpus,
     assert steps_in(workdir), "killed before the first checkpoint"
   run(cmd)
   assert max(steps_in(workdir)) == 12
-  a, b = params_of(straight), params_of(workdir)
-  for name in a:
-    np.testing.assert_array_equal(b[name], a[name], err_msg=name)
+  assert_same_params(straight, workdir)
 
 
 def test_sigterm_saves_the_current_step_and_exits_0(tmp_path, corpus):

@@ -14,20 +14,21 @@ PACKAGE = ROOT / "mlmjax"
 # layer -> the layers it may import (its own included).
 ALLOWED = {
     "storage": {"storage"},  # paths and URLs (etils epath): below everything that does I/O
+    "workdir": {"workdir", "storage"},  # the workdir's lock
     "masking": {"masking"},
     "model": {"model", "masking"},  # dropout's counter hash is the masker's (masking/rng.py)
     "data": {"data", "storage", "masking"},
     "config": {"config", "masking"},
-    "train": {"train", "storage", "model", "masking", "data", "checkpoint"},
+    "train": {"train", "storage", "workdir", "model", "masking", "data", "checkpoint"},
     "checkpoint": {"checkpoint", "storage"},
     "convert": {"convert", "storage", "model"},
     "inference": {"inference", "storage", "convert", "train", "checkpoint", "model", "masking",
                   "data"},
-    "experiments": {"experiments", "storage", "inference", "train", "checkpoint", "model",
-                    "masking", "data", "config"},
+    "experiments": {"experiments", "storage", "workdir", "inference", "train", "checkpoint",
+                    "model", "masking", "data", "config"},
     "bench": {"bench", "storage", "train", "model", "masking", "data", "config"},
-    "cli": {"cli", "storage", "bench", "experiments", "inference", "convert", "train",
-            "checkpoint", "model", "masking", "data", "config"},
+    "cli": {"cli", "storage", "workdir", "bench", "experiments", "inference", "convert",
+            "train", "checkpoint", "model", "masking", "data", "config"},
 }
 
 

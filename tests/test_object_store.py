@@ -75,3 +75,14 @@ def test_prepare_train_resume_evaluate_export_in_a_bucket(gcs, tmp_path):
              "The parser [MASK] a new string."], gcs, cwd, tmp)
   assert "[MASK]" in out.stdout
   assert not os.listdir(cwd)
+
+
+def test_a_bucket_that_does_not_exist_is_one_clear_error(gcs, tmp_path):
+  out = subprocess.run([sys.executable, "-c", TRAIN_CLI, "--workdir=gs://no-such-bucket/run",
+                        *TINY_OVERRIDES, f"--config.data.paths={write_corpus(tmp_path / 'c.txt')}"],
+                       env={**os.environ, **gcs, "JAX_PLATFORMS": "cpu"}, cwd=tmp_path,
+                       capture_output=True, text=True, timeout=300, check=False)
+  assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-3000:]
+  assert ("mlmjax: error: The bucket gs://no-such-bucket does not exist, or this account "
+          "cannot see it; create it (gcloud storage buckets create gs://no-such-bucket)"
+          in out.stderr), out.stderr[-3000:]

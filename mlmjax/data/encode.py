@@ -11,6 +11,8 @@ from concurrent import futures
 import multiprocessing
 import os
 import sys
+import threading
+import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -24,6 +26,8 @@ from mlmjax.data import spacy_annotator
 # Documents per chunk: a worker's unit of work, and how far the reader runs ahead; each
 # chunk's Encoding objects (much larger than the ids) stay small.
 CHUNK_DOCS = 1024
+# How often a worker checks that its parent is alive.
+PARENT_POLL_S = 0.5
 
 
 class Encoder:
@@ -52,11 +56,20 @@ class Encoder:
 _worker_encoder = None  # per worker process: the tokenizer and spaCy pipeline load once
 
 
-def _init_worker(tokenizer_json: str, job: dict) -> None:
+def _init_worker(tokenizer_json: str, job: dict, parent: int) -> None:
   global _worker_encoder
+  threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
   # One process per core already: the tokenizer's own thread pool would oversubscribe.
   os.environ["TOKENIZERS_PARALLELISM"] = "false"
   _worker_encoder = Encoder(tokenizer_json, job)
+
+
+def _exit_with_parent(parent: int) -> None:
+  """Ends this worker once its parent is gone (killed with -9, a preempted host): a worker is
+  never left behind. The parent's death re-parents it, which is what is watched."""
+  while os.getppid() == parent:
+    time.sleep(PARENT_POLL_S)
+  os._exit(1)  # pylint: disable=protected-access
 
 
 def _encode_in_worker(texts: list[str]) -> annotate.EncodedChunk:
@@ -104,7 +117,7 @@ def encode_chunks(tok: tokenizers.Tokenizer, chunks: Iterable[tuple[Any, list[st
   # (out of memory, or an interpreter that cannot spawn) raises instead of hanging.
   context = multiprocessing.get_context("spawn")
   with futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
-                                   initargs=(tok.to_str(), job)) as pool:
+                                   initargs=(tok.to_str(), job, os.getpid())) as pool:
     pending = collections.deque()
     try:
       for key, texts in chunks:

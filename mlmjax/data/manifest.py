@@ -8,11 +8,12 @@ meaning of an annotation's values, a missing file): prepare.py prepares again wh
 anything.
 """
 
-import concurrent.futures
 import json
+import os
 from collections.abc import Sequence
 
 import ml_collections
+import numpy as np
 
 from mlmjax import storage
 from mlmjax.data import annotate
@@ -26,6 +27,13 @@ MANIFEST = "manifest.json"
 SPLITS = ("train", "validation")
 # Keys that change how, not what, is prepared (or only how it is read): never stale.
 RUNTIME_KEYS = ("num_workers", "shuffle_shards")
+# A part's .npy header (prepare.NpyWriter pads it to this), then its rows.
+NPY_HEADER_BYTES = 128
+
+
+def npy_bytes(rows: int, seq_len: int, dtype: str) -> int:
+  """The size of a part file of `rows` rows of `seq_len` values of `dtype`."""
+  return NPY_HEADER_BYTES + rows * seq_len * np.dtype(dtype).itemsize
 
 
 def config_record(data_config: ml_collections.ConfigDict) -> dict:
@@ -83,7 +91,7 @@ def stale_reasons(manifest, data_config, workdir) -> list[str]:
                    if _meaning(old_schema[k]) != _meaning(new_schema[k]))
   if changed:
     reasons.append(f"the annotation schema changed ({', '.join(changed)})")
-  reasons += [f"{n} is missing" for n in missing_files(manifest, storage.join(workdir, DATA_DIR))]
+  reasons += damaged_files(manifest, storage.join(workdir, DATA_DIR))
   return reasons
 
 
@@ -95,13 +103,34 @@ def files(manifest: dict) -> list[str]:
                                               else [])
 
 
-def missing_files(manifest: dict, data_dir) -> list[str]:
-  """The manifest's files that are not in `data_dir` (checked in parallel: an object store
-  answers each in ~10 ms)."""
+def part_sizes(manifest: dict) -> dict[str, int]:
+  """{file: the bytes it must have} of every part file, relative to workdir/data."""
+  seq_len = manifest["seq_len"]
+  return {name: npy_bytes(part["rows"], seq_len, info["dtype"][field])
+          for info in manifest["splits"].values() for part in info["parts"]
+          for field, name in part["files"].items()}
+
+
+def file_sizes(data_dir, names) -> dict[str, int | None]:
+  """{name: its size in bytes, or None if it is missing} of files under `data_dir` (an object
+  store is listed once, not asked file by file)."""
+  root = os.fspath(storage.path(data_dir))
+  found = {f[len(root) + 1:]: size for f, size, _ in storage.list_files(root)}
+  return {name: found.get(name) for name in names}
+
+
+def damaged_files(manifest: dict, data_dir) -> list[str]:
+  """What is wrong with the manifest's files in `data_dir`: one line a file missing, or a part
+  of another size than its rows make (cut short by a full disk or a copy, or changed)."""
+  expected = part_sizes(manifest)
   names = files(manifest)
-  with concurrent.futures.ThreadPoolExecutor(32) as pool:
-    there = list(pool.map(lambda n: storage.join(data_dir, n).exists(), names))
-  return [n for n, ok in zip(names, there) if not ok]
+  problems = []
+  for name, size in file_sizes(data_dir, names).items():
+    if size is None:
+      problems.append(f"{name} is missing")
+    elif name in expected and size != expected[name]:
+      problems.append(f"{name} has {size:,} bytes, not {expected[name]:,}")
+  return problems
 
 
 def _meaning(entry: dict) -> tuple:

@@ -46,7 +46,6 @@ from mlmjax.data import tokenizer as tokenizer_lib
 
 # Batches are built ahead by background threads; a few hide a slow disk read.
 DEFAULT_READ_OPTIONS = grain.ReadOptions(num_threads=2, prefetch_buffer_size=8)
-_NPY_HEADER_BYTES = 128  # prepare.NpyWriter's header: rows start there
 
 
 def _read_manifest(data_dir: str) -> dict:
@@ -90,12 +89,15 @@ class PackedRows:
   def _open(self) -> None:
     self._arrays = []
     for (_, part), paths in zip(self._parts, self._paths):
-      arrays = {key: np.load(path, mmap_mode="r") for key, path in paths.items()}
-      for key, array in arrays.items():
-        if array.shape != (part["rows"], self.seq_len):
-          raise ValueError(f"{paths[key]} has shape {array.shape}, the manifest says "
-                           f"{(part['rows'], self.seq_len)}; prepare the data again.")
-      self._arrays.append(arrays)
+      for key, path in paths.items():  # before mapping: numpy's own error names no fix
+        size = os.path.getsize(path) if os.path.exists(path) else None
+        want = manifest_lib.npy_bytes(part["rows"], self.seq_len, self.info["dtype"][key])
+        if size != want:
+          raise ValueError(
+              f"{path} has {'no file' if size is None else f'{size:,} bytes'}, the manifest "
+              f"says {want:,} (it was cut short or changed); run mlmjax-prepare (or "
+              "mlmjax-train) with this workdir again to rebuild it.")
+      self._arrays.append({key: np.load(path, mmap_mode="r") for key, path in paths.items()})
 
   def __getstate__(self):
     return {k: v for k, v in self.__dict__.items() if k != "_arrays"}
@@ -143,7 +145,7 @@ def _local_file(data_dir: str, name: str, manifest: dict, rows: int, seq_len: in
   if storage.local_dir(data_dir):
     return os.path.join(data_dir, name)
   local = os.path.join(_cache_folder(data_dir, manifest), name.replace("/", "_"))
-  size = _NPY_HEADER_BYTES + rows * seq_len * np.dtype(dtype).itemsize
+  size = manifest_lib.npy_bytes(rows, seq_len, dtype)
   if not (os.path.exists(local) and os.path.getsize(local) == size):
     storage.download(storage.join(data_dir, name), local)
   return local

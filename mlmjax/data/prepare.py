@@ -84,7 +84,8 @@ class NpyWriter:
   `close`, the file has a temporary name: a crash never leaves a truncated array.
   """
 
-  _HEADER_BYTES = 128  # magic (6) + version (2) + length (2) + the padded dict, as numpy pads
+  # magic (6) + version (2) + length (2) + the dict, padded as numpy pads it
+  _HEADER_BYTES = manifest_lib.NPY_HEADER_BYTES
 
   def __init__(self, path: str, dtype: np.dtype, row_shape: tuple[int, ...], upload_to=None):
     self.path, self.dtype, self.row_shape = path, np.dtype(dtype), tuple(row_shape)
@@ -107,6 +108,12 @@ class NpyWriter:
       raise ValueError(f"rows of shape {rows.shape[1:]}, expected {self.row_shape}")
     self._file.write(np.ascontiguousarray(rows, self.dtype).tobytes())
     self.rows += rows.shape[0]
+
+  def abort(self) -> None:
+    """Closes and deletes the unfinished file (a failed preparation leaves nothing behind)."""
+    self._file.close()
+    if os.path.exists(self.path + ".tmp"):
+      os.remove(self.path + ".tmp")
 
   def close(self) -> tuple[int, ...]:
     self._file.seek(0)
@@ -214,6 +221,12 @@ class _ShardWriter:
       self.stats.add_documents(chunk.ids, chunk.lengths)
     self._write(split, entry["packer"].add(chunk))
 
+  def abort(self) -> None:
+    """Deletes the shard's unfinished files."""
+    for entry in self.splits.values():
+      for writer in entry["writers"].values():
+        writer.abort()
+
   def finish(self) -> None:
     """Closes (and uploads) the shard's files, then writes its record and statistics."""
     record = {"key": self.spec.key, "shard": self.shard.index, "splits": {}}
@@ -244,6 +257,15 @@ def _chunks(data_config, shard: sources.Shard) -> Iterator[tuple[str, list[str]]
       yield split, texts
 
 
+def _intact(record: dict | None, spec: Spec, sizes: dict[str, int | None]) -> bool:
+  """Whether a shard's record says it was made from these inputs, and its files are whole."""
+  if record is None or record.get("key") != spec.key:
+    return False
+  return all(sizes.get(name) == manifest_lib.npy_bytes(
+      entry["rows"], spec.seq_len, np.dtype(packing.FIELD_DTYPES[field]).name)
+             for entry in record["splits"].values() for field, name in entry["files"].items())
+
+
 def _read_record(data_dir: str, shard: int) -> dict | None:
   return storage.read_json(storage.join(data_dir, _record_name(shard)))
 
@@ -251,21 +273,38 @@ def _read_record(data_dir: str, shard: int) -> dict | None:
 def _prepare_shards(data_config, tok, shards: list[sources.Shard], spec: Spec,
                     data_dir: str) -> int:
   """Prepares `shards` (this process's) that have no up-to-date record; returns how many."""
-  todo = [s for s in shards if (_read_record(data_dir, s.index) or {}).get("key") != spec.key]
+  records = {s.index: _read_record(data_dir, s.index) for s in shards}
+  names = [n for r in records.values() if r for e in r["splits"].values()
+           for n in e["files"].values()]
+  sizes = manifest_lib.file_sizes(data_dir, names)
+  todo = [s for s in shards if not _intact(records[s.index], spec, sizes)]
   if not todo:
     return 0
   staging = None if storage.local_dir(data_dir) else storage.staging_dir(data_dir)
   chunks = (((s.index, split), texts) for s in todo for split, texts in _chunks(data_config, s))
   at, writer = 0, _ShardWriter(todo[0], tok, spec, data_dir, staging)
-  for (index, split), chunk in encode.encode_chunks(tok, chunks, spec.job, spec.workers):
-    while todo[at].index != index:  # the shards before it are complete (or empty)
+  try:
+    for (index, split), chunk in encode.encode_chunks(tok, chunks, spec.job, spec.workers):
+      while todo[at].index != index:  # the shards before it are complete (or empty)
+        writer.finish()
+        at += 1
+        writer = _ShardWriter(todo[at], tok, spec, data_dir, staging)
+      writer.add(split, chunk)
+    writer.finish()
+    for shard in todo[at + 1:]:  # shards that held no document
+      writer = _ShardWriter(shard, tok, spec, data_dir, staging)
       writer.finish()
-      at += 1
-      writer = _ShardWriter(todo[at], tok, spec, data_dir, staging)
-    writer.add(split, chunk)
-  writer.finish()
-  for shard in todo[at + 1:]:  # shards that held no document
-    _ShardWriter(shard, tok, spec, data_dir, staging).finish()
+  except BaseException as e:
+    writer.abort()
+    if storage.is_no_space(e):
+      where = staging or data_dir
+      free = storage.free_bytes(where)
+      raise storage.NoSpaceError(
+          f"The disk of {where} filled up while shard {todo[at].index} was prepared"
+          + (f" ({storage.megabytes(free)} free)" if free is not None else "")
+          + f". Free some space (or move --workdir to a larger disk) and run the same command "
+          f"again: the {at} shard(s) finished are kept.") from e
+    raise
   return len(todo)
 
 

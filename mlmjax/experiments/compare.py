@@ -34,6 +34,7 @@ from absl import logging
 from flax import nnx
 
 from mlmjax import inference, masking, storage
+from mlmjax import workdir as workdir_lib
 from mlmjax.data import manifest as manifest_lib, prepare, stats, tokenizer as tokenizer_lib
 from mlmjax.experiments import evaluate, probes, report
 from mlmjax.train import loop
@@ -326,6 +327,11 @@ def compare(config: ml_collections.ConfigDict, workdir: str) -> report.Matrix:
                      "local folder and copy the results up afterwards (gsutil -m cp -r).")
   check_config(config)
   workdir = os.path.abspath(workdir)
+  with workdir_lib.owned(workdir):  # one comparison a workdir; each run locks its own folder
+    return _compare(config, workdir)
+
+
+def _compare(config: ml_collections.ConfigDict, workdir: str) -> report.Matrix:
   start = time.perf_counter()
 
   # Data and evaluation masks first: they need no model, and a masking the data cannot

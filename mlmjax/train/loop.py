@@ -20,6 +20,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from mlmjax import checkpoint, storage
+from mlmjax import workdir as workdir_lib
 from mlmjax.data import pipeline, prepare, stats as data_stats, tokenizer as tokenizer_lib
 from mlmjax.model.bert import BertConfig
 from mlmjax.train import curves
@@ -62,12 +63,30 @@ def train_and_evaluate(config, workdir: str,
                      "call mlmjax.convert.hf.with_hf_architecture(config) and pass "
                      "init_params=functools.partial(hf.load_params, config.init_from_hf)")
   workdir = os.fspath(storage.path(workdir))  # a local path made absolute; a URL kept
-  manifest, tokenizer, tables = _prepare_data(config, workdir)
-  c = state_lib.build(config, tables, tokenizer.get_vocab_size(),
-                      manifest["tokenizer"]["roles"]["pad"],
-                      train_rows=manifest["splits"]["train"]["rows"])
-  with partition.mesh_context(c.mesh, config.mesh.axis_rules):
-    return _train(config, workdir, c, manifest, tokenizer, init_params)
+  with owned(workdir):  # one job trains in a workdir: a second is refused at once
+    manifest, tokenizer, tables = _prepare_data(config, workdir)
+    c = state_lib.build(config, tables, tokenizer.get_vocab_size(),
+                        manifest["tokenizer"]["roles"]["pad"],
+                        train_rows=manifest["splits"]["train"]["rows"])
+    with partition.mesh_context(c.mesh, config.mesh.axis_rules):
+      return _train(config, workdir, c, manifest, tokenizer, init_params)
+
+
+def owned(workdir: str):
+  """The workdir's lock (`mlmjax.workdir`), held by this job: process 0 takes it, and every
+  process gets its answer, so all of them refuse together."""
+  several = jax.process_count() > 1
+  return workdir_lib.owned(workdir, is_main=jax.process_index() == 0,
+                           agree=process0_says if several else None)
+
+
+def process0_says(message: str, size: int = 4096) -> str:
+  """Process 0's `message` (UTF-8, at most `size` bytes), on every process: a host sync."""
+  data = np.zeros(size, np.uint8)
+  encoded = message.encode("utf-8")[:size]
+  data[:len(encoded)] = np.frombuffer(encoded, np.uint8)
+  agreed = np.asarray(multihost_utils.broadcast_one_to_all(data))
+  return agreed.tobytes().rstrip(b"\0").decode("utf-8", "replace")
 
 
 def _prepare_data(config, workdir: str):
@@ -155,36 +174,50 @@ def _train(config, workdir, c, manifest, tokenizer, init_params) -> dict:
   if is_main:
     storage.write_text(storage.join(workdir, "config.json"), config.to_json_best_effort(indent=2))
 
-  def save(step, state, **kw) -> bool:
+  def save(step, state, *, force=False, metrics=None) -> bool:
     """A checkpoint if the policy says so; the metrics are flushed with it (for a bucket
-    workdir: uploaded), so a run that dies later still has its curves up to the checkpoint."""
-    started = checkpoint.save(manager, step, state, data_iter, meta, **kw)
+    workdir: uploaded), so a run that dies later still has its curves up to the checkpoint.
+    A disk too full for it stops the run here, on every process, before anything is written."""
+    if force or step % max(config.train.checkpoint_every, 1) == 0:
+      problem = checkpoint.space_problem(manager, state) if is_main else ""
+      if jax.process_count() > 1:
+        problem = process0_says(problem)
+      if problem:
+        raise storage.NoSpaceError(problem)
+    started = checkpoint.save(manager, step, state, data_iter, meta, force=force,
+                              metrics=metrics)
     if started:
       writer.flush()
     return started
 
-  # The steps.
-  state, preempted = _run_steps(config, c, state, data_iter, run_eval, save, writer)
-  manager.wait_until_finished()
-  if preempted:
-    writer.close()
-    _plot_curves(workdir, is_main)
-    return {"step": int(jax.device_get(state.step)), "preempted": True}
+  # SIGTERM (preemption) is noticed from here to the end, never fatal: during the steps the
+  # current step is saved and the run stops; after them the final evaluation and save finish.
+  preemption = checkpoint.PreemptionNotice()
+  try:
+    state, preempted = _run_steps(config, c, state, data_iter, run_eval, save, writer,
+                                  preemption)
+    checkpoint.wait(manager)
+    if preempted:
+      writer.close()
+      _plot_curves(workdir, is_main)
+      return {"step": int(jax.device_get(state.step)), "preempted": True}
 
-  # The final evaluation, saved with the last checkpoint.
-  results = run_eval(state)
-  final_step = int(jax.device_get(state.step))
-  if final_step not in manager.all_steps():
-    save(final_step, state, force=True, metrics=results)
-  manager.wait_until_finished()
-  writer.write_scalars(final_step, results)
-  writer.close()
-  results["step"] = final_step
-  results["baseline_token"] = tokenizer.id_to_token(baseline_token)
-  if is_main:
-    storage.write_json(storage.join(workdir, "eval_results.json"), results)
-  _plot_curves(workdir, is_main)
-  return results
+    # The final evaluation, saved with the last checkpoint.
+    results = run_eval(state)
+    final_step = int(jax.device_get(state.step))
+    if final_step not in manager.all_steps():
+      save(final_step, state, force=True, metrics=results)
+    checkpoint.wait(manager)
+    writer.write_scalars(final_step, results)
+    writer.close()
+    results["step"] = final_step
+    results["baseline_token"] = tokenizer.id_to_token(baseline_token)
+    if is_main:
+      storage.write_json(storage.join(workdir, "eval_results.json"), results)
+    _plot_curves(workdir, is_main)
+    return results
+  finally:
+    preemption.close()
 
 
 def _plot_curves(workdir: str, is_main: bool) -> None:
@@ -194,7 +227,8 @@ def _plot_curves(workdir: str, is_main: bool) -> None:
                 storage.join(workdir, "curves.png"))
 
 
-def _run_steps(config, c, state, data_iter, run_eval, save, writer) -> tuple[TrainState, bool]:
+def _run_steps(config, c, state, data_iter, run_eval, save, writer,
+               preemption: checkpoint.PreemptionNotice) -> tuple[TrainState, bool]:
   """Steps from the state's step to the last one: (the state, whether it stopped preempted).
 
   Steps are dispatched, not waited for: the host runs ahead of the device and only blocks where
@@ -208,7 +242,6 @@ def _run_steps(config, c, state, data_iter, run_eval, save, writer) -> tuple[Tra
   window = Throughput(config, c)
   bar = tqdm.tqdm(total=config.train.steps, initial=start, desc="train", dynamic_ncols=True,
                   disable=jax.process_index() != 0)
-  preemption = checkpoint.PreemptionNotice()
   try:
     for step in range(start + 1, last + 1):
       batch = partition.global_batch(next(data_iter), c.mesh)
@@ -242,7 +275,6 @@ def _run_steps(config, c, state, data_iter, run_eval, save, writer) -> tuple[Tra
     return state, False
   finally:
     bar.close()
-    preemption.close()
 
 
 SHAPE_FIELDS = ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",

@@ -111,5 +111,9 @@ class MetricWriter:
       info = os.stat(local)
       version = (info.st_size, info.st_mtime_ns)
       if self._uploaded.get(name) != version:
-        storage.upload(local, self._remote / name)
+        try:
+          storage.upload(local, self._remote / name)
+        except OSError as e:  # the store: say which problem it is
+          raise storage.explain(os.fspath(self._remote), e,
+                                f"Uploading {name} to {self._remote}") from e
         self._uploaded[name] = version

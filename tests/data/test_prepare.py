@@ -212,6 +212,7 @@ def test_workers_give_the_same_data_as_one_process(tmp_path, files_config, monke
   files_config.num_workers = 2
   parallel = prepare_lib.prepare(files_config, str(tmp_path / "parallel"))
   assert parallel["shards"]["workers_per_process"] == 2
+  assert parallel["splits"] == serial["splits"]
   for split in manifest_lib.SPLITS:
     a = split_arrays(tmp_path / "serial" / "data", split)
     b = split_arrays(tmp_path / "parallel" / "data", split)

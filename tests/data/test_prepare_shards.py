@@ -131,3 +131,22 @@ def test_prepare_into_a_bucket_equals_a_local_folder(gcs, tmp_path, sharded_conf
   copies = os.listdir(storage.local_cache(f"{url}/data", in_bucket["shards"]["key"][:16]))
   assert copies and all(c.startswith("parts_train-") for c in copies)
   assert prepare_lib.prepare(sharded_config, url) == in_bucket  # a no-op on the bucket too
+
+
+def test_a_part_cut_short_is_named_and_prepared_again(tmp_path, sharded_config, caplog):
+  caplog.set_level(logging.INFO)
+  workdir = tmp_path / "w"
+  manifest = prepare_lib.prepare(sharded_config, str(workdir))
+  part = manifest["splits"]["train"]["parts"][1]
+  damaged = workdir / "data" / part["files"]["input_ids"]
+  size = damaged.stat().st_size
+  os.truncate(damaged, size - 500)  # a full disk, an interrupted copy
+  with pytest.raises(ValueError, match=f"{damaged} has {size - 500:,} bytes, the manifest "
+                                       f"says {size:,} .*run mlmjax-prepare"):
+    pipeline.PackedRows(str(workdir / "data"), "train")
+  again = prepare_lib.prepare(sharded_config, str(workdir))
+  assert f"{part['files']['input_ids']} has {size - 500:,} bytes, not {size:,}" in caplog.text
+  assert f"prepared 1 of its {manifest['shards']['count']} shards" in caplog.text  # that one
+  assert again["splits"] == manifest["splits"] and damaged.stat().st_size == size
+  prepare_lib.prepare(sharded_config, str(tmp_path / "fresh"))
+  same_rows(workdir / "data", tmp_path / "fresh" / "data")
