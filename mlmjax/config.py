@@ -106,7 +106,7 @@ def default_config() -> ml_collections.ConfigDict:
   train.adam_b2 = 0.98
   train.adam_eps = 1e-6
   train.clip_norm = 1.0
-  train.log_every = 50  # steps between metric writes
+  train.log_every = 50  # steps between metric writes; each logs its window's means
   train.eval_every = 400  # steps between evaluations (0 = only at the end)
   train.eval_batches = 0  # validation batches per evaluation, fixed masks (0 = whole split)
   train.checkpoint_every = 400  # steps between checkpoints

@@ -43,9 +43,9 @@ def plot(metrics_path, out_path) -> str | None:
   if "loss" not in metrics:
     return None
   fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 3.6))
-  panels = ((loss_ax, "MLM loss", (("loss", "training"), ("eval_loss", "held-out")), ()),
+  panels = ((loss_ax, "MLM loss", (("loss", "training (window means)"), ("eval_loss", "held-out")), ()),
             (acc_ax, "MLM accuracy",
-             (("accuracy", "training"), ("eval_accuracy", "held-out")),
+             (("accuracy", "training (window means)"), ("eval_accuracy", "held-out")),
              (("eval_baseline_accuracy", "most frequent token"),)))
   for ax, title, lines, baselines in panels:
     for name, label in lines:

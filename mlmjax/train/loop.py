@@ -27,6 +27,7 @@ from mlmjax.train import curves
 from mlmjax.train import metrics as metrics_lib
 from mlmjax.train import partition
 from mlmjax.train import state as state_lib
+from mlmjax.train import step as step_lib
 from mlmjax.train.step import TrainState
 
 EVAL_STREAM = 1_000_003  # eval masks use their own fixed key, never a training one
@@ -239,7 +240,9 @@ def _run_steps(config, c, state, data_iter, run_eval, save, writer,
   logging.info("Training from step %d to %d on mesh %s", start, last, dict(c.mesh.shape))
   train_fn, train_key = state_lib.jit_train_step(config, c), jax.random.key(config.seed)
   compiled = None
-  window = Throughput(config, c)
+  throughput = Throughput(config, c)
+  # The metrics of the steps since the last log, summed on the device (see step.add_to_window).
+  empty = window = state_lib.empty_window(c)
   bar = tqdm.tqdm(total=config.train.steps, initial=start, desc="train", dynamic_ncols=True,
                   disable=jax.process_index() != 0)
   try:
@@ -247,17 +250,18 @@ def _run_steps(config, c, state, data_iter, run_eval, save, writer,
       batch = partition.global_batch(next(data_iter), c.mesh)
       if compiled is None:  # compiled once, ahead of time: a changed shape fails, never recompiles
         compile_start = time.perf_counter()
-        compiled = train_fn.lower(state, batch, train_key).compile()
+        compiled = train_fn.lower(state, batch, train_key, window).compile()
         writer.write_scalars(step, {"compile_seconds": time.perf_counter() - compile_start})
-        window.restart()
-      state, step_metrics = compiled(state, batch, train_key)
-      window.steps += 1
+        throughput.restart()
+      state, window = compiled(state, batch, train_key, window)
+      throughput.steps += 1
       bar.update(1)
 
-      if step % config.train.log_every == 0 or step == last:
-        scalars = jax.device_get(step_metrics)
+      if step % config.train.log_every == 0 or step == last:  # the loop's one read per window
+        scalars = step_lib.window_means(jax.device_get(window))
+        window = empty
         check_consecutive_skips(int(scalars["consecutive_skips"]), step, config)
-        scalars.update(window.read())
+        scalars.update(throughput.read())
         writer.write_scalars(step, scalars)
         bar.set_postfix(loss=f"{scalars['loss']:.3f}", acc=f"{scalars['accuracy']:.3f}",
                         tok_s=f"{scalars['tokens_per_second']:,.0f}")
@@ -265,7 +269,7 @@ def _run_steps(config, c, state, data_iter, run_eval, save, writer,
       if config.train.eval_every and step % config.train.eval_every == 0 and step < last:
         eval_metrics = run_eval(state)
         writer.write_scalars(step, eval_metrics)
-        window.restart()
+        throughput.restart()
       if preemption.reached(step):
         save(step, state, force=True)
         logging.warning("Preempted: saved step %d; rerun the same command to resume.", step)

@@ -17,7 +17,8 @@ from flax import nnx
 from mlmjax import masking
 from mlmjax.model.bert import BertConfig, BertForMaskedLM
 from mlmjax.train import optim, partition
-from mlmjax.train.step import TrainState, eval_step, train_step
+from mlmjax.train import step as step_lib
+from mlmjax.train.step import TrainState, eval_step, train_step_in_window
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,16 +106,31 @@ def build(config, vocab_tables: masking.VocabTables, vocab_size: int, pad_id: in
 
 
 def jit_train_step(config, c: Components):
+  """The compiled step: (state, batch, key, window) -> (new state, window with this step added).
+
+  The window (`step.empty_window`, placed by `empty_window`) carries the logging window's sums
+  on the device, so the loop logs means over its steps without reading any step's metrics.
+  """
   state_shardings = jax.tree.map(lambda s: s.sharding, c.abstract_state)
   step = functools.partial(
-      train_step, graphdef=c.graphdef, masker=c.masker, tx=c.tx, mask_config=c.mask_config,
-      learning_rate=optim.learning_rate_schedule(config.train),
+      train_step_in_window, graphdef=c.graphdef, masker=c.masker, tx=c.tx,
+      mask_config=c.mask_config, learning_rate=optim.learning_rate_schedule(config.train),
       grad_accum_steps=config.train.grad_accum_steps)
+  replicated = partition.replicated(c.mesh)
   return jax.jit(step,
-                 in_shardings=(state_shardings, partition.batch_sharding(c.mesh),
-                               partition.replicated(c.mesh)),
-                 out_shardings=(state_shardings, partition.replicated(c.mesh)),
+                 in_shardings=(state_shardings, partition.batch_sharding(c.mesh), replicated,
+                               replicated),
+                 out_shardings=(state_shardings, replicated),
                  donate_argnums=0)
+
+
+def empty_window(c: Components) -> dict:
+  """A logging window with no steps in it, replicated on the mesh as the train step takes it
+  (built from host values by every process, as a multi-host step needs its inputs)."""
+  sharding = partition.replicated(c.mesh)
+  return jax.tree.map(
+      lambda x: jax.make_array_from_callback((), sharding, lambda _, x=np.asarray(x): x),
+      step_lib.empty_window())
 
 
 def jit_eval_step(c: Components, baseline_token: int):

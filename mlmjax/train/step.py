@@ -137,6 +137,53 @@ def train_step(state: TrainState, batch: dict, key: jax.Array, *, graphdef: nnx.
   return new_state, metrics
 
 
+# The logging window: per-step metrics summed on the device, carried from step to step as a few
+# scalars and read where the loop blocks to log anyway, so a logged value is the window's mean
+# (as HF Trainer, clu and MaxText report) and no step is held on the host.
+MEANS_OVER_GOOD_STEPS = ("loss", "accuracy", "grad_norm")  # a skipped step would make them NaN
+MEANS_OVER_STEPS = ("predictions_per_row", "budget_clipped")
+LAST_VALUES = ("learning_rate", "skipped_updates", "consecutive_skips")  # as of the last step
+
+
+def empty_window() -> dict:
+  """The sums of a window with no steps in it."""
+  zero = jnp.zeros((), jnp.float32)
+  sums = {name: zero for name in MEANS_OVER_GOOD_STEPS + MEANS_OVER_STEPS + LAST_VALUES}
+  return {**sums, "steps": jnp.zeros((), jnp.int32), "good_steps": jnp.zeros((), jnp.int32)}
+
+
+def add_to_window(window: dict, metrics: dict) -> dict:
+  """The window's sums with one more step's metrics (a step skipped for a non-finite loss or
+  gradient counts in `steps`, not in the means of its loss, accuracy and gradient norm)."""
+  good = jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics["grad_norm"])
+  out = {name: window[name] + jnp.where(good, metrics[name], 0.0).astype(jnp.float32)
+         for name in MEANS_OVER_GOOD_STEPS}
+  out.update({name: window[name] + metrics[name] for name in MEANS_OVER_STEPS})
+  out.update({name: jnp.asarray(metrics[name], window[name].dtype) for name in LAST_VALUES})
+  out["steps"] = window["steps"] + 1
+  out["good_steps"] = window["good_steps"] + good.astype(jnp.int32)
+  return out
+
+
+def window_means(window: dict) -> dict:
+  """Host scalars of a window read from the device: the means, the last values, and
+  `window_steps`, the steps it covers (the last window of a run may be short)."""
+  steps, good = int(window["steps"]), int(window["good_steps"])
+  scalars = {name: float(window[name]) / good if good else float("nan")
+             for name in MEANS_OVER_GOOD_STEPS}
+  scalars.update({name: float(window[name]) / max(steps, 1) for name in MEANS_OVER_STEPS})
+  scalars.update({name: float(window[name]) for name in LAST_VALUES})
+  scalars["window_steps"] = float(steps)
+  return scalars
+
+
+def train_step_in_window(state: TrainState, batch: dict, key: jax.Array, window: dict,
+                         **step_args) -> tuple[TrainState, dict]:
+  """`train_step`, its metrics added to the logging window: (new state, new window)."""
+  state, metrics = train_step(state, batch, key, **step_args)
+  return state, add_to_window(window, metrics)
+
+
 def eval_step(params: Any, batch: dict, key: jax.Array, *, graphdef: nnx.GraphDef,
               masker: Callable, mask_config, mask_state: Any, baseline_token: int) -> dict:
   """Sums over one validation batch with fixed masks (the caller passes a fixed key).

@@ -63,8 +63,9 @@ def run(mesh_shape, grad_accum_steps=1, init_on="device"):
     step = state_lib.jit_train_step(config, c)
     losses = []
     for batch in batches(3, config.train.batch_size, config.data.seq_len):
-      state, metrics = step(state, partition.global_batch(batch, c.mesh), jax.random.key(0))
-      losses.append(float(metrics["loss"]))
+      state, window = step(state, partition.global_batch(batch, c.mesh), jax.random.key(0),
+                           state_lib.empty_window(c))
+      losses.append(float(window["loss"]))  # a window of one step: its loss
   return np.array(losses), hf.flatten_params(state.params), shardings(state)
 
 

@@ -66,5 +66,35 @@ def test_one_compilation_of_each_step_for_the_whole_run(tiny, tmp_path, caplog):
   with caplog.at_level(logging.WARNING), jax.log_compiles(True):
     loop.train_and_evaluate(tiny, str(tmp_path / "run"))
   compiled = [r.getMessage() for r in caplog.records if "Finished XLA compilation" in r.getMessage()]
-  assert sum("jit(train_step)" in m for m in compiled) == 1, compiled
+  assert sum("jit(train_step_in_window)" in m for m in compiled) == 1, compiled
   assert sum("jit(eval_batch)" in m for m in compiled) == 1, compiled
+
+
+def test_logged_training_metrics_are_window_means_read_once_per_window(tiny, tmp_path,
+                                                                      monkeypatch):
+  """A run logging every 3 steps logs, at steps 3 and 6, the mean loss of the steps a run
+  logging every step logs one by one; and it reads from the device once per logged window, not
+  once per step (the runs differ by exactly the 4 reads of the 4 windows fewer)."""
+  reads = []
+  device_get = jax.device_get
+  monkeypatch.setattr(jax, "device_get", lambda x: reads.append(1) or device_get(x))
+
+  def run(log_every):
+    tiny.train.update(steps=6, log_every=log_every, eval_every=0)
+    reads.clear()
+    loop.train_and_evaluate(tiny, str(tmp_path / f"every{log_every}"))
+    lines = (tmp_path / f"every{log_every}" / "tensorboard" / "metrics.jsonl").read_text()
+    logged = {r["step"]: r for r in map(json.loads, lines.split("\n")[:-1]) if "loss" in r}
+    return logged, len(reads)
+
+  every_step, reads_every_step = run(1)
+  windows, reads_windows = run(3)
+  assert sorted(windows) == [3, 6] and sorted(every_step) == [1, 2, 3, 4, 5, 6]
+  for end in (3, 6):
+    steps = range(end - 2, end + 1)
+    for name in ("loss", "accuracy"):
+      np.testing.assert_allclose(windows[end][name],
+                                 np.mean([every_step[s][name] for s in steps]), rtol=1e-5)
+    assert windows[end]["window_steps"] == 3 and every_step[end]["window_steps"] == 1
+    assert windows[end]["learning_rate"] == every_step[end]["learning_rate"]
+  assert reads_every_step - reads_windows == 6 - 2

@@ -65,6 +65,44 @@ def test_nan_loss_is_skipped_counted_and_training_continues(setup):
     assert float(m2["skipped_updates"]) == 1
 
 
+def test_window_holds_the_means_of_its_steps_and_leaves_out_a_skipped_ones_loss(setup):
+  """Five steps, the third with a NaN loss: the window's loss, accuracy and gradient norm are
+  the means of the four good steps' own metrics (read one step at a time from `train_step`),
+  its other scalars the means or last values of all five."""
+  config, c, batch = setup
+  step_args = dict(graphdef=c.graphdef, masker=poisoned(c.masker, 2), tx=c.tx,
+                   mask_config=config.masking,
+                   learning_rate=optim.learning_rate_schedule(config.train))
+  one_step = jax.jit(functools.partial(train_step, **step_args))
+  in_window = jax.jit(functools.partial(step_lib.train_step_in_window, **step_args))
+  with partition.mesh_context(c.mesh, config.mesh.axis_rules):
+    state = c.init_state(jax.random.key(0))
+    per_step = []
+    for _ in range(5):
+      state, metrics = one_step(state, batch, jax.random.key(0))
+      per_step.append(jax.device_get(metrics))
+    state, window = c.init_state(jax.random.key(0)), step_lib.empty_window()
+    for _ in range(5):
+      state, window = in_window(state, batch, jax.random.key(0), window)
+  logged = step_lib.window_means(jax.device_get(window))
+
+  good = [m for i, m in enumerate(per_step) if i != 2]
+  assert not np.isfinite(per_step[2]["loss"]) and len(good) == 4
+  for name in ("loss", "accuracy", "grad_norm"):
+    np.testing.assert_allclose(logged[name], np.mean([m[name] for m in good]), rtol=1e-5,
+                               err_msg=name)
+  np.testing.assert_allclose(logged["predictions_per_row"],
+                             np.mean([m["predictions_per_row"] for m in per_step]), rtol=1e-6)
+  assert logged["learning_rate"] == pytest.approx(float(per_step[-1]["learning_rate"]))
+  assert logged["skipped_updates"] == 1 and logged["consecutive_skips"] == 0
+  assert logged["window_steps"] == 5
+
+
+def test_a_window_of_skipped_steps_logs_nan_not_zero():
+  window = {**jax.device_get(step_lib.empty_window()), "steps": 3, "good_steps": 0}
+  assert np.isnan(step_lib.window_means(window)["loss"])
+
+
 def test_too_many_consecutive_skips_stop_the_run(setup):
   config, _, _ = setup
   loop.check_consecutive_skips(19, 100, config)  # under the limit: nothing happens
@@ -79,11 +117,13 @@ def test_step_makes_no_hidden_host_transfers(setup):
     step = state_lib.jit_train_step(config, c)
     key = jax.random.key(0)
     batch = partition.global_batch(jax.device_get(batch), c.mesh)
-    state, _ = step(state, batch, key)  # compile outside the guard
-    with jax.transfer_guard("disallow"):
+    empty = state_lib.empty_window(c)
+    state, window = step(state, batch, key, empty)  # compile outside the guard
+    with jax.transfer_guard("disallow"):  # the loop's steps: the window stays on the device
       for _ in range(2):
-        state, metrics = step(state, batch, key)
-  assert np.isfinite(float(metrics["loss"]))
+        state, window = step(state, batch, key, window)
+      state, window = step(state, batch, key, empty)  # a new window: no transfer either
+  assert np.isfinite(float(window["loss"])) and int(window["steps"]) == 1
 
 
 def test_scan_layers_builds_and_trains_through_the_loop(setup):
@@ -99,7 +139,7 @@ def test_scan_layers_builds_and_trains_through_the_loop(setup):
     state = c.init_state(jax.random.key(0))
     step = state_lib.jit_train_step(config, c)
     state, m = step(state, partition.global_batch(jax.device_get(batch), c.mesh),
-                    jax.random.key(0))
+                    jax.random.key(0), state_lib.empty_window(c))
   assert np.isfinite(float(m["loss"])) and int(state.step) == 1
 
 
@@ -157,5 +197,6 @@ def test_contextual_masks_follow_the_models_own_hidden_states(setup):
     one, two = c.init_state(jax.random.key(0)), c.init_state(jax.random.key(1))
     np.testing.assert_array_equal(masks(one.params), masks(one.params))
     assert (np.asarray(masks(one.params)) != np.asarray(masks(two.params))).any(1).sum() >= 4
-    state, metrics = state_lib.jit_train_step(config, c)(one, batch, jax.random.key(0))
-    assert np.isfinite(float(metrics["loss"])) and int(state.step) == 1
+    state, window = state_lib.jit_train_step(config, c)(one, batch, jax.random.key(0),
+                                                        state_lib.empty_window(c))
+    assert np.isfinite(float(window["loss"])) and int(state.step) == 1

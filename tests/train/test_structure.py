@@ -22,8 +22,10 @@ from mlmjax.bench import synthetic
 from mlmjax.bench import train as bench_train
 from mlmjax.train import partition
 from mlmjax.train import state as state_lib
+from mlmjax.train import step as step_lib
 
 LAYERS, ROWS = 2, 8
+WINDOW = jax.eval_shape(step_lib.empty_window)  # the logging window's sums (a few scalars)
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +49,8 @@ def cuda_module(setup) -> str:
        mock.patch.object(cudnn_attention, "check_cudnn_version", lambda *_: 90800), \
        mock.patch.object(cudnn_attention, "check_compute_capability", lambda *_: True):
     step = state_lib.jit_train_step(config, c)
-    return step.trace(c.abstract_state, batch, key).lower(lowering_platforms=("cuda",)).as_text()
+    return step.trace(c.abstract_state, batch, key, WINDOW).lower(
+        lowering_platforms=("cuda",)).as_text()
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +61,8 @@ def cpu_compiled(setup):
   config.model.attention = "xla"
   c = state_lib.build(config, c.tables, config.data.vocab_size, synthetic.PAD)
   with partition.mesh_context(c.mesh, config.mesh.axis_rules):
-    return state_lib.jit_train_step(config, c).lower(c.abstract_state, batch, key).compile()
+    return state_lib.jit_train_step(config, c).lower(c.abstract_state, batch, key,
+                                                     WINDOW).compile()
 
 
 @pytest.fixture(scope="module")
