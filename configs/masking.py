@@ -16,6 +16,9 @@ def get_config(recipe: str = "bert") -> ml_collections.ConfigDict:
   config = mlmjax_config.default_config()
   slots = config.masking.max_predictions
   config.masking = masking.preset(recipe)
-  config.masking.max_predictions = slots  # the default config's slots for its row length
+  # The default config's slots for its row length, or what the recipe's count can reach
+  # (ERNIE's per-unit draw varies, PMI-Masking's last unit may overshoot).
+  config.masking.max_predictions = max(slots, masking.schedules.required_predictions(
+      config.masking, config.data.seq_len))
   config.data.annotations = masking.batch_fields(config.masking)
   return config

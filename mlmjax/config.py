@@ -54,8 +54,9 @@ def default_config() -> ml_collections.ConfigDict:
   # what bounds a host's local disk with a workdir on a bucket. 1 = one global shuffle.
   data.shuffle_shards = 1
   data.pmi = ml_collections.ConfigDict()  # PMI n-gram vocabulary for `ngram_ids`
-  data.pmi.vocab_size = 100_000  # n-grams kept (the paper: 800K for BERT-scale corpora)
-  data.pmi.min_count = 10  # an n-gram must occur this often in the training rows
+  data.pmi.vocab_size = 100_000  # n-gram slots (the paper: 800K for BERT-scale corpora)
+  data.pmi.min_count = 10  # an n-gram must occur more often than this in the training rows
+  data.pmi.min_pmi = 1.0  # and have a PMI above this (collocations only; see data/pmi.py)
   data.pmi.max_n = 5  # longest n-gram, in words (2..5)
   data.pmi.max_tokens = 50_000_000  # counting covers at most this many tokens
   data.pmi.seed = 0  # which rows are counted when max_tokens cuts

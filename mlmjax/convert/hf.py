@@ -35,6 +35,11 @@ _STACKED = "bert/encoder/layers/"  # scanned layout: one leaf per parameter, lay
 _LISTED = "bert/encoder/layer/{}/"  # HF layout: one subtree per layer
 
 
+# Parameters of training-only heads (SpanBERT's boundary objective): left out of an export,
+# freshly initialised on an import.
+TRAINING_ONLY = ("sbo/",)
+
+
 def flatten_params(params) -> dict[str, np.ndarray]:
   """nnx.State -> {"bert/embeddings/...": float32 numpy array}."""
   return {"/".join(str(k) for k in path): np.asarray(v[...], np.float32)
@@ -70,6 +75,8 @@ def to_hf_tensors(flat: dict[str, np.ndarray], vocab_size: int) -> dict[str, np.
   """Our flat params (either layout) -> `BertForMaskedLM` tensors (vocab padding removed)."""
   tensors = {}
   for path, value in unstack_layers(flat).items():
+    if path.startswith(TRAINING_ONLY):  # no place in HF's BertForMaskedLM
+      continue
     *modules, leaf = path.split("/")
     name, transpose = _LEAF_TO_HF[leaf]
     key = ".".join(modules + [name])
@@ -225,7 +232,9 @@ def import_params(tensors: dict[str, np.ndarray], cfg: BertConfig):
   if not any(k.startswith("cls.") for k in tensors):  # BertModel: keep the initialised head
     tensors = {**to_hf_tensors({k: v for k, v in template.items() if k.startswith("cls/")},
                                cfg.vocab_size), **tensors}
-  flat = from_hf_tensors(tensors, template)
+  fresh_heads = {k: v for k, v in template.items() if k.startswith(TRAINING_ONLY)}
+  flat = {**from_hf_tensors(tensors, {k: v for k, v in template.items()
+                                      if k not in fresh_heads}), **fresh_heads}
   new_state = nnx.from_flat_state(
       [(p, v.replace(value=flat["/".join(map(str, p))])) for p, v in flat_state])
   return graphdef, new_state

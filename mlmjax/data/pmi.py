@@ -5,20 +5,27 @@ SentencePiece: "▁"; byte-level BPE: "Ġ") and the continuation tokens after it
 special token or has no letter or digit (punctuation) is a barrier: no n-gram contains one, and
 none crosses a row or a document (segment) boundary.
 
-Vocabulary (`build_vocab`, over the training rows): every word n-gram of length 2..max_n seen at
-least `min_count` times is scored by the paper's eq. 3,
+Vocabulary (`build_vocab`, over the training rows): every word n-gram of length 2..max_n seen
+more than `min_count` times (the paper: more than 10) is scored by the paper's eq. 3,
 
     PMI(w1..wn) = min over segmentations s of w1..wn into >= 2 parts of log p(w1..wn) / Π p(s_i)
 
 with p(x) = count(x) / (number of n-gram positions of x's length), taken over all segmentations
 by dynamic programming. Each length is ranked on its own and the lists merged in the paper's
 proportions (half bigrams, a quarter trigrams, the rest shared by 4- and 5-grams) up to
-`vocab_size` entries. Counting covers at most `max_tokens` tokens: whole rows drawn by `seed`.
+`vocab_size` entries, keeping only n-grams whose PMI exceeds `min_pmi`. The paper ranks the
+n-grams of a 3.3B-word corpus and keeps the top 800K with no floor; a corpus thousands of times
+smaller has fewer frequent n-grams than slots, and ranking alone would then keep every one of
+them, including pairs that co-occur less than chance ("and to": PMI < 0). The floor, 1 by
+default (seen at least e ≈ 2.7 times as often as the likeliest split predicts), keeps the
+collocations, so the slots shrink to what the corpus supports; `lengths` in the manifest says,
+per length, the slots, the candidates, how many passed the floor and were kept, and the share
+of the training tokens they cover. Counting covers at most `max_tokens` tokens: whole rows
+drawn by `seed`.
 
-Matching (`match`, every split): in each row, the longest vocabulary n-grams are placed first
-(5, then 4, ...), each length over the words not yet covered, non-overlapping; overlaps of one
-length are resolved at random, as the paper does (reproducibly: the draw comes from the n-gram
-and its place in the row).
+Matching (`match`, every split), as the paper: an n-gram inside a longer matching one is
+dropped (the longest wins), and n-grams that partly overlap, of one length or two, are
+resolved at random (reproducibly: the draw comes from the n-gram and its place in the row).
 The result is `ngram_ids` [N, S]: k > 0 on the tokens of the row's k-th n-gram, else 0.
 
 n-grams are identified by 64-bit hashes of their words' token ids (two distinct n-grams share a
@@ -40,6 +47,7 @@ from mlmjax.data import packing
 VOCAB_FILE = "pmi_vocab.npz"
 VOCAB_JSON = "pmi_vocab.json"  # the same vocabulary, readable: text, length, count, PMI
 SHARES = {2: 0.5, 3: 0.25, 4: 0.125, 5: 0.125}  # the paper's merge of the per-length lists
+MAX_N = max(SHARES)
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 _BLOCK_ROWS = 4096
 
@@ -49,6 +57,7 @@ class PmiConfig:
   """See the module docstring; `data.pmi.*` in the config."""
   vocab_size: int = 100_000
   min_count: int = 10
+  min_pmi: float = 1.0
   max_n: int = 5
   max_tokens: int = 50_000_000
   seed: int = 0
@@ -58,8 +67,8 @@ class PmiConfig:
     pmi_config = pmi_config or {}
     fields = {f.name: pmi_config.get(f.name, f.default) for f in dataclasses.fields(cls)}
     config = cls(**fields)
-    if not 2 <= config.max_n <= 5:
-      raise ValueError(f"data.pmi.max_n={config.max_n} must be in [2, 5].")
+    if not 2 <= config.max_n <= MAX_N:
+      raise ValueError(f"data.pmi.max_n={config.max_n} must be in [2, {MAX_N}].")
     return config
 
 
@@ -198,7 +207,7 @@ def build_vocab(arrays: dict[str, np.ndarray], word_start: np.ndarray, barrier: 
     return np.log(counts[at] / max(totals[n], 1))
 
   # Pass 2: the words (and tokens, for the readable list) of one occurrence per candidate.
-  candidates = {n: counted[n][0][counted[n][1] >= config.min_count]
+  candidates = {n: counted[n][0][counted[n][1] > config.min_count]  # "more than 10"
                 for n in range(2, config.max_n + 1)}
   found = {n: {} for n in candidates}
   for ids, seg in _blocks(arrays, rows):
@@ -216,10 +225,11 @@ def build_vocab(arrays: dict[str, np.ndarray], word_start: np.ndarray, barrier: 
         found[n][int(h[i])] = (words.hash[i:i + n].copy(),
                                flat_ids[words.first_token[i]:last_token].tolist())
 
-  vocab, entries = {}, []
+  vocab, entries, lengths = {}, [], {}
   budget = {n: int(round(config.vocab_size * SHARES[n])) for n in candidates}
   for n in candidates:
     hashes = np.array(list(found[n]), np.uint64)
+    lengths[n] = {"slots": budget[n], "candidates": len(hashes), "above_min_pmi": 0, "kept": 0}
     if not len(hashes):
       vocab[n] = np.zeros(0, np.uint64)
       continue
@@ -227,7 +237,12 @@ def build_vocab(arrays: dict[str, np.ndarray], word_start: np.ndarray, barrier: 
     score = _segmentation_pmi(words, log_p)
     keys, counts = counted[n]
     count = counts[np.searchsorted(keys, hashes)]
-    order = np.lexsort((hashes, -score))[:budget[n]]  # by PMI, ties by hash
+    # By PMI (ties by hash), the collocations only: a small corpus fills no slot list with them,
+    # and ranking alone would then keep every frequent n-gram, collocation or not.
+    order = np.lexsort((hashes, -score))
+    order = order[score[order] > config.min_pmi]
+    lengths[n].update(above_min_pmi=len(order), kept=min(len(order), budget[n]))
+    order = order[:budget[n]]
     vocab[n] = np.sort(hashes[order])
     for i in order.tolist():
       entry = {"n": n, "count": int(count[i]), "pmi": round(float(score[i]), 4)}
@@ -235,7 +250,7 @@ def build_vocab(arrays: dict[str, np.ndarray], word_start: np.ndarray, barrier: 
         entry["ngram"] = decode(found[n][int(hashes[i])][1])
       entries.append(entry)
   entries.sort(key=lambda e: -e["pmi"])
-  return {"vocab": vocab, "entries": entries, "positions": totals}
+  return {"vocab": vocab, "entries": entries, "positions": totals, "lengths": lengths}
 
 
 def save_vocab(vocab: dict, data_dir: str) -> dict:
@@ -246,7 +261,8 @@ def save_vocab(vocab: dict, data_dir: str) -> dict:
   storage.write_text(storage.join(data_dir, VOCAB_JSON), "[\n" + ",\n".join(
       json.dumps(e, ensure_ascii=False) for e in vocab["entries"]) + "\n]\n")
   return {"file": VOCAB_FILE, "readable": VOCAB_JSON,
-          "size": {str(n): len(h) for n, h in vocab["vocab"].items()}}
+          "size": {str(n): len(h) for n, h in vocab["vocab"].items()},
+          "lengths": {str(n): v for n, v in vocab["lengths"].items()}}
 
 
 def load_vocab(data_dir: str) -> dict[int, np.ndarray]:
@@ -255,20 +271,24 @@ def load_vocab(data_dir: str) -> dict[int, np.ndarray]:
           for k, v in storage.load_npz(storage.join(data_dir, VOCAB_FILE)).items()}
 
 
-def _resolve(candidate: np.ndarray, n: int, priority: np.ndarray) -> np.ndarray:
-  """A non-overlapping choice among same-length candidates (starts, bool [M]), at random.
+def _resolve(length: np.ndarray, priority: np.ndarray) -> np.ndarray:
+  """A non-overlapping choice among candidates (length int64 [M]: n-gram length in words
+  starting at each word, 0 = none; at most one per start), at random.
 
   The result of taking the candidates one by one in decreasing `priority` (uint64 [M], random
   per candidate), each unless it overlaps one taken before. Computed in rounds: a candidate
   whose priority beats every undecided candidate it overlaps is taken, those it overlaps are
   dropped; a few rounds decide all (the expected number grows with the log of a chain's length).
   """
-  positions = np.flatnonzero(candidate)
+  positions = np.flatnonzero(length)
   m = len(positions)
   rank = np.empty(m, np.int64)
   rank[np.argsort(priority[positions], kind="stable")] = np.arange(m)  # unique
-  # Overlapping candidates are at most n - 1 apart in the list (their positions are distinct).
-  pairs = [(d, positions[d:] - positions[:-d] < n) for d in range(1, min(n, m))]
+  # Candidates start at distinct words, so overlapping ones are fewer than max n apart in the
+  # list; the earlier one reaches the later.
+  reach = positions + length[positions]
+  longest = int(length.max(initial=1))
+  pairs = [(d, positions[d:] < reach[:-d]) for d in range(1, min(longest, m))]
   undecided, taken = np.ones(m, bool), np.zeros(m, bool)
   while undecided.any():
     rival = np.full(m, -1)
@@ -282,44 +302,63 @@ def _resolve(candidate: np.ndarray, n: int, priority: np.ndarray) -> np.ndarray:
       blocked[d:] |= close & new[:-d]
     taken |= new
     undecided &= ~new & ~blocked
-  out = np.zeros(len(candidate), bool)
+  out = np.zeros(len(length), bool)
   out[positions[taken]] = True
   return out
+
+
+def _shift(x: np.ndarray, by: int) -> np.ndarray:
+  """x moved `by` places to the right (False shifted in)."""
+  return np.concatenate([np.zeros(by, bool), x[:len(x) - by]]) if by else x
+
+
+def match_words(input_ids: np.ndarray, segment_ids: np.ndarray, word_start: np.ndarray,
+                barrier: np.ndarray, vocab: dict[int, np.ndarray]
+                ) -> tuple[np.ndarray, np.ndarray]:
+  """`match`, and int32 [B, S] the length in words of each token's n-gram (0 outside one)."""
+  words = _words(input_ids, segment_ids, word_start, barrier)
+  m = len(words.hash)
+  lengths = sorted(n for n in vocab if len(vocab[n]))
+  hashes = _ngram_hashes(words, max(lengths, default=1))
+  candidate = {}
+  for n in lengths:
+    h, valid = hashes[n]
+    at = np.minimum(np.searchsorted(vocab[n], h), len(vocab[n]) - 1)
+    candidate[n] = valid & (vocab[n][at] == h)
+  # An n-gram inside a longer one is no candidate: the longest wins (the paper's rule).
+  for n in lengths:
+    for longer in (k for k in lengths if k > n):
+      for offset in range(longer - n + 1):
+        candidate[n] &= ~_shift(candidate[longer], offset)
+  length = np.zeros(m, np.int64)
+  priority = np.zeros(m, np.uint64)
+  place_in_row = words.first_token % input_ids.shape[1]
+  for n in lengths:  # at most one candidate per start now: a shorter one there is inside
+    length[candidate[n]] = n
+    # Random but reproducible: from the n-gram and its place in its row, not the block.
+    priority = np.where(candidate[n], _mix(hashes[n][0] ^ (place_in_row.astype(np.uint64)
+                                                           << np.uint64(48))), priority)
+  # Partly overlapping n-grams, of one length or of two, are resolved at random.
+  starts = np.flatnonzero(_resolve(length, priority))
+  span, span_words = np.zeros(m, np.int64), np.zeros(m, np.int64)
+  for offset in range(max(lengths, default=0)):
+    inside = starts[length[starts] > offset]
+    span[inside + offset] = np.arange(1, len(starts) + 1)[length[starts] > offset]
+    span_words[inside + offset] = length[inside]
+  per_token = span[words.token_word].reshape(input_ids.shape).astype(np.int32)
+  return (packing.renumber_spans(per_token),
+          span_words[words.token_word].reshape(input_ids.shape).astype(np.int32))
 
 
 def match(input_ids: np.ndarray, segment_ids: np.ndarray, word_start: np.ndarray,
           barrier: np.ndarray, vocab: dict[int, np.ndarray]) -> np.ndarray:
   """int32 [B, S] ngram_ids of rows: the k-th vocabulary n-gram of each row is k (see above)."""
-  words = _words(input_ids, segment_ids, word_start, barrier)
-  m = len(words.hash)
-  index = np.arange(m)
-  hashes = _ngram_hashes(words, max(vocab) if vocab else 1)
-  covered = np.zeros(m, bool)
-  place_in_row = words.first_token % input_ids.shape[1]
-  span = np.zeros(m, np.int64)
-  next_id = 1
-  for n in sorted(vocab, reverse=True):
-    h, valid = hashes[n]
-    if not len(vocab[n]):
-      continue
-    at = np.minimum(np.searchsorted(vocab[n], h), len(vocab[n]) - 1)
-    candidate = valid & (vocab[n][at] == h)
-    busy = np.concatenate([[0], np.cumsum(covered)])
-    candidate &= busy[np.minimum(index + n, m)] - busy[index] == 0
-    # Random but reproducible: from the n-gram and its place in its row, not the block.
-    priority = _mix(h ^ (place_in_row.astype(np.uint64) << np.uint64(48)))
-    starts = np.flatnonzero(_resolve(candidate, n, priority))
-    ids = np.arange(next_id, next_id + len(starts))
-    next_id += len(starts)
-    for offset in range(n):
-      span[starts + offset] = ids
-      covered[starts + offset] = True
-  per_token = span[words.token_word].reshape(input_ids.shape).astype(np.int32)
-  return packing.renumber_spans(per_token)
+  return match_words(input_ids, segment_ids, word_start, barrier, vocab)[0]
 
 
 def match_rows(arrays: dict[str, np.ndarray], word_start: np.ndarray, barrier: np.ndarray,
-               vocab: dict[int, np.ndarray]) -> Iterator[np.ndarray]:
-  """`match` over all rows of a split, in blocks: yields int32 [b, S] in row order."""
+               vocab: dict[int, np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+  """`match_words` over all rows of a split, in blocks: yields (ngram_ids, words per n-gram),
+  int32 [b, S] each, in row order."""
   for ids, seg in _blocks(arrays):
-    yield match(ids, seg, word_start, barrier, vocab)
+    yield match_words(ids, seg, word_start, barrier, vocab)

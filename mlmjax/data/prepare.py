@@ -375,12 +375,15 @@ def _match_ngrams(data_dir: str, splits: dict, mine: set[int], spec: Spec,
       rows = _part_arrays(data_dir, part, ("input_ids", "segment_ids"))
       name = part["files"][annotate.NGRAM]
       writer = _writer(data_dir, name, staging, np.int32, (spec.seq_len,))
-      covered = 0
-      for block in pmi.match_rows(rows, word_start, barrier, vocab):
+      covered = np.zeros(pmi.MAX_N + 1, np.int64)  # tokens inside an n-gram of n words
+      for block, words in pmi.match_rows(rows, word_start, barrier, vocab):
         writer.append(block)
-        covered += int((block > 0).sum())
+        covered += np.bincount(words.reshape(-1), minlength=len(covered))
       writer.close()
-      storage.write_json(storage.join(data_dir, f"{name}.json"), {"covered": covered})
+      storage.write_json(storage.join(data_dir, f"{name}.json"),
+                         {"covered": int(covered[2:].sum()),
+                          "covered_by_n": {str(n): int(covered[n])
+                                           for n in range(2, pmi.MAX_N + 1)}})
 
 
 def _part_arrays(data_dir: str, part: dict, fields: Sequence[str]) -> dict:
@@ -427,6 +430,25 @@ def _add_ngrams(tok, data_dir: str, splits: dict, spec: Spec, pmi_config: pmi.Pm
   built = pmi.build_vocab(arrays, word_start, barrier, pmi_config,
                           decode=lambda ids: tok.decode(ids))
   return {**pmi.save_vocab(built, data_dir), "config": dataclasses.asdict(pmi_config)}
+
+
+def _record_ngram_coverage(data_dir: str, splits: dict, pmi_entry: dict) -> None:
+  """Tokens inside a matched n-gram per split (`ngram_tokens`), and per n-gram length the share
+  of the training tokens covered (`pmi_entry["lengths"][n]["token_share"]`), logged."""
+  by_n = {}
+  for split, info in splits.items():
+    counts = [storage.read_json(storage.join(data_dir, f"{p['files'][annotate.NGRAM]}.json"))
+              for p in info["parts"]]
+    info["ngram_tokens"] = sum(c["covered"] for c in counts)
+    if split == "train":
+      by_n = {n: sum(c["covered_by_n"][n] for c in counts) for n in pmi_entry["lengths"]}
+  train_tokens = max(splits["train"]["tokens"], 1)
+  for n, stats in pmi_entry["lengths"].items():
+    stats["token_share"] = round(by_n.get(n, 0) / train_tokens, 5)
+    logging.info("PMI %s-grams: %d kept of %d slots (%d seen more than min_count times, %d "
+                 "above min_pmi); they cover %.1f%% of the training tokens.", n, stats["kept"],
+                 stats["slots"], stats["candidates"], stats["above_min_pmi"],
+                 100 * stats["token_share"])
 
 
 # ------------------------------------------------------------------------------ manifest
@@ -551,10 +573,7 @@ def _prepare_afresh(data_config, workdir: str, data_dir: str, process_index: int
     stats_file = _merge_stats(data_dir, records, len(spec.token_classes["word_start"]),
                               roles["pad"], tok_hash)
     if pmi_entry is not None:
-      for split, info in splits.items():
-        info["ngram_tokens"] = sum(  # tokens inside a matched n-gram
-            storage.read_json(storage.join(data_dir, f"{p['files'][annotate.NGRAM]}.json"))
-            ["covered"] for p in info["parts"])
+      _record_ngram_coverage(data_dir, splits, pmi_entry)
     seconds = time.perf_counter() - start
     tokens = sum(s["tokens"] for s in splits.values())
     for split, info in splits.items():

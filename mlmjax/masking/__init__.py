@@ -23,6 +23,7 @@ from mlmjax.masking import registry
 from mlmjax.masking import rng
 from mlmjax.masking import schedules
 from mlmjax.masking import strategies  # registers the built-in strategies
+from mlmjax.masking.config import boundary_objective
 from mlmjax.masking.config import default_config
 from mlmjax.masking.config import is_static
 from mlmjax.masking.config import validate

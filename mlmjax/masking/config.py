@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import ml_collections
 
-COUNT_MODES = ("exact", "ceil", "prob_round", "bernoulli")
+COUNT_MODES = ("exact", "ceil", "prob_round", "bernoulli", "per_unit")
 RANDOM_SOURCES = ("non_special", "full_vocab", "unigram")
+FILLS = ("auto", "skip", "truncate", "whole")
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -15,6 +16,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.rate = 0.15  # share of eligible tokens to predict (the constant schedule's rate)
   c.max_predictions = 20  # P: prediction slots per row; size it for the schedule's highest rate
   c.count_mode = "exact"  # exact round(rate*n) | ceil | prob_round (fairseq) | bernoulli (HF)
+  #   | per_unit: each unit drawn on its own with probability rate (ERNIE; no length bias)
   c.count_specials = False  # n counts [CLS]/[SEP] too (BERT: 19 at length 128); PAD never counts
   c.min_one = False  # at least one prediction per row that has an eligible token (BERT)
   c.mask_prob = 0.8  # share of chosen tokens replaced by [MASK]
@@ -23,9 +25,13 @@ def default_config() -> ml_collections.ConfigDict:
   #   unit for span and pmi (as SpanBERT and PMI-Masking), per token otherwise (as BERT)
   c.random_source = "non_special"  # non_special (uniform) | full_vocab (BERT/HF) | unigram (freq.)
   c.units = "token"  # units of the weight-based strategies: "token" or "word"
-  c.fill = "auto"  # a unit over the budget: "skip" it, go on (BERT) or "truncate" it (SpanBERT,
-  #   exact budget); auto: truncate for span (as SpanBERT), skip otherwise
+  c.fill = "auto"  # a unit over the budget: "skip" it, go on (BERT; long units drawn less),
+  #   "truncate" it (SpanBERT, exact budget) or take it "whole" (PMI-Masking's "until 15% are
+  #   selected": every length drawn alike, the row may overshoot); auto: truncate for span,
+  #   skip otherwise
   c.segment_aware = True  # no unit crosses a document boundary (needs batch segment_ids)
+  c.boundary_objective = False  # SpanBERT's span boundary objective (SBO): each masked token
+  #   is also predicted from the tokens around its span (a training head; not exported to HF)
 
   c.dynamic = d = ml_collections.ConfigDict()
   d.mode = "auto"  # "every_step": new masks each step (RoBERTa); "static": masks fixed per
@@ -97,6 +103,12 @@ def is_static(config: ml_collections.ConfigDict) -> bool:
   return config.dynamic.mode == "static"
 
 
+def boundary_objective(config: ml_collections.ConfigDict) -> bool:
+  """Whether training adds SpanBERT's span boundary objective (False for configs saved before
+  the option existed)."""
+  return bool(config.get("boundary_objective", False))
+
+
 def with_epoch_length(config: ml_collections.ConfigDict,
                       steps_per_epoch: float) -> ml_collections.ConfigDict:
   """`config` with `dynamic.steps_per_epoch` set, when static masks need it and it is unset.
@@ -122,7 +134,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
       (config.replace_per in ("auto", "token", "unit"), "replace_per must be auto, token or unit"),
       (config.random_source in RANDOM_SOURCES, f"random_source must be one of {RANDOM_SOURCES}"),
       (config.units in ("token", "word"), "units must be 'token' or 'word'"),
-      (config.fill in ("auto", "skip", "truncate"), "fill must be auto, skip or truncate"),
+      (config.fill in FILLS, f"fill must be one of {FILLS}"),
       (config.dynamic.mode in ("auto", "every_step", "static"),
        "dynamic.mode must be 'auto', 'every_step' or 'static'"),
       (config.dynamic.steps_per_epoch >= 0, "dynamic.steps_per_epoch must be >= 0"),

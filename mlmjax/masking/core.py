@@ -230,6 +230,34 @@ def token_budget(keys: Array, coin: Array, config: ml_collections.ConfigDict, ra
   return jnp.minimum(k, max_predictions), jnp.maximum(k - max_predictions, 0)
 
 
+def per_unit_draw(keys: Array, rate: Array, eligible: Array, start: Array | None,
+                  log_weight: Array | None, max_predictions: int
+                  ) -> tuple[Array, Array, Array]:
+  """ERNIE's count: every unit is drawn on its own with probability `rate`, so a unit's chance
+  does not depend on its length and a row's count varies (`count_mode="per_unit"`).
+
+  Args:
+    keys: [B] row keys; rate: [] f32.
+    eligible: [B, S] bool; start: [B, S] bool eligible unit starts, or None (tokens).
+    log_weight: the plan's unit log-weights or None; only -inf (never) is read: the draw is
+      alike for every other unit.
+  Returns:
+    budget: [B] int32 tokens of the drawn units, at most max_predictions;
+    num_clipped: [B] int32 drawn tokens over max_predictions;
+    log_weight: [B, S] the drawn units first (the selection then takes them, in random order,
+      while the budget lasts), the rest never.
+  """
+  start = eligible if start is None else start
+  coin = rng.half_to_uniform(rng.row_halves(keys, rng.COUNT, eligible.shape[1]))
+  drawn = start & (coin < rate)
+  if log_weight is not None:
+    drawn &= log_weight > -jnp.inf
+  in_drawn = eligible & jnp.take_along_axis(drawn, select.unit_heads(start), axis=1)
+  count = in_drawn.sum(axis=1, dtype=jnp.int32)
+  budget = jnp.minimum(count, max_predictions)
+  return budget, count - budget, jnp.where(drawn, select.PRIORITY, -jnp.inf)
+
+
 # ----------------------------------------------------------------------------- the core
 
 
@@ -267,19 +295,32 @@ def apply_plan(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context
   coin = words[:, -1]
 
   eligible = eligible_tokens(ids, tables)
-  budget, num_clipped = token_budget(keys, rng.bits_to_uniform(coin), config, ctx.rate, ids,
-                                     eligible, tables, slots)
-  order_half = word["key"] >> 16
-  if plan.unit_start is None:  # single tokens: the threshold alone is exact
-    head = None
-    chosen, chosen_bits = select.select_tokens(order_half, eligible, plan.log_weight, budget)
-  else:
+  start = None
+  if plan.unit_start is not None:
     segments = batch.segment_ids if config.segment_aware else None
     start = eligible & (plan.unit_start | forced_starts(ids, tables, segments))
-    head, v, token_key, width = select.unit_keys(order_half, start, eligible, plan.log_weight,
+  log_weight = plan.log_weight
+  if config.count_mode == "per_unit":
+    budget, num_clipped, log_weight = per_unit_draw(keys, ctx.rate, eligible, start,
+                                                    log_weight, slots)
+  else:
+    budget, num_clipped = token_budget(keys, rng.bits_to_uniform(coin), config, ctx.rate, ids,
+                                       eligible, tables, slots)
+  order_half = word["key"] >> 16
+  if start is None:  # single tokens: the threshold alone is exact
+    head = None
+    chosen, chosen_bits = select.select_tokens(order_half, eligible, log_weight, budget)
+  else:
+    head, v, token_key, width = select.unit_keys(order_half, start, eligible, log_weight,
                                                  lambda at: rng.bits_at(core_keys, at) >> 16)
-    chosen = select.select_units(v, width, head, token_key, budget, truncate,
-                                 uniform=plan.log_weight is None)
+    if config.fill == "whole":
+      chosen, cut = select.select_units(v, width, head, token_key, budget, True,
+                                        uniform=log_weight is None,
+                                        room=jnp.full((b,), slots, jnp.int32))
+      num_clipped = num_clipped + cut
+    else:
+      chosen = select.select_units(v, width, head, token_key, budget, truncate,
+                                   uniform=log_weight is None)
     chosen_bits = rows.pack_bits(chosen)
   positions = select.compact(chosen_bits, slots, s)
   used = positions < s

@@ -28,17 +28,21 @@ PRESETS: dict[str, tuple[str, dict]] = {
                  "dynamic.mode": "every_step"}),
     # SpanBERT's pretraining code: ceil(15% of n) tokens in spans of Geo(0.2) words (at most 10),
     # the last span cut to the budget, adjacent spans merged, one [MASK]/random/keep decision
-    # per span, random ids by unigram frequency.
+    # per span, random ids by unigram frequency; the loss adds the span boundary objective.
     "spanbert": ("SpanBERT (Joshi et al., 2020)",
                  {"strategy": "span", "count_mode": "ceil", "random_source": "unigram",
                   "replace_per": "unit", "fill": "truncate", "span.mode": "geometric",
-                  "span.p": 0.2, "span.max_words": 10, "span.merge_adjacent": True}),
-    # ERNIE 1.0: entities, phrases and words as units, drawn alike.
+                  "span.p": 0.2, "span.max_words": 10, "span.merge_adjacent": True,
+                  "boundary_objective": True}),
+    # ERNIE 1.0 (PaddlePaddle ERNIE batching.py): entities, phrases and words as units, each
+    # drawn on its own with probability 0.15 (so a row's count varies), per-token replacement.
     "ernie": ("ERNIE 1.0 (Sun et al., 2019)",
-              {"strategy": "entity", "entity.weight": 1.0, "entity.phrase_weight": 1.0}),
-    # PMI-Masking: high-PMI n-grams and words as units, drawn alike, one decision per unit.
+              {"strategy": "entity", "entity.weight": 1.0, "entity.phrase_weight": 1.0,
+               "count_mode": "per_unit"}),
+    # PMI-Masking: high-PMI n-grams and words as units, drawn alike "until 15% of the tokens are
+    # selected" (the unit that reaches the budget is taken whole), one decision per unit.
     "pmi": ("PMI-Masking (Levine et al., 2021)",
-            {"strategy": "pmi", "pmi.weight": 1.0, "replace_per": "unit"}),
+            {"strategy": "pmi", "pmi.weight": 1.0, "replace_per": "unit", "fill": "whole"}),
 }
 
 

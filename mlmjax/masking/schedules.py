@@ -47,6 +47,12 @@ def max_rate(config: ml_collections.ConfigDict) -> float:
   return float(min(1.0, max(sched.start, sched.end)))
 
 
+# Extra slots `required_predictions` sizes for fill="whole": the unit that reaches the budget
+# is taken whole, overshooting by up to its length less one (a 5-word PMI n-gram of one-token
+# words: 4). Longer overshoots are cut at max_predictions and counted in num_clipped.
+WHOLE_UNIT_ALLOWANCE = 4
+
+
 def required_predictions(config: ml_collections.ConfigDict, seq_len: int) -> int:
   """The most tokens the budget can ask of one full row of `seq_len` at the schedule's highest
   rate: what `max_predictions` must hold for nothing to be clipped.
@@ -54,11 +60,21 @@ def required_predictions(config: ml_collections.ConfigDict, seq_len: int) -> int
   A row counts at most seq_len - 2 tokens ([CLS] and [SEP] are special), or seq_len with
   `count_specials`. "exact" rounds half to even, "ceil" and "prob_round" reach the ceiling;
   "bernoulli" draws the count at random, so only its mean is required here (its tail beyond P
-  is clipped and counted in the `budget_clipped` metric).
+  is clipped and counted in the `budget_clipped` metric). "per_unit" draws whole units: the
+  mean plus three standard deviations of a per-token draw (units of several tokens spread it a
+  little more; the rare rest is clipped and counted). `fill="whole"` may overshoot the budget
+  by a unit less one token: WHOLE_UNIT_ALLOWANCE more.
   """
+  rate = max_rate(config)
   n = seq_len if config.count_specials else max(seq_len - 2, 0)
-  x = max_rate(config) * n
-  count = {"exact": round(x), "bernoulli": round(x)}.get(config.count_mode, math.ceil(x - 1e-9))
+  x = rate * n
+  if config.count_mode == "per_unit":
+    count = math.ceil(x + 3 * math.sqrt(n * rate * (1 - rate)))
+  else:
+    count = {"exact": round(x), "bernoulli": round(x)}.get(config.count_mode,
+                                                             math.ceil(x - 1e-9))
+  if config.fill == "whole":
+    count += WHOLE_UNIT_ALLOWANCE
   return max(int(count), 1 if config.min_one else 0)
 
 

@@ -226,7 +226,8 @@ def unit_keys(half: Array, start: Array, eligible: Array, log_weight: Array | No
 
 
 def select_units(v: Array, width: int, head: Array, token_key: Array, budget: Array,
-                 truncate: Array | bool, uniform: bool = False) -> Array:
+                 truncate: Array | bool, uniform: bool = False,
+                 room: Array | None = None) -> Array | tuple[Array, Array]:
   """[B, S] bool chosen tokens: whole units in key order within the budget.
 
   Args:
@@ -237,15 +238,23 @@ def select_units(v: Array, width: int, head: Array, token_key: Array, budget: Ar
     truncate: [B] bool or bool: cut the first unit that overflows (exact budget) instead of
       skipping it and going on (BERT; may fall short).
     uniform: the keys are `order_keys`' uniform ones (16 random bits above the position).
+    room: [B] int32 or None. Given (with truncate=True), the unit that reaches the budget is
+      taken whole, as far as `room` tokens in all allow (PMI-Masking draws units "until 15% of
+      the tokens are selected": a unit's chance then does not depend on its length); returns
+      (chosen, [B] int32 tokens of that unit left out for want of room).
   """
   left_of = lambda chosen: budget - chosen.sum(axis=1, dtype=jnp.int32)
   if truncate is not False:
     t = fit_threshold(token_key, budget, width)[:, None]
     chosen = token_key > t
     left = left_of(chosen)
-    # The next unit in the order overflowed: its first `left` tokens.
+    # The next unit in the order reaches the budget: its first `left` tokens, or all of it.
     pos = jnp.arange(v.shape[1], dtype=jnp.int32)
-    cut_chosen = chosen | ((token_key == t) & (t > 0) & (pos - head < left[:, None]))
+    crossing = (token_key == t) & (t > 0) & (left[:, None] > 0)
+    take = left if room is None else room - (budget - left)
+    cut_chosen = chosen | (crossing & (pos - head < take[:, None]))
+    if room is not None:
+      return cut_chosen, (crossing & (pos - head >= take[:, None])).sum(axis=1, dtype=jnp.int32)
   if truncate is True:
     return cut_chosen
   # Skipping: any prefix of the order that fits may start the walk down the order, so the

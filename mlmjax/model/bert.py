@@ -75,6 +75,7 @@ class BertConfig:
   dropout_impl: str = "hash"  # where dropout's bits come from: see mlmjax/model/dropout.py
   remat_policy: str = "none"  # a key of REMAT_POLICIES: what the backward pass may keep
   scan_layers: bool = False  # layers as a device loop: faster compile, slower step
+  span_boundary_head: bool = False  # SpanBERT's SBO head (`SpanBoundaryHead`); not exported
 
   def __post_init__(self):
     if self.remat_policy not in REMAT_POLICIES:
@@ -96,14 +97,17 @@ class BertConfig:
     return jnp.dtype(self.dtype)
 
   @classmethod
-  def from_config(cls, model_config, vocab_size: int, pad_token_id: int = 0) -> "BertConfig":
-    """Builds from the `config.model` ConfigDict plus the tokenizer's vocabulary size."""
-    fields = {f.name for f in dataclasses.fields(cls)}
+  def from_config(cls, model_config, vocab_size: int, pad_token_id: int = 0,
+                  span_boundary_head: bool = False) -> "BertConfig":
+    """Builds from the `config.model` ConfigDict plus the tokenizer's vocabulary size (and
+    whether the objective has SpanBERT's boundary term: `config.masking.boundary_objective`)."""
+    fields = {f.name for f in dataclasses.fields(cls)} - {"span_boundary_head"}
     values = {k: v for k, v in model_config.items() if k in fields}
     unknown = set(model_config.keys()) - fields
     if unknown:
       raise ValueError(f"Unknown config.model keys {sorted(unknown)}; known: {sorted(fields)}")
-    return cls(**values, vocab_size=vocab_size, pad_token_id=pad_token_id)
+    return cls(**values, vocab_size=vocab_size, pad_token_id=pad_token_id,
+               span_boundary_head=span_boundary_head)
 
 
 def _dense(cfg: BertConfig, d_in: int, d_out: int, axes: tuple, rngs: nnx.Rngs) -> nnx.Linear:
@@ -335,13 +339,46 @@ class MlmHead(nnx.Module):
     self.predictions = Predictions(cfg, rngs)
 
 
+# Positions inside a span the span boundary objective embeds; a token further into its span
+# (a span of more than this many tokens) is predicted by the MLM head only.
+SPAN_BOUNDARY_POSITIONS = 32
+
+
+class SpanBoundaryHead(nnx.Module):
+  """SpanBERT's span boundary objective (Joshi et al., 2020, eq. 1-2): a masked token is also
+  predicted from the encoder states of the two tokens around its span and a relative-position
+  embedding, through two linear + GeLU + LayerNorm layers, then scored against the tied word
+  embeddings (with a bias of its own). Hugging Face's BERT has no place for it: the export
+  leaves it out."""
+
+  def __init__(self, cfg: BertConfig, rngs: nnx.Rngs):
+    self.cfg = cfg
+    d = cfg.hidden_size
+    self.position_embeddings = _embed(cfg, SPAN_BOUNDARY_POSITIONS, (None, "embed"), rngs)
+    self.dense1 = _dense(cfg, 3 * d, d, (None, "embed"), rngs)
+    self.LayerNorm1 = _layer_norm(cfg, rngs)
+    self.dense2 = _dense(cfg, d, d, (None, "embed"), rngs)
+    self.LayerNorm2 = _layer_norm(cfg, rngs)
+    self.bias = nnx.Param(jnp.zeros((cfg.padded_vocab_size,)), out_sharding=("vocab",))
+
+  def __call__(self, left: jax.Array, right: jax.Array, offset: jax.Array) -> jax.Array:
+    """[B, P, D] states of the tokens before and after each target's span, [B, P] its place in
+    the span (0-based) -> [B, P, D] representations to score against the vocabulary."""
+    position = self.position_embeddings.embedding[...][offset].astype(left.dtype)
+    h = jnp.concatenate([left, right, position], axis=-1)
+    h = self.LayerNorm1(gelu(self.cfg, self.dense1(h))).astype(self.cfg.compute_dtype)
+    return self.LayerNorm2(gelu(self.cfg, self.dense2(h)))
+
+
 class BertForMaskedLM(nnx.Module):
-  """HF `BertForMaskedLM`: `bert` body plus `cls` head, logits only at the requested positions."""
+  """HF `BertForMaskedLM`: `bert` body plus `cls` head, logits only at the requested positions;
+  with `span_boundary_head`, SpanBERT's `sbo` head too (training only)."""
 
   def __init__(self, cfg: BertConfig, *, rngs: nnx.Rngs):
     self.cfg = cfg
     self.bert = BertModel(cfg, rngs)
     self.cls = MlmHead(cfg, rngs)
+    self.sbo = SpanBoundaryHead(cfg, rngs) if cfg.span_boundary_head else None
 
   def __call__(self, input_ids: jax.Array, positions: jax.Array, *,
                token_type_ids: jax.Array | None = None,
@@ -377,11 +414,22 @@ class BertForMaskedLM(nnx.Module):
 
   def logits(self, hidden: jax.Array) -> jax.Array:
     """Head on gathered hidden states [B, P, D] -> [B, P, V_padded] float32."""
-    cfg, head = self.cfg, self.cls.predictions
-    h = head.transform(hidden).astype(cfg.compute_dtype)
+    head = self.cls.predictions
+    return self._vocab_scores(head.transform(hidden), head.bias[...])
+
+  def span_boundary_logits(self, hidden: jax.Array, left: jax.Array, right: jax.Array,
+                           offset: jax.Array) -> jax.Array:
+    """SBO logits [B, P, V_padded] float32 from the encoder's [B, S, D] states, each target's
+    boundary positions `left`, `right` [B, P] and its `offset` in its span [B, P]."""
+    at = lambda positions: jnp.take_along_axis(hidden, positions[..., None], axis=1)
+    return self._vocab_scores(self.sbo(at(left), at(right), offset), self.sbo.bias[...])
+
+  def _vocab_scores(self, h: jax.Array, bias: jax.Array) -> jax.Array:
+    cfg = self.cfg
     table = self.bert.embeddings.word_embeddings.embedding[...].astype(cfg.compute_dtype)
     # Compute-dtype logits, upcast for the loss: the backward matmuls stay in the compute dtype.
-    logits = jnp.einsum("bpd,vd->bpv", h, table).astype(jnp.float32) + head.bias[...]
+    logits = jnp.einsum("bpd,vd->bpv", h.astype(cfg.compute_dtype),
+                        table).astype(jnp.float32) + bias
     real = jnp.arange(cfg.padded_vocab_size) < cfg.vocab_size
     return jnp.where(real, logits, -1e9)
 

@@ -13,6 +13,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
+from mlmjax import masking
 from mlmjax.model.bert import BertConfig, BertForMaskedLM
 
 MESH_AXES = ("data", "fsdp", "tensor")
@@ -95,7 +96,9 @@ def sharding_table(model_cfg, mesh_shape: Sequence[int], axis_rules) -> list[dic
 def format_plan(config, num_devices: int) -> str:
   """The dry-run report: mesh, every parameter's sharding, per-device state memory."""
   shape = resolve_mesh_shape(config.mesh.shape, num_devices)
-  model_cfg = BertConfig.from_config(config.model, vocab_size=config.data.vocab_size)
+  model_cfg = BertConfig.from_config(
+      config.model, vocab_size=config.data.vocab_size,
+      span_boundary_head=masking.boundary_objective(config.masking))
   rows = sharding_table(model_cfg, shape, config.mesh.axis_rules)
   params = sum(r["bytes_per_device"] for r in rows)
   total = sum(int(np.prod(r["shape"])) for r in rows)

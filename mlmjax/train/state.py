@@ -42,7 +42,8 @@ def build(config, vocab_tables: masking.VocabTables, vocab_size: int, pad_id: in
   `train_rows`, the rows of one pass over the training data, sets how often static (BERT)
   masks move to their next copy, unless `masking.dynamic.steps_per_epoch` says it.
   """
-  model_cfg = BertConfig.from_config(config.model, vocab_size=vocab_size, pad_token_id=pad_id)
+  model_cfg = BertConfig.from_config(config.model, vocab_size=vocab_size, pad_token_id=pad_id,
+                                     span_boundary_head=masking.boundary_objective(config.masking))
   if config.data.seq_len > model_cfg.max_position_embeddings:
     raise ValueError(f"config.data.seq_len={config.data.seq_len} exceeds "
                      f"config.model.max_position_embeddings={model_cfg.max_position_embeddings}")
@@ -130,7 +131,7 @@ def empty_window(c: Components) -> dict:
   sharding = partition.replicated(c.mesh)
   return jax.tree.map(
       lambda x: jax.make_array_from_callback((), sharding, lambda _, x=np.asarray(x): x),
-      step_lib.empty_window())
+      step_lib.empty_window(c.model_cfg.span_boundary_head))
 
 
 def jit_eval_step(c: Components, baseline_token: int):

@@ -14,6 +14,7 @@ import optax
 from flax import nnx
 
 from mlmjax import masking
+from mlmjax.model.bert import SPAN_BOUNDARY_POSITIONS
 
 MASK_STREAM, DROPOUT_STREAM = 0, 1  # sub-keys of the step key
 
@@ -53,6 +54,32 @@ def mlm_loss(logits: jax.Array, labels: jax.Array, weights: jax.Array):
   return mean, per_slot, correct
 
 
+def span_boundaries(positions: jax.Array, weights: jax.Array, seq_len: int):
+  """The spans of the predicted positions, for SpanBERT's boundary objective.
+
+  A span is a run of consecutive predicted positions (adjacent masked units are one span, as
+  SpanBERT merges them). For each prediction slot: `left`, `right` [B, P] the positions just
+  before and after its span, `offset` [B, P] its place in the span (0-based), and `valid`
+  [B, P] f32, 1 where the slot is a boundary target (a real prediction whose span ends before
+  the row does and within the head's SPAN_BOUNDARY_POSITIONS). Works on the [B, P] slots only
+  (the positions are ascending): no pass over [B, S].
+  """
+  used = weights > 0
+  slot = jnp.arange(positions.shape[1])
+  # Slot j continues slot j - 1's span when both are used and their positions are adjacent.
+  joined = used[:, 1:] & used[:, :-1] & (positions[:, 1:] == positions[:, :-1] + 1)
+  continues = jnp.pad(joined, ((0, 0), (1, 0)))
+  continued = jnp.pad(joined, ((0, 0), (0, 1)))
+  first = jax.lax.cummax(jnp.where(continues, 0, slot), axis=1)  # the span's first slot
+  last = jax.lax.cummin(jnp.where(continued, slot.shape[0] - 1, slot), axis=1, reverse=True)
+  left = jnp.take_along_axis(positions, first, axis=1) - 1
+  right = jnp.take_along_axis(positions, last, axis=1) + 1
+  offset = slot - first
+  valid = used & (right < seq_len) & (offset < SPAN_BOUNDARY_POSITIONS)
+  return (jnp.maximum(left, 0), jnp.minimum(right, seq_len - 1),
+          jnp.minimum(offset, SPAN_BOUNDARY_POSITIONS - 1), valid.astype(jnp.float32))
+
+
 def microbatches(tree, k: int):
   """[B, ...] leaves -> [k, B/k, ...], microbatch i holding rows i, i+k, i+2k, ...
 
@@ -75,6 +102,8 @@ def train_step(state: TrainState, batch: dict, key: jax.Array, *, graphdef: nnx.
   The whole batch is masked first (per-row keys: masks do not depend on the mesh or on the
   accumulation), then gradients are summed over `grad_accum_steps` microbatches, each loss
   normalised by the whole batch's prediction count, so the update equals the unsplit one.
+  With `masking.boundary_objective`, SpanBERT's span boundary loss (over the batch's boundary
+  targets) is added to the MLM loss, as SpanBERT sums them.
   """
   step_key = jax.random.fold_in(key, state.step)
   masked = masker(jax.random.fold_in(key, MASK_STREAM), batch, state.step, state.mask_state,
@@ -82,29 +111,46 @@ def train_step(state: TrainState, batch: dict, key: jax.Array, *, graphdef: nnx.
   dropout_key = jax.random.fold_in(step_key, DROPOUT_STREAM)
   num_predictions = jnp.sum(masked.weights)
   inputs = (masked.input_ids, masked.positions, masked.labels, masked.weights)
+  boundary = masking.boundary_objective(mask_config)  # static: off, the step is MLM alone
+  if boundary:
+    spans = span_boundaries(masked.positions, masked.weights, masked.input_ids.shape[1])
+    inputs += spans
+    num_targets = jnp.sum(spans[-1])
 
   def loss_fn(params, micro, key):
-    input_ids, positions, labels, weights = micro
-    logits = nnx.merge(graphdef, params)(input_ids, positions, dropout_key=key)
+    input_ids, positions, labels, weights = micro[:4]
+    model = nnx.merge(graphdef, params)
+    boundary_loss = jnp.zeros((), jnp.float32)
+    if boundary:
+      hidden = model.encode(input_ids, dropout_key=key)
+      logits = model.logits(jnp.take_along_axis(hidden, positions[..., None], axis=1))
+      left, right, offset, valid = micro[4:]
+      _, per_target, _ = mlm_loss(model.span_boundary_logits(hidden, left, right, offset),
+                                  labels, valid)
+      boundary_loss = jnp.sum(per_target * valid) / jnp.maximum(num_targets, 1.0)
+    else:
+      logits = model(input_ids, positions, dropout_key=key)
     _, per_slot, correct = mlm_loss(logits, labels, weights)
     loss = jnp.sum(per_slot * weights) / jnp.maximum(num_predictions, 1.0)
-    return loss, (per_slot, correct)
+    return loss + boundary_loss, (per_slot, correct, boundary_loss)
 
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
   if grad_accum_steps == 1:
-    (loss, (per_slot, correct)), grads = grad_fn(state.params, inputs, dropout_key)
+    (total, (per_slot, correct, boundary_loss)), grads = grad_fn(state.params, inputs,
+                                                                dropout_key)
   else:
     def accumulate(grads, xs):
       micro, i = xs
-      (loss, aux), g = grad_fn(state.params, micro, jax.random.fold_in(dropout_key, i))
-      return jax.tree.map(jnp.add, grads, g), (loss, aux)
+      (total, aux), g = grad_fn(state.params, micro, jax.random.fold_in(dropout_key, i))
+      return jax.tree.map(jnp.add, grads, g), (total, aux)
     zeros = jax.tree.map(jnp.zeros_like, state.params)
-    grads, (losses, (per_slot, correct)) = jax.lax.scan(
+    grads, (totals, (per_slot, correct, boundary_losses)) = jax.lax.scan(
         accumulate, zeros, (microbatches(inputs, grad_accum_steps),
                             jnp.arange(grad_accum_steps)))
-    loss = jnp.sum(losses)
+    total, boundary_loss = jnp.sum(totals), jnp.sum(boundary_losses)
     unsplit = lambda x: jnp.swapaxes(x, 0, 1).reshape(-1, *x.shape[2:])  # back to [B, P]
     per_slot, correct = unsplit(per_slot), unsplit(correct)
+  loss = total - boundary_loss if boundary else total  # the MLM loss: comparable across runs
 
   grad_norm = optax.global_norm(grads)
 
@@ -117,7 +163,7 @@ def train_step(state: TrainState, batch: dict, key: jax.Array, *, graphdef: nnx.
   # A non-finite loss or gradient skips the whole update and is counted, not propagated. A
   # conditional on the scalar, not a select per leaf: a select reads the old and the new state
   # together, so XLA copies every buffer instead of updating it in place.
-  finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+  finite = jnp.isfinite(total) & jnp.isfinite(grad_norm)
   params, opt_state, mask_state = jax.lax.cond(
       finite, update, lambda *old: old, state.params, state.opt_state, state.mask_state)
   new_state = state.replace(
@@ -134,22 +180,27 @@ def train_step(state: TrainState, batch: dict, key: jax.Array, *, graphdef: nnx.
       "skipped_updates": new_state.skipped.astype(jnp.float32),
       "consecutive_skips": new_state.consecutive_skips,
   }
+  if boundary:
+    metrics["boundary_loss"] = boundary_loss
   return new_state, metrics
 
 
 # The logging window: per-step metrics summed on the device, carried from step to step as a few
 # scalars and read where the loop blocks to log anyway, so a logged value is the window's mean
 # (as HF Trainer, clu and MaxText report) and no step is held on the host.
-MEANS_OVER_GOOD_STEPS = ("loss", "accuracy", "grad_norm")  # a skipped step would make them NaN
+MEANS_OVER_GOOD_STEPS = ("loss", "accuracy", "grad_norm", "boundary_loss")  # a skipped step
+#   would make them NaN; boundary_loss only with masking.boundary_objective
 MEANS_OVER_STEPS = ("predictions_per_row", "budget_clipped")
 LAST_VALUES = ("learning_rate", "skipped_updates", "consecutive_skips")  # as of the last step
 
 
-def empty_window() -> dict:
-  """The sums of a window with no steps in it."""
+def empty_window(boundary_objective: bool = False) -> dict:
+  """The sums of a window with no steps in it (of a step with the boundary objective, if so)."""
   zero = jnp.zeros((), jnp.float32)
-  sums = {name: zero for name in MEANS_OVER_GOOD_STEPS + MEANS_OVER_STEPS + LAST_VALUES}
-  return {**sums, "steps": jnp.zeros((), jnp.int32), "good_steps": jnp.zeros((), jnp.int32)}
+  names = [n for n in MEANS_OVER_GOOD_STEPS + MEANS_OVER_STEPS + LAST_VALUES
+           if n != "boundary_loss" or boundary_objective]
+  return {**{name: zero for name in names},
+          "steps": jnp.zeros((), jnp.int32), "good_steps": jnp.zeros((), jnp.int32)}
 
 
 def add_to_window(window: dict, metrics: dict) -> dict:
@@ -157,7 +208,7 @@ def add_to_window(window: dict, metrics: dict) -> dict:
   gradient counts in `steps`, not in the means of its loss, accuracy and gradient norm)."""
   good = jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics["grad_norm"])
   out = {name: window[name] + jnp.where(good, metrics[name], 0.0).astype(jnp.float32)
-         for name in MEANS_OVER_GOOD_STEPS}
+         for name in MEANS_OVER_GOOD_STEPS if name in window}
   out.update({name: window[name] + metrics[name] for name in MEANS_OVER_STEPS})
   out.update({name: jnp.asarray(metrics[name], window[name].dtype) for name in LAST_VALUES})
   out["steps"] = window["steps"] + 1
@@ -170,7 +221,7 @@ def window_means(window: dict) -> dict:
   `window_steps`, the steps it covers (the last window of a run may be short)."""
   steps, good = int(window["steps"]), int(window["good_steps"])
   scalars = {name: float(window[name]) / good if good else float("nan")
-             for name in MEANS_OVER_GOOD_STEPS}
+             for name in MEANS_OVER_GOOD_STEPS if name in window}
   scalars.update({name: float(window[name]) / max(steps, 1) for name in MEANS_OVER_STEPS})
   scalars.update({name: float(window[name]) for name in LAST_VALUES})
   scalars["window_steps"] = float(steps)

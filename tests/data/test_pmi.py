@@ -47,19 +47,47 @@ def test_segmentation_pmi_is_the_minimum_over_segmentations():
     assert value == pytest.approx(expected)
 
 
-@pytest.mark.parametrize("n", [2, 3, 5])
-def test_resolve_is_greedy_in_random_priority_order(n):
-  rng = np.random.default_rng(n)
+@pytest.mark.parametrize("lengths", [(2,), (3,), (5,), (2, 3, 5)])
+def test_resolve_is_greedy_in_random_priority_order(lengths):
+  rng = np.random.default_rng(sum(lengths))
   for density in (0.2, 0.6, 1.0):  # 1.0: one long chain
-    candidate = rng.random(300) < density
+    length = np.where(rng.random(300) < density, rng.choice(lengths, 300), 0)
+    length[-5:] = 0  # an n-gram ends inside the block
     priority = rng.integers(0, 2**63, 300, dtype=np.uint64)
     taken = np.zeros(300, bool)
-    for i in sorted(np.flatnonzero(candidate), key=lambda i: -int(priority[i])):
-      taken[i] = not taken[max(i - n + 1, 0):i + n].any()
-    got = pmi._resolve(candidate, n, priority)
+    for i in sorted(np.flatnonzero(length), key=lambda i: -int(priority[i])):
+      before = [j for j in np.flatnonzero(taken) if j < i and j + length[j] > i]
+      after = [j for j in np.flatnonzero(taken) if i < j < i + length[i]]
+      taken[i] = not before and not after
+    got = pmi._resolve(length, priority)
     np.testing.assert_array_equal(got, taken)
-    if density == 1.0:  # at random, not leftmost: the leftmost choice takes every n-th
-      assert not np.array_equal(np.flatnonzero(got), np.arange(0, 300, n))
+    if density == 1.0 and len(lengths) == 1:  # at random, not leftmost (every n-th)
+      assert not np.array_equal(np.flatnonzero(got), np.arange(0, 295, lengths[0]))
+
+
+def test_the_longest_wins_inside_and_partial_overlaps_go_either_way():
+  """Words a b c d (one token each): with "a b c" and "b c" in the vocabulary the trigram
+  always wins (the paper's longest match); with "a b c" and "c d", which share only "c", each
+  wins somewhere: the draw depends on the place in the row, not on the length."""
+  a, b, c, d, filler = 5, 6, 7, 8, 9
+  word_start = np.ones(16, bool)
+  barrier = np.zeros(16, bool)
+  barrier[:5] = True  # specials
+  rows = np.full((64, 16), filler, np.int32)
+  for r in range(64):
+    at = 1 + r % 10
+    rows[r, at:at + 4] = (a, b, c, d)
+  rows[:, 0], rows[:, -1] = 2, 3
+  segments = np.ones_like(rows)
+  word = lambda token: int(pmi._mix(pmi._mix(np.array([token], np.uint64)))[0])  # 1 token
+  vocab = lambda *grams: {n: np.sort(np.array([_hash([word(t) for t in g]) for g in grams
+                                               if len(g) == n], np.uint64)) for n in (2, 3)}
+  ids, words = pmi.match_words(rows, segments, word_start, barrier, vocab((a, b, c), (b, c)))
+  assert (words.max(1) == 3).all() and (words[words > 0] == 3).all()
+  ids, words = pmi.match_words(rows, segments, word_start, barrier, vocab((a, b, c), (c, d)))
+  won = words.max(1)
+  assert set(won.tolist()) == {2, 3}
+  assert ((ids > 0).sum(1) == won).all()  # one n-gram per row: they overlap
 
 
 _FILLER = ("alpha beta gamma delta epsilon zeta theta iota kappa lambda sigma omega river "
@@ -89,9 +117,18 @@ def test_vocabulary_ranks_the_recurring_phrases_first(prepared):
     entries = json.load(f)
   top = [e["ngram"] for e in entries[:4]]
   assert set(top) == {"new york", "york city", "new york city", "machine learning"}
-  assert all(e["count"] >= 5 for e in entries)
+  assert all(e["count"] > 5 for e in entries)  # "more than min_count"
   assert [e["pmi"] for e in entries] == sorted((e["pmi"] for e in entries), reverse=True)
   assert manifest["pmi"]["size"]["2"] <= 20  # half of vocab_size=40 for bigrams
+  assert min(e["pmi"] for e in entries) > 1.0  # data.pmi.min_pmi: collocations only
+  lengths = manifest["pmi"]["lengths"]
+  for n, stats in lengths.items():
+    assert stats["kept"] == manifest["pmi"]["size"][n] <= stats["slots"]
+    assert stats["kept"] <= stats["above_min_pmi"] <= stats["candidates"]
+  assert lengths["2"]["token_share"] > 0.05 and lengths["3"]["token_share"] > 0.05
+  assert manifest["splits"]["train"]["ngram_tokens"] == pytest.approx(
+      sum(s["token_share"] for s in lengths.values()) * manifest["splits"]["train"]["tokens"],
+      abs=4)
   # No n-gram holds punctuation (a barrier) or crosses a document.
   assert not any("." in e["ngram"] for e in entries)
 

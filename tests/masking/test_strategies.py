@@ -600,3 +600,72 @@ def test_register_a_new_strategy(run, batch, tables, selected):
   finally:
     del masking.PLANS["first_words"], masking.STRATEGIES["first_words"]
     del masking.SPECS["first_words"]
+
+
+# ----------------------------------------------------------------------------- length bias
+
+
+def _units_of_every_length(rows=256, length=128, seed=0):
+  """Rows of single-token words and annotated spans of 2..6 tokens, each length equally often:
+  (ids, spans [B, S], [(row, start, length)] of every unit)."""
+  rng = np.random.default_rng(seed)
+  ids = rng.integers(5, 45, (rows, length)).astype(np.int32)  # word starts only (conftest)
+  ids[:, 0], ids[:, -1] = CLS, SEP
+  spans, units_list = np.zeros_like(ids), []
+  for r in range(rows):
+    p, k = 1, 0
+    while p < length - 1:
+      n = min(int(rng.integers(1, 7)), length - 1 - p)
+      if n >= 2:
+        k += 1
+        spans[r, p:p + n] = k
+      units_list.append((r, p, n))
+      p += n
+  return ids, spans, units_list
+
+
+def _rate_by_length(run, selected, cfg, field, keys=4):
+  ids, spans, units_list = _units_of_every_length()
+  batch = {"input_ids": jnp.asarray(ids), field: jnp.asarray(spans),
+           "phrase_ids": jnp.zeros(ids.shape, jnp.int32)}
+  hits, totals = np.zeros(7), np.zeros(7)
+  for key in range(keys):
+    out = run(cfg, batch, key=key)
+    sel = selected(out)
+    assert (np.asarray(out.weights).sum(1) <= cfg.max_predictions).all()
+    for r, p, n in units_list:
+      hits[n] += sel[r, p]
+      totals[n] += 1
+  return hits[1:] / totals[1:]
+
+
+@pytest.mark.parametrize("recipe, field", [("ernie", "entity_ids"), ("pmi", "ngram_ids")])
+def test_recipes_draw_units_of_every_length_alike(run, selected, recipe, field):
+  """ERNIE draws each unit on its own (count_mode per_unit), PMI-Masking takes the unit that
+  reaches the budget whole (fill whole): a 6-token unit is as likely to be masked as a 1-token
+  one, within 0.025 here (measured: 0.146-0.155 and 0.161-0.169). BERT's skip rule, which the
+  whole-word recipe keeps, favours short units: 0.28 for one token, 0.12 for six."""
+  cfg = masking.preset(recipe)
+  cfg.max_predictions = 40  # room for ERNIE's varying counts: none clipped here
+  rates = _rate_by_length(run, selected, cfg, field)
+  assert rates.max() - rates.min() < 0.025, rates
+  if recipe == "ernie":
+    np.testing.assert_allclose(rates, 0.15, atol=0.012)
+  cfg.update(fill="skip", count_mode="exact")
+  biased = _rate_by_length(run, selected, cfg, field)
+  assert biased[0] - biased[-1] > 0.1, biased
+
+
+def test_a_whole_unit_cut_by_max_predictions_is_counted_as_clipped(run, selected):
+  """fill="whole" may overshoot the budget; with no slot to spare the unit is cut at
+  max_predictions and the cut tokens are reported in num_clipped (budget_clipped)."""
+  ids, spans, _ = _units_of_every_length(rows=64)
+  cfg = masking.preset("pmi")
+  cfg.max_predictions = 19  # = round(0.15 * 126): the budget itself, no room to overshoot
+  out = run(cfg, {"input_ids": jnp.asarray(ids), "ngram_ids": jnp.asarray(spans)})
+  taken, clipped = np.asarray(out.weights).sum(1), np.asarray(out.num_clipped)
+  assert (taken == 19).all() and clipped.max() > 0
+  cfg.max_predictions = 24  # room: the same draws overshoot instead, nothing clipped
+  roomy = run(cfg, {"input_ids": jnp.asarray(ids), "ngram_ids": jnp.asarray(spans)})
+  assert (np.asarray(roomy.num_clipped) == 0).all()
+  assert (np.asarray(roomy.weights).sum(1) == taken + clipped).all()
