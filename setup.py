@@ -40,8 +40,9 @@ setuptools.setup(
         "datasets": ["datasets>=3.0"],  # local Hugging Face datasets
         "sentencepiece": ["sentencepiece>=0.2", "protobuf>=4"],  # loading .model vocabularies
         # Every optional path runs in CI, so the test extra holds all of them.
-        # pytest-xdist: the suite is compile-bound (XLA compiles on one thread), two workers.
-        "test": ["pytest>=8", "pytest-xdist>=3.6", "transformers>=4.50", TORCH_CPU,
+        # pytest-xdist: the suite is compile-bound (XLA compiles on one thread), two workers;
+        # 3.8 for --no-loadscope-reorder (pytest.ini).
+        "test": ["pytest>=8", "pytest-xdist>=3.8", "transformers>=4.50", TORCH_CPU,
                  "tensorflow-datasets>=4.9.10", "spacy>=3.8", "pyarrow>=18", "datasets>=3.0",
                  "sentencepiece>=0.2", "protobuf>=4", "gcsfs>=2024.2",
                  # The GCS emulator (its server binary ships in the wheel): tests start it on a

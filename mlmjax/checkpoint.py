@@ -205,3 +205,12 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state, data_iter
   if data_iterator is not None:
     items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
   return manager.restore(step, args=ocp.args.Composite(**items))["state"]
+
+
+def restore_params(manager: ocp.CheckpointManager, step: int, abstract_params):
+  """Only the parameters of the state at `step`, onto the shardings in `abstract_params` (the
+  optimizer's moments, twice their size, stay on disk): what inference and export need."""
+  target = {"params": abstract_params}
+  item = ocp.args.PyTreeRestore(target, partial_restore=True,
+                                restore_args=ocp.checkpoint_utils.construct_restore_args(target))
+  return manager.restore(step, args=ocp.args.Composite(state=item))["state"]["params"]

@@ -11,7 +11,6 @@ Every command has `--help`; a bad flag or config key, and the mistakes a user ca
 corpus, config or workdir, end in one line naming the fix instead of a traceback.
 """
 
-import functools
 import logging as std_logging
 import os
 import sys
@@ -24,13 +23,12 @@ from absl import app, flags, logging
 from jax.experimental import multihost_utils
 from ml_collections import config_flags
 
-from mlmjax import bench, inference, storage
+from mlmjax import bench, inference, pretrain, storage
 from mlmjax.bench import data as bench_data
 from mlmjax.bench import fit as bench_fit
 from mlmjax.bench import masking as bench_masking
 from mlmjax.bench import torch_baseline, trace
 from mlmjax.bench import train as bench_train
-from mlmjax.convert import hf
 from mlmjax.data import corpora
 from mlmjax.data import prepare as prepare_lib
 from mlmjax.experiments import compare as compare_lib
@@ -169,17 +167,6 @@ def _maybe_initialize_distributed() -> None:
     jax.distributed.initialize()
 
 
-def train_and_evaluate(config, workdir: str) -> dict:
-  """`loop.train_and_evaluate`, starting from the Hugging Face model `config.init_from_hf`
-  (its shape, tokenizer and weights) when that is set."""
-  if not config.init_from_hf:
-    return loop.train_and_evaluate(config, workdir)
-  config = hf.with_hf_architecture(config)
-  return loop.train_and_evaluate(config, workdir,
-                                 init_params=functools.partial(hf.load_params,
-                                                               config.init_from_hf))
-
-
 def _format_results(r: dict) -> str:
   ratio = r["eval_accuracy"] / max(r["eval_baseline_accuracy"], 1e-9)
   return (f"step {r['step']}: held-out MLM loss {r['eval_loss']:.3f}, accuracy "
@@ -206,7 +193,7 @@ def train() -> None:
       print(partition.format_plan(FLAGS.config, FLAGS.dry_run))
       return
     _maybe_initialize_distributed()
-    results = train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    results = pretrain.train_and_evaluate(FLAGS.config, FLAGS.workdir)
     if results.get("preempted"):
       print(f"Preempted: checkpoint saved at step {results['step']}; rerun the same command "
             "to resume.")
@@ -237,7 +224,7 @@ def prepare() -> None:
 def quickstart() -> None:
   """mlmjax-quickstart: train the small model, export it, show a fill-mask demo."""
   def main(_):
-    results = train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    results = pretrain.train_and_evaluate(FLAGS.config, FLAGS.workdir)
     out = inference.export_workdir(FLAGS.workdir, _in_workdir("hf"))
     model, tokenizer, _ = inference.load_trained(FLAGS.workdir)
     _, held_out = corpora.load_splits(FLAGS.config.data)

@@ -78,7 +78,8 @@ def default_config() -> ml_collections.ConfigDict:
   model.max_position_embeddings = 128
   model.type_vocab_size = 2
   model.hidden_dropout = 0.1
-  model.attention_dropout = 0.0  # the fused attention kernels take no dropout; see docs
+  model.attention_dropout = 0.0  # dropout on attention probabilities (HF BERT: 0.1); XLA
+  #   attention only (cuDNN's fused kernel has none, so a non-zero value there is refused)
   model.initializer_range = 0.02
   model.dtype = "float32"  # compute dtype: "bfloat16" on GPU/TPU; params stay float32
   model.attention = "auto"  # "auto": cuDNN flash on GPU in bf16, else "xla"; or force one

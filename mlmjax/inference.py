@@ -48,10 +48,8 @@ def load_trained(workdir: str, step: int | None = None):
   pad_id = tokenizer_lib.special_roles(tokenizer)["pad"]
   c = state_lib.build(config, tables, tokenizer.get_vocab_size(), pad_id,
                  devices=jax.devices()[:1])
-  state = manager.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(c.abstract_state)))["state"]
-  model = nnx.merge(c.graphdef, state.params)
-  return model, tokenizer, meta
+  params = checkpoint.restore_params(manager, step, c.abstract_state.params)
+  return nnx.merge(c.graphdef, params), tokenizer, meta
 
 
 def export_workdir(workdir: str, out_dir: str, step: int | None = None) -> str:

@@ -78,11 +78,11 @@ def spacy_package(tmp_path, monkeypatch, spacy_site):
 
 # The slowest files first (minutes each: real processes, many compiles): the two xdist workers
 # (pytest.ini) take files in collection order, and longest-first lets them finish together.
-SLOWEST_FIRST = ("tests/bench/test_gpu_report.py", "tests/train/test_no_shared_disk.py",
-                 "tests/test_checkpoint.py", "tests/test_faults.py",
-                 "tests/train/test_multiprocess.py",
-                 "tests/train/test_partition.py", "tests/test_object_store.py",
-                 "tests/experiments/test_compare.py", "tests/test_cli.py")
+SLOWEST_FIRST = ("tests/test_checkpoint.py", "tests/bench/test_gpu_report.py",
+                 "tests/test_faults.py", "tests/train/test_no_shared_disk.py",
+                 "tests/train/test_partition.py", "tests/experiments/test_compare.py",
+                 "tests/train/test_multiprocess.py", "tests/test_object_store.py",
+                 "tests/test_cli.py")
 
 
 def pytest_collection_modifyitems(items):

@@ -29,3 +29,25 @@ def test_format_cloze_reports_first_and_top_k_shares():
   assert text.endswith("Of 4 held-out masked content words, 25.0% are the model's first guess "
                        "and 50.0% are in its top 5.")
   assert len(text.splitlines()) == 1 + 2 * 2 + 1
+
+
+def test_a_trained_model_loads_its_parameters_alone(tiny, tmp_path):
+  """load_trained restores only the parameters (checkpoint.restore_params: the AdamW moments
+  stay on disk), and they are the full state's parameters, bit for bit."""
+  import jax
+  import numpy as np
+  import orbax.checkpoint as ocp
+  from flax import nnx
+  from mlmjax.train import loop
+  tiny.train.update(steps=2, checkpoint_every=2, eval_every=0)
+  workdir = tmp_path / "run"
+  loop.train_and_evaluate(tiny, str(workdir))
+  model, _, _ = inference.load_trained(str(workdir))
+  manager = ocp.CheckpointManager(workdir / "checkpoints", item_names=("state", "data", "meta"))
+  full = manager.restore(2, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+  assert set(full) >= {"params", "opt_state"}  # what the checkpoint holds besides
+  ours = jax.tree.leaves(nnx.state(model, nnx.Param))
+  saved = jax.tree.leaves(full["params"])
+  assert len(ours) == len(saved)
+  for a, b in zip(ours, saved):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -24,11 +24,12 @@ ALLOWED = {
     "convert": {"convert", "storage", "model"},
     "inference": {"inference", "storage", "convert", "train", "checkpoint", "model", "masking",
                   "data"},
-    "experiments": {"experiments", "storage", "workdir", "inference", "train", "checkpoint",
-                    "model", "masking", "data", "config"},
+    "pretrain": {"pretrain", "train", "convert"},  # the loop from init_from_hf's weights
+    "experiments": {"experiments", "storage", "workdir", "pretrain", "inference", "train",
+                    "checkpoint", "model", "masking", "data", "config"},
     "bench": {"bench", "storage", "train", "model", "masking", "data", "config"},
-    "cli": {"cli", "storage", "workdir", "bench", "experiments", "inference", "convert",
-            "train", "checkpoint", "model", "masking", "data", "config"},
+    "cli": {"cli", "storage", "workdir", "bench", "experiments", "pretrain", "inference",
+            "convert", "train", "checkpoint", "model", "masking", "data", "config"},
 }
 
 

@@ -2,7 +2,7 @@ r"""Masking strategy comparison: one model per strategy on one budget, every mod
 
     mlmjax-compare --config=configs/compare.py[:gpu] --workdir=DIR
 
-Each strategy in `compare.strategies` trains the same model through `loop.train_and_evaluate`:
+Each strategy in `compare.strategies` trains the same model (`pretrain.train_and_evaluate`):
 same architecture, steps, batch and seed (so the same initial weights and the same data order);
 only `masking.strategy` differs. Then every trained model is evaluated under every masking in
 `compare.eval_maskings`, on the same held-out rows, with the masks drawn once per masking from a
@@ -33,7 +33,7 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
-from mlmjax import inference, masking, storage
+from mlmjax import inference, masking, pretrain, storage
 from mlmjax import workdir as workdir_lib
 from mlmjax.data import manifest as manifest_lib, prepare, stats, tokenizer as tokenizer_lib
 from mlmjax.experiments import evaluate, probes, report
@@ -46,12 +46,8 @@ OUTPUTS = {"csv": "results.csv", "probes_csv": "probes.csv", "markdown": "result
            "probes": "probes.png"}
 # Blocks of the comparison itself: they are not part of a run's training config.
 COMPARISON_KEYS = ("compare", "scale")
-# Keys that change how a run executes or logs, not the model it trains: a finished run is
-# reused when only these differ (or are new keys of a later mlmjax). A prefix ends with ".".
-EXECUTION_KEYS = ("train.log_every", "train.eval_every", "train.eval_batches",
-                  "train.checkpoint_every", "train.keep_checkpoints", "train.allow_config_change",
-                  "train.max_consecutive_skips", "model.attention", 
-                  "model.remat_policy", "model.scan_layers", "mesh.", "data.num_workers")
+# A finished run is reused when its config differs only in loop.EXECUTION_KEYS (how a run
+# executes or logs, not the model it trains) or in keys of a later mlmjax.
 
 
 # ---------------------------------------------------------------------------- the config
@@ -166,8 +162,8 @@ def eval_curve(run_dir: str) -> list[list[float]]:
 def train_run(config: ml_collections.ConfigDict, strategy: str, workdir: str) -> dict:
   """Trains, resumes or reuses one strategy's model; returns its run record.
 
-  A finished run (its compare.json holds this config, up to EXECUTION_KEYS) is reused as is. A
-  strategy that cannot be trained here (the loop refuses it with a ValueError, e.g. missing
+  A finished run (its compare.json holds this config, up to loop.EXECUTION_KEYS) is reused as
+  is. A strategy that cannot be trained here (the loop refuses it with a ValueError, e.g. missing
   annotations or vocabulary statistics) gives a record with its "error": the other runs go on
   and the tables say why this row is missing.
   """
@@ -177,7 +173,7 @@ def train_run(config: ml_collections.ConfigDict, strategy: str, workdir: str) ->
   record_path = os.path.join(run_dir, RUN_RECORD)
   saved = _read_json(record_path)
   if saved is not None:
-    changed = config_diff(saved["config"], wanted, ignore=EXECUTION_KEYS)
+    changed = config_diff(saved["config"], wanted, ignore=loop.EXECUTION_KEYS)
     if changed:
       raise ValueError(f"{run_dir} was trained with another config (differs in {changed}); "
                        "use a new --workdir or delete that folder to retrain it.")
@@ -186,7 +182,7 @@ def train_run(config: ml_collections.ConfigDict, strategy: str, workdir: str) ->
   logging.info("Training %s in %s", strategy, run_dir)
   start = time.perf_counter()
   try:
-    results = loop.train_and_evaluate(run, run_dir)
+    results = pretrain.train_and_evaluate(run, run_dir)  # init_from_hf too
   except ValueError as e:
     logging.error("Strategy %s cannot be trained: %s", strategy, e)
     return {"error": str(e), "step": None, "seconds": None, "curve": []}

@@ -1,7 +1,7 @@
 """Tables and plots of a masking comparison: 95% intervals, CSV, Markdown, loss curves, heatmap.
 
 Pure functions of a `Matrix` (what `compare.py` measured); nothing here trains or evaluates.
-Plots go to files through matplotlib's Agg backend (no display).
+Plots go to files: matplotlib `Figure`s rendered by its Agg canvas (no pyplot, no display).
 """
 
 from __future__ import annotations
@@ -12,12 +12,8 @@ import io
 import math
 from typing import Sequence
 
-import matplotlib
 import numpy as np
-
-matplotlib.use("Agg")  # files only: no display needed, safe in threads and CI
-
-from matplotlib import pyplot as plt  # pylint: disable=wrong-import-position
+from matplotlib.figure import Figure  # no pyplot: no global backend, no display, thread-safe
 
 Z_975 = 1.959963984540054
 # Student t 0.975 quantiles where the expansion below is not yet accurate to 1e-4.
@@ -323,7 +319,8 @@ def markdown(matrix: Matrix) -> str:
 
 def plot_curves(matrix: Matrix, path: str) -> None:
   """Validation loss against step, one line per training strategy (each under its own masking)."""
-  fig, ax = plt.subplots(figsize=(7, 4.5))
+  fig = Figure(figsize=(7, 4.5))
+  ax = fig.subplots()
   for s in matrix.strategies:
     curve = matrix.runs[s].get("curve") or []
     if curve:
@@ -338,7 +335,6 @@ def plot_curves(matrix: Matrix, path: str) -> None:
   ax.legend(fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
-  plt.close(fig)
 
 
 def accuracy_grid(matrix: Matrix) -> np.ndarray:
@@ -361,8 +357,8 @@ def plot_heatmap(matrix: Matrix, path: str) -> None:
   with np.errstate(invalid="ignore"):
     relative = 100 * (grid - np.nanmean(grid, axis=0, keepdims=True)) if grid.size else grid
   bound = max(float(np.nanmax(np.abs(relative))) if np.isfinite(relative).any() else 0.0, 0.5)
-  fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(matrix.maskings),
-                                  1.4 + 0.55 * len(matrix.strategies)))
+  fig = Figure(figsize=(1.6 + 1.3 * len(matrix.maskings), 1.4 + 0.55 * len(matrix.strategies)))
+  ax = fig.subplots()
   image = ax.imshow(np.ma.masked_invalid(relative), cmap="RdBu", vmin=-bound, vmax=bound,
                     aspect="auto")
   for i in range(grid.shape[0]):
@@ -377,7 +373,6 @@ def plot_heatmap(matrix: Matrix, path: str) -> None:
   fig.colorbar(image, ax=ax, label="points vs column mean")
   fig.tight_layout()
   fig.savefig(path, dpi=120)
-  plt.close(fig)
 
 
 def plot_probes(matrix: Matrix, path: str) -> None:
@@ -387,7 +382,8 @@ def plot_probes(matrix: Matrix, path: str) -> None:
     return
   strategies = [s for s in matrix.strategies if matrix.probes.get(s)]
   width = 0.8 / max(len(strategies), 1)
-  fig, ax = plt.subplots(figsize=(1.8 + 1.9 * len(tasks), 3.8))
+  fig = Figure(figsize=(1.8 + 1.9 * len(tasks), 3.8))
+  ax = fig.subplots()
   for k, s in enumerate(strategies):
     stats = [mean_interval(matrix.probes[s].get(t, [])) for t in tasks]
     means = np.array([100 * i.mean for i in stats])
@@ -402,5 +398,4 @@ def plot_probes(matrix: Matrix, path: str) -> None:
   ax.legend(fontsize=8, ncol=min(len(strategies), 5))
   fig.tight_layout()
   fig.savefig(path, dpi=120)
-  plt.close(fig)
 

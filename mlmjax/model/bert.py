@@ -40,6 +40,7 @@ VOCAB_MULTIPLE = 128  # pad the vocabulary for the matmul units; padded logits a
 # Logical name of the stacked-layer axis. No default rule maps it, so it stays unsharded: scan
 # slices one layer per step, and splitting that axis would gather a whole layer each step.
 LAYERS_AXIS = "layers"
+ATTENTION_PROBS_STREAM = 1  # folded into a layer's attention dropout key for the probabilities
 
 # Rematerialisation policies: what each layer's forward pass keeps for the backward pass.
 # "full" keeps only the layer inputs; the "dots_*" policies also keep matmul outputs, trading
@@ -171,9 +172,11 @@ class SelfAttention(nnx.Module):
     self.key = _dense(cfg, d, d, ("embed", "heads"), rngs)
     self.value = _dense(cfg, d, d, ("embed", "heads"), rngs)
 
-  def __call__(self, x, lengths):
+  def __call__(self, x, lengths, key=None):
+    """`key` enables dropout on the attention probabilities (`attention_dropout`)."""
     b, s, d = x.shape
     heads, dtype = self.cfg.num_heads, self.cfg.compute_dtype
+    rate = self.cfg.attention_dropout if key is not None else 0.0
     # One matmul for the three projections. Stacked on a new axis (not concatenated along the
     # output axis), so a 'heads'-sharded kernel stays sharded the same way: no resharding.
     kernel = jnp.stack([self.query.kernel[...], self.key.kernel[...], self.value.kernel[...]],
@@ -182,14 +185,32 @@ class SelfAttention(nnx.Module):
     qkv = jnp.einsum("bsd,dte->bste", x.astype(dtype), kernel) + bias  # [B, S, 3, D]
     q, k, v = (qkv[:, :, i].reshape(b, s, heads, d // heads) for i in range(3))  # [B, S, N, H]
     if attention_kernel(self.cfg.attention, q.dtype) == "cudnn":
+      if rate:
+        raise ValueError(
+            f"config.model.attention_dropout={rate} cannot run in cuDNN's fused attention: "
+            "jax.nn.dot_product_attention takes no dropout. Set --config.model.attention=xla "
+            "to train with it (slower on a GPU), or --config.model.attention_dropout=0.")
       # cuDNN flash attention takes padding as sequence lengths (a broadcast mask is refused).
       out = jax.nn.dot_product_attention(
           q, k, v, query_seq_lengths=lengths, key_value_seq_lengths=lengths,
           implementation="cudnn")
     else:
       mask = (jnp.arange(s)[None, :] < lengths[:, None])[:, None, None, :]  # [B, 1, 1, S]
-      out = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation="xla")
+      if rate:
+        out = _attention_with_dropout(q, k, v, mask, rate, key, self.cfg.dropout_impl)
+      else:
+        out = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation="xla")
     return out.reshape(b, s, d)
+
+
+def _attention_with_dropout(q, k, v, mask, rate: float, key, impl: str) -> jax.Array:
+  """Softmax attention [B, S, N, H] with dropout on the probabilities, as HF's BERT applies
+  `attention_probs_dropout_prob` (the fused kernels have no such step: written out here)."""
+  scale = 1.0 / jnp.sqrt(jnp.asarray(q.shape[-1], jnp.float32))
+  logits = jnp.einsum("bqnh,bknh->bnqk", q, k).astype(jnp.float32) * scale
+  probs = jax.nn.softmax(jnp.where(mask, logits, jnp.finfo(jnp.float32).min), axis=-1)
+  probs = dropout(probs, rate, key, impl).astype(v.dtype)
+  return jnp.einsum("bnqk,bknh->bqnh", probs, v)
 
 
 def attention_kernel(choice: str, dtype) -> str:
@@ -202,8 +223,9 @@ def attention_kernel(choice: str, dtype) -> str:
   return choice
 
 
-class AttentionOutput(nnx.Module):
-  """Output projection, dropout, residual and LayerNorm (post-LN)."""
+class ProjectResidualNorm(nnx.Module):
+  """Projection, dropout, residual and LayerNorm (post-LN): how both the attention block and
+  the feed-forward block end (HF: BertSelfOutput and BertOutput)."""
 
   def __init__(self, cfg: BertConfig, d_in: int, axes: tuple, rngs: nnx.Rngs):
     self.cfg = cfg
@@ -219,10 +241,14 @@ class Attention(nnx.Module):
 
   def __init__(self, cfg: BertConfig, rngs: nnx.Rngs):
     self.self = SelfAttention(cfg, rngs)
-    self.output = AttentionOutput(cfg, cfg.hidden_size, ("heads", "embed"), rngs)
+    self.output = ProjectResidualNorm(cfg, cfg.hidden_size, ("heads", "embed"), rngs)
 
   def __call__(self, x, lengths, key):
-    return self.output(self.self(x, lengths), x, key)
+    # The probabilities' dropout key is folded off the output's, so the output's dropout draws
+    # the same bits with attention dropout on or off.
+    probs_key = None if key is None or not self.self.cfg.attention_dropout else (
+        jax.random.fold_in(key, ATTENTION_PROBS_STREAM))
+    return self.output(self.self(x, lengths, probs_key), x, key)
 
 
 class Intermediate(nnx.Module):
@@ -241,7 +267,7 @@ class Layer(nnx.Module):
   def __init__(self, cfg: BertConfig, rngs: nnx.Rngs):
     self.attention = Attention(cfg, rngs)
     self.intermediate = Intermediate(cfg, rngs)
-    self.output = AttentionOutput(cfg, cfg.intermediate_size, ("mlp", "embed"), rngs)
+    self.output = ProjectResidualNorm(cfg, cfg.intermediate_size, ("mlp", "embed"), rngs)
 
   def __call__(self, x, lengths, key):
     keys = (None, None) if key is None else tuple(jax.random.split(key))

@@ -11,13 +11,9 @@ import io
 import json
 import os
 
-import matplotlib
+from matplotlib.figure import Figure  # no pyplot: no global backend, no display
 
-matplotlib.use("Agg")  # files only: no display is needed or wanted
-
-from matplotlib import pyplot as plt  # pylint: disable=wrong-import-position
-
-from mlmjax import storage  # pylint: disable=wrong-import-position
+from mlmjax import storage
 
 
 def read_metrics(path) -> dict[str, list[tuple[int, float]]]:
@@ -42,7 +38,8 @@ def plot(metrics_path, out_path) -> str | None:
   metrics = read_metrics(metrics_path)
   if "loss" not in metrics:
     return None
-  fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 3.6))
+  fig = Figure(figsize=(10, 3.6))
+  loss_ax, acc_ax = fig.subplots(1, 2)
   panels = ((loss_ax, "MLM loss", (("loss", "training (window means)"), ("eval_loss", "held-out")), ()),
             (acc_ax, "MLM accuracy",
              (("accuracy", "training (window means)"), ("eval_accuracy", "held-out")),
@@ -64,6 +61,5 @@ def plot(metrics_path, out_path) -> str | None:
   fig.tight_layout()
   image = io.BytesIO()  # rendered in memory, then written whole (an object store has no seek)
   fig.savefig(image, format="png", dpi=110)
-  plt.close(fig)
   storage.write_bytes(out_path, image.getvalue())
   return os.fspath(out_path)

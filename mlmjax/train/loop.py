@@ -57,12 +57,12 @@ def train_and_evaluate(config, workdir: str,
 
   `init_params(model_cfg)`, when given, returns the starting parameters of a fresh run as
   {"bert/embeddings/...": array} (continued pretraining; the optimizer starts afresh). The
-  command line passes Hugging Face weights this way (`config.init_from_hf`).
+  command line and `mlmjax.pretrain` pass Hugging Face weights this way (`config.init_from_hf`).
   """
   if config.init_from_hf and init_params is None:
-    raise ValueError("config.init_from_hf is read by the command line (mlmjax-train); in code, "
-                     "call mlmjax.convert.hf.with_hf_architecture(config) and pass "
-                     "init_params=functools.partial(hf.load_params, config.init_from_hf)")
+    raise ValueError("The training loop takes starting parameters as init_params; for "
+                     "config.init_from_hf call mlmjax.pretrain.train_and_evaluate(config, "
+                     "workdir), which reads the Hugging Face folder.")
   workdir = os.fspath(storage.path(workdir))  # a local path made absolute; a URL kept
   with owned(workdir):  # one job trains in a workdir: a second is refused at once
     manifest, tokenizer, tables = _prepare_data(config, workdir)
@@ -316,15 +316,20 @@ def check_consecutive_skips(count: int, step: int, config) -> None:
                        "data, or raise config.train.max_consecutive_skips.")
 
 
-# Keys that may differ between a checkpoint's config and the resuming run's: run length,
-# logging, the hardware layout and settings that leave the parameters' meaning alone. `data`
-# may change too (a new training phase). Anything else means another experiment.
-RESUMABLE_CHANGES = ("train.steps", "train.stop_after", "train.log_every", "train.eval_every",
-                     "train.eval_batches", "train.checkpoint_every", "train.keep_checkpoints",
-                     "train.grad_accum_steps", "train.allow_config_change",
-                     "train.max_consecutive_skips", "train.init_on", "model.dtype",
-                     "model.attention", "model.dropout_impl", "model.scan_layers",
-                     "model.remat_policy", "mesh.", "data.", "init_from_hf")
+# Keys that leave a run's results as they are (up to float rounding, as a new mesh does):
+# logging, evaluation and checkpoint cadence, the hardware layout, kernels, how the work is
+# split. A finished comparison run is reused across them (experiments/compare.py).
+EXECUTION_KEYS = ("train.log_every", "train.eval_every", "train.eval_batches",
+                  "train.checkpoint_every", "train.keep_checkpoints", "train.allow_config_change",
+                  "train.max_consecutive_skips", "train.grad_accum_steps", "train.init_on",
+                  "model.attention", "model.remat_policy", "model.scan_layers", "mesh.",
+                  "data.num_workers")
+# Keys that may differ between a checkpoint's config and the resuming run's: those, and what
+# changes the numbers without making it another experiment: the run's length, the compute
+# dtype, where dropout's bits come from, the data (a new training phase). Anything else means
+# another experiment.
+RESUMABLE_CHANGES = EXECUTION_KEYS + ("train.steps", "train.stop_after", "model.dtype",
+                                      "model.dropout_impl", "data.", "init_from_hf")
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:

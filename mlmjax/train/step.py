@@ -16,7 +16,9 @@ from flax import nnx
 from mlmjax import masking
 from mlmjax.model.bert import SPAN_BOUNDARY_POSITIONS
 
-MASK_STREAM, DROPOUT_STREAM = 0, 1  # sub-keys of the step key
+# MASK_STREAM is folded into the run key (the masker folds in the step itself: static masks
+# need the run key without it), DROPOUT_STREAM into the step key.
+MASK_STREAM, DROPOUT_STREAM = 0, 1
 
 
 @flax.struct.dataclass

@@ -106,11 +106,13 @@ def test_missing_or_pickled_files_are_refused(tmp_path):
     hf.read_hf_tensors(tmp_path)
 
 
-def test_continued_pretraining_starts_from_the_hf_weights(tmp_path):
-  """init_from_hf: model shape and tokenizer from the folder; with lr 0 at step 1 the trained
-  checkpoint still holds exactly the imported weights."""
+@pytest.mark.parametrize("recipe", ["dynamic", "spanbert"])
+def test_continued_pretraining_starts_from_the_hf_weights(tmp_path, recipe):
+  """init_from_hf, through the library call (mlmjax.pretrain): model shape and tokenizer from
+  the folder; with lr 0 at step 1 the trained checkpoint still holds exactly the imported
+  weights. SpanBERT's recipe adds its boundary head, freshly initialised (HF has none)."""
   from helpers import tiny_config
-  from mlmjax import cli, inference
+  from mlmjax import inference, masking, pretrain
   from mlmjax.data import corpora, tokenizer as tokenizer_lib
 
   config = tiny_config(tmp_path)
@@ -126,8 +128,11 @@ def test_continued_pretraining_starts_from_the_hf_weights(tmp_path):
 
   config.init_from_hf = str(hf_dir)
   config.train.update(steps=1, warmup_steps=1, eval_every=0)  # the only update has lr 0
-  cli.train_and_evaluate(config, str(tmp_path / "run"))
+  if recipe == "spanbert":
+    config.masking = masking.preset("spanbert")
+  pretrain.train_and_evaluate(config, str(tmp_path / "run"))
   model, _, meta = inference.load_trained(str(tmp_path / "run"))
+  assert (model.sbo is not None) == (recipe == "spanbert")
   assert meta["model"]["hidden_size"] == 48 and meta["model"]["num_layers"] == 1
   ours = hf.to_hf_tensors(hf.flatten_params(nnx.state(model, nnx.Param)), model.cfg.vocab_size)
   original = hf.read_hf_tensors(hf_dir)
@@ -138,21 +143,21 @@ def test_continued_pretraining_starts_from_the_hf_weights(tmp_path):
 def test_continued_pretraining_refuses_bad_folders(tmp_path, torch_dir):
   import shutil
   from helpers import tiny_config
-  from mlmjax import cli
+  from mlmjax import pretrain
   from mlmjax.data import corpora, tokenizer as tokenizer_lib
   from mlmjax.train import loop
   config = tiny_config(tmp_path)
   folder = tmp_path / "hf"
   shutil.copytree(torch_dir, folder)
   config.init_from_hf = str(folder)
-  with pytest.raises(ValueError, match="init_from_hf is read by the command line"):
+  with pytest.raises(ValueError, match="call mlmjax.pretrain.train_and_evaluate"):
     loop.train_and_evaluate(config, str(tmp_path / "run0"))  # nothing silently ignored
   with pytest.raises(FileNotFoundError, match="tokenizer"):  # weights without a tokenizer
-    cli.train_and_evaluate(config, str(tmp_path / "run1"))
+    pretrain.train_and_evaluate(config, str(tmp_path / "run1"))
   tok = tokenizer_lib.train_tokenizer(corpora.load_documents(config.data), 200, True)
   tok.save(str(folder / "tokenizer.json"))  # a tokenizer whose size is not the model's 99
   with pytest.raises(ValueError, match="vocabulary of 99"):
-    cli.train_and_evaluate(config, str(tmp_path / "run2"))
+    pretrain.train_and_evaluate(config, str(tmp_path / "run2"))
 
 
 def test_bert_model_import_keeps_the_encoder_and_adds_a_head(tmp_path):

@@ -76,3 +76,24 @@ def test_unknown_model_key_is_named():
   import ml_collections
   with pytest.raises(ValueError, match="hiden_size"):
     BertConfig.from_config(ml_collections.ConfigDict({"hiden_size": 3}), vocab_size=10)
+
+
+def test_attention_dropout_is_applied_on_the_xla_path_and_refused_on_cudnn():
+  """attention_dropout drops attention probabilities in training (HF's
+  attention_probs_dropout_prob), leaves evaluation and the other dropouts alone, and is refused
+  where the kernel cannot apply it (cuDNN's fused attention) instead of being ignored."""
+  import dataclasses
+  ids = jnp.array([[2, 10, 11, 12, 13, 3, 0, 0]] * 2, jnp.int32)
+  positions = jnp.array([[1, 2, 3]] * 2, jnp.int32)
+  plain = dataclasses.replace(CFG, hidden_dropout=0.0)
+  dropping = dataclasses.replace(plain, attention_dropout=0.3)
+  a, b = make_model(plain), make_model(dropping)  # same seed: same parameters
+  key = jax.random.key(1)
+  np.testing.assert_allclose(a(ids, positions), b(ids, positions), atol=1e-5)  # evaluation
+  np.testing.assert_allclose(a(ids, positions, dropout_key=key), a(ids, positions), atol=1e-5)
+  trained = b.encode(ids, dropout_key=key)  # hidden states: O(1) after the LayerNorms
+  assert float(jnp.abs(trained - b.encode(ids)).max()) > 1e-3  # 0.014 here; noise is 1e-6
+  np.testing.assert_array_equal(trained, b.encode(ids, dropout_key=key))  # by the key
+  cudnn = make_model(dataclasses.replace(dropping, attention="cudnn"))
+  with pytest.raises(ValueError, match="attention_dropout=0.3 cannot run in cuDNN"):
+    cudnn(ids, positions, dropout_key=key)  # refused before any kernel runs

@@ -1,6 +1,7 @@
 """Freed host memory stays in the process: a large buffer freed and allocated again every step
 is not faulted in from the kernel each time (train/host_memory.py)."""
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -41,3 +42,14 @@ def test_freed_buffers_are_not_faulted_in_again():
   default, kept = faults("default"), faults("keep")
   assert default > 8 * pages  # glibc maps and unmaps the buffer every time: 10 x its pages
   assert kept < 2 * pages  # kept: faulted in once, then reused
+
+
+def test_kept_only_where_jax_runs_on_the_cpu():
+  """Measured for XLA:CPU's step buffer only: on a GPU or TPU the setting (and its slower
+  compiles) is not applied."""
+  script = "from mlmjax.train import host_memory; print(host_memory.keep_freed_memory())"
+  for platforms, applied in (("cpu", "True"), ("cuda", "False"), ("tpu,cpu", "False")):
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         cwd=ROOT, timeout=120, check=True,
+                         env={**os.environ, "JAX_PLATFORMS": platforms})
+    assert out.stdout.split()[-1] == applied, (platforms, out.stdout)
