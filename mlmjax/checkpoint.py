@@ -22,11 +22,24 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from mlmjax import storage
+from mlmjax import workdir as workdir_lib
 
 BEST_METRIC = "eval_loss"  # the checkpoint with the lowest one is kept besides the latest
 # What a checkpoint holds besides the state's arrays: metadata, the data iterator's position,
 # OCDBT's manifests (~0.15 MB for the tests' tiny model); counted with room to spare.
 CHECKPOINT_OVERHEAD_BYTES = 1 << 20
+
+
+ITEMS = ("state", "data", "meta")  # train state, data-iterator position, config and model
+
+
+def open_for_reading(workdir) -> ocp.CheckpointManager | None:
+  """The workdir's checkpoints, to read (nothing is created); None when it has none."""
+  directory = storage.join(workdir, workdir_lib.CHECKPOINTS)
+  if not directory.is_dir():
+    return None
+  return ocp.CheckpointManager(directory, item_names=ITEMS,
+                               options=ocp.CheckpointManagerOptions(create=False))
 
 
 def make_manager(workdir, *, save_every: int, keep: int) -> ocp.CheckpointManager:
@@ -48,8 +61,8 @@ def make_manager(workdir, *, save_every: int, keep: int) -> ocp.CheckpointManage
       enable_async_checkpointing=True,
       cleanup_tmp_directories=True,  # a save killed half-way leaves a tmp dir: never restored
   )
-  return ocp.CheckpointManager(storage.join(workdir, "checkpoints"),
-                               options=options, item_names=("state", "data", "meta"))
+  return ocp.CheckpointManager(storage.join(workdir, workdir_lib.CHECKPOINTS),
+                               options=options, item_names=ITEMS)
 
 
 def save(manager: ocp.CheckpointManager, step: int, state, data_iterator, meta: dict,

@@ -8,10 +8,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 from flax import nnx
 
 from mlmjax import checkpoint, masking, storage
+from mlmjax import workdir as workdir_lib
 from mlmjax.convert import hf
 from mlmjax.data import rules
 from mlmjax.data import stats as data_stats
@@ -26,11 +26,8 @@ def load_trained(workdir: str, step: int | None = None):
   The checkpoint may come from any mesh: it is restored onto the shardings of a 1-device mesh.
   `workdir` is a local folder or an object-store URL (gs://bucket/run).
   """
-  directory = storage.join(workdir, "checkpoints")
-  manager = None
-  if directory.is_dir():
-    manager = ocp.CheckpointManager(directory, item_names=("state", "data", "meta"),
-                                    options=ocp.CheckpointManagerOptions(create=False))
+  manager = checkpoint.open_for_reading(workdir)
+  if manager is not None:
     step = manager.latest_step() if step is None else step
   if manager is None or step is None or step not in manager.all_steps():
     raise FileNotFoundError(f"No checkpoint {'' if step is None else step} in {workdir}: train "
@@ -40,7 +37,7 @@ def load_trained(workdir: str, step: int | None = None):
   config = ml_collections.ConfigDict(meta["config"])
   config.mesh.shape = (1, 1, 1)
   tokenizer = tokenizer_lib.get_tokenizer(config.data, workdir)
-  data_dir = os.fspath(storage.join(workdir, "data"))
+  data_dir = os.fspath(storage.join(workdir, workdir_lib.DATA))
   if storage.join(data_dir, "token_stats.npz").exists():  # the training run's tables
     tables = data_stats.vocab_tables(tokenizer, data_dir)
   else:  # a workdir copied without its data: the masker then lacks corpus statistics

@@ -1,4 +1,10 @@
-"""The workdir's owner: one job at a time trains (or prepares) in a workdir.
+"""The workdir: what a run keeps where, which config changes a run survives, and its owner.
+
+Layout (README's table): `tokenizer/`, `data/` (the prepared rows and their manifest),
+`checkpoints/` (Orbax), `tensorboard/` (event files and `metrics.jsonl`), `config.json`,
+`eval_results.json`, `curves.png`, `lock.json`. Every module names them from here.
+
+The owner: one job at a time trains (or prepares) in a workdir.
 
 Two trainers in one workdir would write the same checkpoints over each other, so a command that
 writes there first takes the workdir's lock, `WORKDIR/lock.json`, and a second one is refused at
@@ -30,7 +36,49 @@ import time
 
 from mlmjax import storage
 
-LOCK = "lock.json"
+# The workdir's layout.
+TOKENIZER, DATA, CHECKPOINTS, TENSORBOARD = "tokenizer", "data", "checkpoints", "tensorboard"
+METRICS = "metrics.jsonl"  # in TENSORBOARD: every logged scalar, one JSON object per line
+CONFIG, RESULTS, CURVES, LOCK = "config.json", "eval_results.json", "curves.png", "lock.json"
+
+# Keys that leave a run's results as they are (up to float rounding, as a new mesh does):
+# logging, evaluation and checkpoint cadence, the hardware layout, kernels, how the work is
+# split. A finished comparison run is reused across them (experiments/compare.py).
+EXECUTION_KEYS = ("train.log_every", "train.eval_every", "train.eval_batches",
+                  "train.checkpoint_every", "train.keep_checkpoints", "train.allow_config_change",
+                  "train.max_consecutive_skips", "train.grad_accum_steps", "train.init_on",
+                  "model.attention", "model.remat_policy", "model.scan_layers", "mesh.",
+                  "data.num_workers")
+# Keys that may differ between a checkpoint's config and the resuming run's: those, and what
+# changes the numbers without making it another experiment: the run's length, the compute
+# dtype, where dropout's bits come from, the data (a new training phase). Anything else means
+# another experiment (train/loop.py refuses it).
+RESUMABLE_CHANGES = EXECUTION_KEYS + ("train.steps", "train.stop_after", "model.dtype",
+                                      "model.dropout_impl", "data.", "init_from_hf")
+
+
+def metrics_file(workdir):
+  """The run's `metrics.jsonl` (a path or URL, through `storage`)."""
+  return storage.join(workdir, TENSORBOARD, METRICS)
+
+
+def read_metrics(path) -> dict[str, list[tuple[int, float]]]:
+  """{metric: [(step, value)] sorted by step} from a `metrics.jsonl`; a step logged twice (a
+  resumed run) keeps its last value; {} when there is none yet."""
+  p = storage.path(path)
+  if not p.exists():
+    return {}
+  by_step: dict[str, dict[int, float]] = {}
+  for line in p.read_text(encoding="utf-8").splitlines():
+    if not line.strip():
+      continue
+    record = json.loads(line)
+    step = record.pop("step")
+    for name, value in record.items():
+      by_step.setdefault(name, {})[step] = value
+  return {name: sorted(values.items()) for name, values in by_step.items()}
+
+
 LEASE_S = 120.0  # a bucket lease not renewed for this long belongs to a run that is gone
 RENEW_S = 30.0
 

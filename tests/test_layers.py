@@ -14,16 +14,16 @@ PACKAGE = ROOT / "mlmjax"
 # layer -> the layers it may import (its own included).
 ALLOWED = {
     "storage": {"storage"},  # paths and URLs (etils epath): below everything that does I/O
-    "workdir": {"workdir", "storage"},  # the workdir's lock
+    "workdir": {"workdir", "storage"},  # the workdir's layout, resumable keys and lock
     "masking": {"masking"},
     "model": {"model", "masking"},  # dropout's counter hash is the masker's (masking/rng.py)
-    "data": {"data", "storage", "masking"},
+    "data": {"data", "storage", "workdir", "masking"},
     "config": {"config", "masking"},
     "train": {"train", "storage", "workdir", "model", "masking", "data", "checkpoint"},
-    "checkpoint": {"checkpoint", "storage"},
+    "checkpoint": {"checkpoint", "storage", "workdir"},
     "convert": {"convert", "storage", "model"},
-    "inference": {"inference", "storage", "convert", "train", "checkpoint", "model", "masking",
-                  "data"},
+    "inference": {"inference", "storage", "workdir", "convert", "train", "checkpoint", "model",
+                  "masking", "data"},
     "pretrain": {"pretrain", "train", "convert"},  # the loop from init_from_hf's weights
     "experiments": {"experiments", "storage", "workdir", "pretrain", "inference", "train",
                     "checkpoint", "model", "masking", "data", "config"},

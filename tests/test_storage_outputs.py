@@ -17,6 +17,7 @@ import pytest
 import gcs_fixture
 from helpers import tiny_wordpiece
 from mlmjax import checkpoint, inference, storage
+from mlmjax import workdir as workdir_lib
 from mlmjax.convert import hf
 from mlmjax.train import curves
 from mlmjax.train import metrics as metrics_lib
@@ -90,7 +91,7 @@ def test_curves_read_and_written_at_urls(gcs, cwd):
               "eval_baseline_accuracy": 0.05}]
   metrics_url = f"{BUCKET}/curves/tensorboard/metrics.jsonl"
   storage.write_text(metrics_url, "".join(json.dumps(r) + "\n" for r in records))
-  assert curves.read_metrics(metrics_url)["loss"] == [(1, 5.0), (2, 4.0)]
+  assert workdir_lib.read_metrics(metrics_url)["loss"] == [(1, 5.0), (2, 4.0)]
   out = curves.plot(metrics_url, f"{BUCKET}/curves/curves.png")
   assert out == f"{BUCKET}/curves/curves.png"
   assert storage.path(out).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -16,13 +16,14 @@ import ml_collections
 import numpy as np
 
 from mlmjax import storage
+from mlmjax import workdir as workdir_lib
 from mlmjax.data import annotate
 from mlmjax.data import corpora
 from mlmjax.data import spacy_annotator
 from mlmjax.data import tokenizer as tokenizer_lib
 
 FORMAT_VERSION = 3  # 3: rows in shards (parts/), made by any number of processes
-DATA_DIR = "data"  # under the workdir
+DATA_DIR = workdir_lib.DATA  # under the workdir
 MANIFEST = "manifest.json"
 SPLITS = ("train", "validation")
 # Keys that change how, not what, is prepared (or only how it is read): never stale.

@@ -25,12 +25,13 @@ import tokenizers
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from mlmjax import storage
+from mlmjax import workdir as workdir_lib
 from mlmjax.data import corpora
 
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 # Training puts them first, in this order, so [PAD] is id 0 as in BERT's vocabularies.
 SPECIAL_TOKENS = (PAD, UNK, CLS, SEP, MASK)
-CACHE_DIR = "tokenizer"  # under the workdir
+CACHE_DIR = workdir_lib.TOKENIZER  # under the workdir
 # Each special role and the tokens that play it, BERT's first: the first one in the vocabulary
 # wins. ALBERT's SentencePiece models mix the two ([CLS] [SEP] [MASK] with <pad> <unk>).
 ROLES = {"pad": (PAD, "<pad>"), "unk": (UNK, "<unk>"), "cls": (CLS, "<s>"),

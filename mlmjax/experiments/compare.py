@@ -46,7 +46,7 @@ OUTPUTS = {"csv": "results.csv", "probes_csv": "probes.csv", "markdown": "result
            "probes": "probes.png"}
 # Blocks of the comparison itself: they are not part of a run's training config.
 COMPARISON_KEYS = ("compare", "scale")
-# A finished run is reused when its config differs only in loop.EXECUTION_KEYS (how a run
+# A finished run is reused when its config differs only in workdir.EXECUTION_KEYS (how a run
 # executes or logs, not the model it trains) or in keys of a later mlmjax.
 
 
@@ -148,21 +148,14 @@ def link_shared_data(workdir: str, run_dir: str) -> None:
 
 def eval_curve(run_dir: str) -> list[list[float]]:
   """[[step, eval_loss], ...] from the run's metrics.jsonl; a resumed step keeps its last value."""
-  path = os.path.join(run_dir, "tensorboard", "metrics.jsonl")
-  curve = {}
-  if os.path.exists(path):
-    with open(path, encoding="utf-8") as f:
-      for line in f:
-        record = json.loads(line)
-        if "eval_loss" in record:
-          curve[int(record["step"])] = float(record["eval_loss"])
-  return [[s, curve[s]] for s in sorted(curve)]
+  metrics = workdir_lib.read_metrics(workdir_lib.metrics_file(run_dir))
+  return [[int(step), float(loss)] for step, loss in metrics.get("eval_loss", [])]
 
 
 def train_run(config: ml_collections.ConfigDict, strategy: str, workdir: str) -> dict:
   """Trains, resumes or reuses one strategy's model; returns its run record.
 
-  A finished run (its compare.json holds this config, up to loop.EXECUTION_KEYS) is reused as
+  A finished run (its compare.json holds this config, up to workdir_lib.EXECUTION_KEYS) is reused as
   is. A strategy that cannot be trained here (the loop refuses it with a ValueError, e.g. missing
   annotations or vocabulary statistics) gives a record with its "error": the other runs go on
   and the tables say why this row is missing.
@@ -173,7 +166,7 @@ def train_run(config: ml_collections.ConfigDict, strategy: str, workdir: str) ->
   record_path = os.path.join(run_dir, RUN_RECORD)
   saved = _read_json(record_path)
   if saved is not None:
-    changed = config_diff(saved["config"], wanted, ignore=loop.EXECUTION_KEYS)
+    changed = config_diff(saved["config"], wanted, ignore=workdir_lib.EXECUTION_KEYS)
     if changed:
       raise ValueError(f"{run_dir} was trained with another config (differs in {changed}); "
                        "use a new --workdir or delete that folder to retrain it.")

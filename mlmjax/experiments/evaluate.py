@@ -11,7 +11,6 @@ import functools
 import hashlib
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import nnx
@@ -143,11 +142,8 @@ def evaluation_masks(config: ml_collections.ConfigDict, name: str, tables: maski
 @functools.partial(jax.jit, static_argnums=0)
 def _score_batch(graphdef: nnx.GraphDef, params, masked: dict) -> dict:
   """Sums over one masked batch: loss, correct predictions, predictions."""
-  logits = nnx.merge(graphdef, params)(masked["input_ids"], masked["positions"])
-  _, per_slot, correct = step_lib.mlm_loss(logits, masked["labels"], masked["weights"])
-  w = masked["weights"]
-  return {"loss_sum": jnp.sum(per_slot * w), "correct": jnp.sum(correct * w),
-          "count": jnp.sum(w)}
+  return step_lib.score_sums(graphdef, params, masked["input_ids"], masked["positions"],
+                             masked["labels"], masked["weights"])
 
 
 def score(graphdef: nnx.GraphDef, params, masked: list[dict[str, np.ndarray]]) -> dict:

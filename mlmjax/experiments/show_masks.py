@@ -24,6 +24,7 @@ import numpy as np
 from flax import nnx
 
 from mlmjax import inference, storage
+from mlmjax import workdir as workdir_lib
 from mlmjax import masking
 from mlmjax.data import annotate
 from mlmjax.data import manifest as manifest_lib
@@ -60,7 +61,7 @@ def prepared_data(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict
 def hidden_states(config: ml_collections.ConfigDict, workdir: str, tok: Any,
                   ids: np.ndarray, seed: int) -> tuple[jax.Array, str]:
   """The model's hidden states of the rows, for contextual masking, and whose model it was."""
-  if storage.join(workdir, "checkpoints").is_dir():
+  if storage.join(workdir, workdir_lib.CHECKPOINTS).is_dir():
     model, _, meta = inference.load_trained(workdir)
     del meta
     source = f"the trained model in {workdir} (its latest checkpoint)"

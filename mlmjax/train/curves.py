@@ -8,34 +8,18 @@ URLs (gs://...): they go through `mlmjax.storage`.
 """
 
 import io
-import json
 import os
 
 from matplotlib.figure import Figure  # no pyplot: no global backend, no display
 
 from mlmjax import storage
-
-
-def read_metrics(path) -> dict[str, list[tuple[int, float]]]:
-  """{metric: [(step, value)] sorted by step}; a step logged twice (a resumed run) keeps its
-  last value."""
-  by_step: dict[str, dict[int, float]] = {}
-  for line in storage.path(path).read_text(encoding="utf-8").splitlines():
-    if not line.strip():
-      continue
-    record = json.loads(line)
-    step = record.pop("step")
-    for name, value in record.items():
-      by_step.setdefault(name, {})[step] = value
-  return {name: sorted(values.items()) for name, values in by_step.items()}
+from mlmjax import workdir as workdir_lib
 
 
 def plot(metrics_path, out_path) -> str | None:
   """Loss and accuracy against steps, training and held-out; returns out_path (None if the
   run logged nothing yet)."""
-  if not storage.path(metrics_path).exists():
-    return None
-  metrics = read_metrics(metrics_path)
+  metrics = workdir_lib.read_metrics(metrics_path)
   if "loss" not in metrics:
     return None
   fig = Figure(figsize=(10, 3.6))

@@ -171,9 +171,11 @@ def _train(config, workdir, c, manifest, tokenizer, init_params) -> dict:
           "model": dataclasses.asdict(c.model_cfg)}
   state = _restore_or_init(config, c, manager, data_iter, meta, init_params)
 
-  writer = metrics_lib.MetricWriter(storage.join(workdir, "tensorboard"), enabled=is_main)
+  writer = metrics_lib.MetricWriter(storage.join(workdir, workdir_lib.TENSORBOARD),
+                                    enabled=is_main)
   if is_main:
-    storage.write_text(storage.join(workdir, "config.json"), config.to_json_best_effort(indent=2))
+    storage.write_text(storage.join(workdir, workdir_lib.CONFIG),
+                       config.to_json_best_effort(indent=2))
 
   def save(step, state, *, force=False, metrics=None) -> bool:
     """A checkpoint if the policy says so; the metrics are flushed with it (for a bucket
@@ -214,7 +216,7 @@ def _train(config, workdir, c, manifest, tokenizer, init_params) -> dict:
     results["step"] = final_step
     results["baseline_token"] = tokenizer.id_to_token(baseline_token)
     if is_main:
-      storage.write_json(storage.join(workdir, "eval_results.json"), results)
+      storage.write_json(storage.join(workdir, workdir_lib.RESULTS), results)
     _plot_curves(workdir, is_main)
     return results
   finally:
@@ -224,8 +226,7 @@ def _train(config, workdir, c, manifest, tokenizer, init_params) -> dict:
 def _plot_curves(workdir: str, is_main: bool) -> None:
   """workdir/curves.png: training and held-out loss and accuracy so far (process 0)."""
   if is_main:
-    curves.plot(storage.join(workdir, "tensorboard", metrics_lib.JSONL),
-                storage.join(workdir, "curves.png"))
+    curves.plot(workdir_lib.metrics_file(workdir), storage.join(workdir, workdir_lib.CURVES))
 
 
 def _run_steps(config, c, state, data_iter, run_eval, save, writer,
@@ -316,20 +317,6 @@ def check_consecutive_skips(count: int, step: int, config) -> None:
                        "data, or raise config.train.max_consecutive_skips.")
 
 
-# Keys that leave a run's results as they are (up to float rounding, as a new mesh does):
-# logging, evaluation and checkpoint cadence, the hardware layout, kernels, how the work is
-# split. A finished comparison run is reused across them (experiments/compare.py).
-EXECUTION_KEYS = ("train.log_every", "train.eval_every", "train.eval_batches",
-                  "train.checkpoint_every", "train.keep_checkpoints", "train.allow_config_change",
-                  "train.max_consecutive_skips", "train.grad_accum_steps", "train.init_on",
-                  "model.attention", "model.remat_policy", "model.scan_layers", "mesh.",
-                  "data.num_workers")
-# Keys that may differ between a checkpoint's config and the resuming run's: those, and what
-# changes the numbers without making it another experiment: the run's length, the compute
-# dtype, where dropout's bits come from, the data (a new training phase). Anything else means
-# another experiment.
-RESUMABLE_CHANGES = EXECUTION_KEYS + ("train.steps", "train.stop_after", "model.dtype",
-                                      "model.dropout_impl", "data.", "init_from_hf")
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:
@@ -347,7 +334,7 @@ def check_same_experiment(saved: dict, current: dict, allow_change: bool) -> Non
   old, new = _flatten(saved), _flatten(current)
   changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k)
                    and not any(k == r or (r.endswith(".") and k.startswith(r))
-                               for r in RESUMABLE_CHANGES))
+                               for r in workdir_lib.RESUMABLE_CHANGES))
   if changed and not allow_change:
     details = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:8])
     raise ValueError(f"This workdir holds a run of another config ({details}). Use a new "

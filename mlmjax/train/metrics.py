@@ -8,8 +8,8 @@ import uuid
 import jax
 
 from mlmjax import storage
+from mlmjax import workdir as workdir_lib
 
-JSONL = "metrics.jsonl"  # every logged scalar, one JSON object per line, beside the event files
 
 # Dense bf16 datasheet peaks per chip, TFLOP/s, by `device_kind` prefix (for MFU only).
 PEAK_TFLOPS = {
@@ -61,12 +61,12 @@ class MetricWriter:
     suffix = ""
     if storage.is_url(logdir):
       self._remote = storage.path(logdir)
-      self._dir = storage.local_cache(logdir, "tensorboard")
+      self._dir = storage.local_cache(logdir, workdir_lib.TENSORBOARD)
       shutil.rmtree(self._dir)  # only this writer's files: a stale mirror is never uploaded
       os.makedirs(self._dir)
-      remote_jsonl = self._remote / JSONL
+      remote_jsonl = self._remote / workdir_lib.METRICS
       if remote_jsonl.exists():  # a resumed run appends to the bucket's file
-        storage.download(remote_jsonl, os.path.join(self._dir, JSONL))
+        storage.download(remote_jsonl, os.path.join(self._dir, workdir_lib.METRICS))
       # Event files are named after the second and the host: a writer started in the same
       # second as the last one would replace its file in the bucket without this.
       suffix = f".{uuid.uuid4().hex[:8]}"
@@ -75,7 +75,7 @@ class MetricWriter:
       os.makedirs(self._dir, exist_ok=True)
     self._uploaded: dict[str, tuple[int, int]] = {}  # mirror file -> (size, mtime) uploaded
     self._tb = SummaryWriter(self._dir, filename_suffix=suffix)
-    self._jsonl = open(os.path.join(self._dir, JSONL), "a", encoding="utf-8")
+    self._jsonl = open(os.path.join(self._dir, workdir_lib.METRICS), "a", encoding="utf-8")
 
   def write_scalars(self, step: int, scalars: dict) -> None:
     if not self.enabled:

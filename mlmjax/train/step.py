@@ -246,13 +246,17 @@ def eval_step(params: Any, batch: dict, key: jax.Array, *, graphdef: nnx.GraphDe
   """
   masked = masker(key, batch, 0, mask_state,
                   hidden_states(graphdef, params, mask_config, batch))
-  model = nnx.merge(graphdef, params)
-  logits = model(masked.input_ids, masked.positions)
-  _, per_slot, correct = mlm_loss(logits, masked.labels, masked.weights)
-  w = masked.weights
-  return {
-      "loss_sum": jnp.sum(per_slot * w),
-      "correct": jnp.sum(correct * w),
-      "baseline_correct": jnp.sum((masked.labels == baseline_token) * w),
-      "count": jnp.sum(w),
-  }
+  sums = score_sums(graphdef, params, masked.input_ids, masked.positions, masked.labels,
+                    masked.weights)
+  sums["baseline_correct"] = jnp.sum((masked.labels == baseline_token) * masked.weights)
+  return sums
+
+
+def score_sums(graphdef: nnx.GraphDef, params, input_ids: jax.Array, positions: jax.Array,
+               labels: jax.Array, weights: jax.Array) -> dict:
+  """Sums over one masked batch, no dropout: `loss_sum`, `correct` predictions and `count`
+  (the evaluation's and the comparison's scoring, experiments/evaluate.py)."""
+  logits = nnx.merge(graphdef, params)(input_ids, positions)
+  _, per_slot, correct = mlm_loss(logits, labels, weights)
+  return {"loss_sum": jnp.sum(per_slot * weights), "correct": jnp.sum(correct * weights),
+          "count": jnp.sum(weights)}

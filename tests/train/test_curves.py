@@ -2,6 +2,7 @@
 
 import json
 
+from mlmjax import workdir
 from mlmjax.train import curves
 
 
@@ -12,7 +13,7 @@ def test_curves_from_metrics_with_a_resume(tmp_path):
              # resumed from step 2: step 4 logged again, with its new value
              {"step": 4, "loss": 3.9, "accuracy": 0.21}, {"step": 6, "loss": 3.5, "accuracy": 0.3}]
   path.write_text("\n".join(json.dumps(r) for r in records) + "\n", encoding="utf-8")
-  metrics = curves.read_metrics(str(path))
+  metrics = workdir.read_metrics(str(path))
   assert metrics["loss"] == [(2, 5.0), (4, 3.9), (6, 3.5)]
   assert metrics["eval_loss"] == [(4, 4.5)]
   out = curves.plot(str(path), str(tmp_path / "curves.png"))
