@@ -79,7 +79,7 @@ def get_config(scale: str = "cpu") -> ml_collections.ConfigDict:
   # One model each, trained alike: BERT's static and RoBERTa's dynamic random masking, the
   # unit-based strategies (one per kind of unit the evaluation maskings ask for), and the
   # weight-based ones whose claims the probes test (rare words, syntax, semantics). Any name in
-  # masking.STRATEGIES may be added or dropped (docs/COMPARISON.md).
+  # masking.SPECS may be added or dropped (docs/COMPARISON.md).
   compare.strategies = ("random", "dynamic", "whole_word", "span", "entity", "pmi", "frequency",
                         "syntax", "semantic")
   compare.eval_maskings = ("random", "whole_word", "span", "entity", "pmi")  # every model on each

@@ -297,7 +297,7 @@ def mask() -> None:
     flags.DEFINE_string("workdir", os.path.join(tempfile.gettempdir(), "mlmjax_mask"),
                         "A run's workdir (its tokenizer, statistics, annotations, model), or a "
                         "folder where the config's data is prepared once with every annotation.")
-    flags.DEFINE_enum("strategy", None, sorted(masking.STRATEGIES), "masking strategy "
+    flags.DEFINE_enum("strategy", None, sorted(masking.SPECS), "masking strategy "
                       "(default: the config's)")
     flags.DEFINE_float("rate", None, "share of eligible tokens to predict (default: the config's)")
     flags.DEFINE_integer("steps", 1, "how many steps to show (dynamic masks change every step)")
@@ -363,7 +363,7 @@ def bench_masking_cli() -> None:
     shapes = [tuple(int(x) for x in shape.split("x")) for shape in FLAGS.shapes]
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {len(jax.devices())} "
           "device(s)")
-    results = bench_masking.run(shapes, FLAGS.strategies or list(masking.STRATEGIES),
+    results = bench_masking.run(shapes, FLAGS.strategies or list(masking.SPECS),
                                 FLAGS.bench_iters)
     print(bench_masking.table(results, shapes))
     print("x HF: speed-up over the HF collator with return_tensors='np' (whole_word and the "
@@ -432,7 +432,7 @@ def bench_train_cli() -> None:
     else:
       records = bench_train.run(config, model, f.steps, f.warmup, f.windows, f.pad_fraction,
                                 f.profile_dir, f.name, hf=f.hf, masking_strategies=(
-                                    (f.strategies or list(masking.STRATEGIES)) if f.masking
+                                    (f.strategies or list(masking.SPECS)) if f.masking
                                     else []), masking_iters=f.masking_iters,
                                 masking_unroll=f.masking_unroll)
     bench_train.write_json(f.json_out, records)

@@ -254,7 +254,7 @@ def bench_masking(s: Setup, strategies: list[str] | None = None, iters: int = 20
   batch = jax.device_put({k: jnp.asarray(v) for k, v in s.rows.items()})
   hidden = jax.random.normal(jax.random.key(1), (b, seq, c.model_cfg.hidden_size))
   records = []
-  for name in strategies or list(masking.STRATEGIES):
+  for name in strategies or list(masking.SPECS):
     mask_config = config.masking.copy_and_resolve_references()
     mask_config.strategy = name
     many = _unrolled(masking.make_masker(mask_config, c.tables), unroll)

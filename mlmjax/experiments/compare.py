@@ -59,7 +59,7 @@ class Preempted(Exception):
 
 def check_config(config: ml_collections.ConfigDict) -> None:
   """Raises one ValueError naming the fix for a comparison that cannot run as configured."""
-  known = sorted(masking.STRATEGIES)
+  known = sorted(masking.SPECS)
   unknown = [t for t in config.compare.probes if t not in probes.TASKS]
   if unknown:
     raise ValueError(f"config.compare.probes names {unknown}; choose from {probes.TASKS}.")
@@ -67,9 +67,9 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     names = tuple(config.compare[key])
     if not names:
       raise ValueError(f"config.compare.{key} is empty; name at least one of {known}.")
-    unknown = [n for n in names if n not in masking.STRATEGIES]
+    unknown = [n for n in names if n not in masking.SPECS]
     if unknown:
-      raise ValueError(f"config.compare.{key} names {unknown}, which masking.STRATEGIES does "
+      raise ValueError(f"config.compare.{key} names {unknown}, which masking.SPECS does "
                        f"not have; choose from {known}.")
     if len(set(names)) != len(names):
       raise ValueError(f"config.compare.{key} repeats a name: {list(names)}.")

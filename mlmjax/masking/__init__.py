@@ -33,9 +33,7 @@ from mlmjax.masking.core import MaskedBatch
 from mlmjax.masking.core import Plan
 from mlmjax.masking.core import TokenBatch
 from mlmjax.masking.presets import preset
-from mlmjax.masking.registry import PLANS
 from mlmjax.masking.registry import SPECS
-from mlmjax.masking.registry import STRATEGIES
 from mlmjax.masking.registry import PlanFn
 from mlmjax.masking.registry import Spec
 from mlmjax.masking.registry import Strategy
@@ -89,12 +87,12 @@ def make_masker(config: ml_collections.ConfigDict,
   """
   validate(config)
   names = components(config)
-  unknown = [n for n in names if n not in STRATEGIES or (n == "mixture" and len(names) > 1)]
+  unknown = [n for n in names if n not in SPECS or (n == "mixture" and len(names) > 1)]
   if unknown or not names:
     raise ValueError(f"unknown masking strategy {unknown or names}; choose from "
-                     f"{sorted(STRATEGIES)} (a mixture cannot contain a mixture)")
+                     f"{sorted(SPECS)} (a mixture cannot contain a mixture)")
   _check_tables(names, config, tables)
-  strategy = STRATEGIES[config.strategy]
+  strategy = SPECS[config.strategy].strategy
   replacement = corruption.replacement_table(tables, config.random_source)
 
   def masker(key: jax.Array, batch: TokenBatch | Mapping[str, Any], step: Any,
@@ -163,7 +161,7 @@ def update_state(config: ml_collections.ConfigDict, state: Any, labels: jax.Arra
 
 
 __all__ = [
-    "Context", "MaskedBatch", "Plan", "PlanFn", "PLANS", "SPECS", "STRATEGIES", "Spec",
+    "Context", "MaskedBatch", "Plan", "PlanFn", "SPECS", "Spec",
     "Strategy", "TokenBatch", "VocabTables", "batch_fields", "components", "default_config",
     "init_state", "is_static", "preset", "presets", "is_stateful", "make_masker", "reads_hidden", "reads_model", "register",
     "schedules", "update_state", "with_epoch_length",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from mlmjax.masking import registry
+
 COUNT_MODES = ("exact", "ceil", "prob_round", "bernoulli", "per_unit")
 RANDOM_SOURCES = ("non_special", "full_vocab", "unigram")
 FILLS = ("auto", "skip", "truncate", "whole")
@@ -12,7 +14,7 @@ FILLS = ("auto", "skip", "truncate", "whole")
 def default_config() -> ml_collections.ConfigDict:
   """Defaults: dynamic random masking of 15% of eligible tokens, 80/10/10, 20 predictions."""
   c = ml_collections.ConfigDict()
-  c.strategy = "dynamic"  # a name in masking.STRATEGIES
+  c.strategy = "dynamic"  # a name in masking.SPECS
   c.rate = 0.15  # share of eligible tokens to predict (the constant schedule's rate)
   c.max_predictions = 20  # P: prediction slots per row; size it for the schedule's highest rate
   c.count_mode = "exact"  # exact round(rate*n) | ceil | prob_round (fairseq) | bernoulli (HF)
@@ -94,12 +96,12 @@ def default_config() -> ml_collections.ConfigDict:
 def is_static(config: ml_collections.ConfigDict) -> bool:
   """Whether masks are fixed per example (BERT's static masking) rather than new every step.
 
-  "auto" follows the strategy's source: `random` is BERT's recipe (static, dupe_factor copies),
-  `dynamic` is RoBERTa's (new masks every time a row is seen), and every later strategy was
-  published with dynamic masks.
+  "auto" follows the strategy's source, as its registration says (`static`): `random` is
+  BERT's recipe (static, dupe_factor copies), `dynamic` is RoBERTa's (new masks every time a
+  row is seen), and every later strategy was published with dynamic masks.
   """
   if config.dynamic.mode == "auto":
-    return config.strategy == "random"
+    return registry.spec(config.strategy).static
   return config.dynamic.mode == "static"
 
 

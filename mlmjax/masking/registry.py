@@ -41,7 +41,11 @@ class Spec:
       two models do not see the same masks under it.
     reads_hidden: it reads the model's hidden states of the unmasked batch (`ctx.hidden`):
       the train step runs the model forward once more, without gradient, to give them.
+    static: its source fixes the masks per example (BERT's dupe-factor copies), so
+      `dynamic.mode="auto"` does; every other strategy draws new masks each step.
     doc: one line saying what it does.
+    strategy: the plan function followed by the shared core: `(keys, batch, tables, ctx) ->
+      MaskedBatch`.
   """
   name: str
   plan: PlanFn
@@ -50,13 +54,13 @@ class Spec:
   stateful: bool = False
   reads_model: bool = False
   reads_hidden: bool = False
+  static: bool = False
   doc: str = ""
+  strategy: Strategy | None = None
 
 
-# name -> Spec, plan function, and strategy `fn(keys [B], batch, tables, ctx) -> MaskedBatch`.
+# The one table: name -> Spec (configs, mixtures, the benchmarks and the comparison read it).
 SPECS: dict[str, Spec] = {}
-PLANS: dict[str, PlanFn] = {}
-STRATEGIES: dict[str, Strategy] = {}
 
 
 def _as_strategy(plan_fn: PlanFn) -> Strategy:
@@ -70,7 +74,7 @@ def _as_strategy(plan_fn: PlanFn) -> Strategy:
 
 def register(name: str, plan_fn: PlanFn | None = None, *, batch_fields: tuple[str, ...] = (),
              tables: tuple[str, ...] = (), stateful: bool = False, reads_model: bool = False,
-             reads_hidden: bool = False, doc: str = ""):
+             reads_hidden: bool = False, static: bool = False, doc: str = ""):
   """Adds a strategy; configs and mixtures can then name it.
 
   `register(name, plan_fn, ...)` registers and returns `plan_fn`; without `plan_fn` it is a
@@ -85,9 +89,8 @@ def register(name: str, plan_fn: PlanFn | None = None, *, batch_fields: tuple[st
   def add(fn: PlanFn) -> PlanFn:
     first_line = (fn.__doc__ or "").strip().split("\n")[0]
     SPECS[name] = Spec(name, fn, tuple(batch_fields), tuple(tables), stateful,
-                       reads_model or reads_hidden, reads_hidden, doc or first_line)
-    PLANS[name] = fn
-    STRATEGIES[name] = _as_strategy(fn)
+                       reads_model or reads_hidden, reads_hidden, static, doc or first_line,
+                       _as_strategy(fn))
     return fn
 
   return add if plan_fn is None else add(plan_fn)

@@ -20,7 +20,7 @@ from mlmjax.masking import schedules
 from mlmjax.masking import select
 from mlmjax.masking import units
 from mlmjax.masking.core import Context, Plan, TokenBatch
-from mlmjax.masking.registry import PLANS, register
+from mlmjax.masking.registry import SPECS, register
 from mlmjax.masking.tables import VocabTables
 
 Array = jax.Array
@@ -53,7 +53,7 @@ def _weighted(log_weight: Array, batch: TokenBatch, tables: VocabTables, ctx: Co
 # ----------------------------------------------------------------------------- unit strategies
 
 
-@register("random")
+@register("random", static=True)
 def random(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context) -> Plan:
   """BERT: single tokens, uniform; masks fixed per example (static, `dynamic.dupe_factor`)."""
   del keys, batch, tables, ctx
@@ -239,7 +239,7 @@ def mixture(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context) -
   Every component's plan is computed for the whole batch; each row then takes its own.
   """
   config = ctx.config
-  plans = [PLANS[name](keys, batch, tables, ctx) for name in config.mixture.strategies]
+  plans = [SPECS[name].plan(keys, batch, tables, ctx) for name in config.mixture.strategies]
   weights = schedules.mixture_weights(config.mixture.weights, config.mixture.final_weights,
                                       config.mixture.steps, ctx.step)
   cdf = jnp.cumsum(weights) / jnp.sum(weights)

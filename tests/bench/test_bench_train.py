@@ -82,7 +82,7 @@ def test_train_bench_runs_the_real_step(train_record):
 def test_masking_bench_covers_every_strategy(small, train_record):
   records = bench_train.bench_masking(small, iters=1, unroll=1,
                                       step_ms=train_record["step_ms"])
-  assert [r["name"] for r in records] == list(masking.STRATEGIES)
+  assert [r["name"] for r in records] == list(masking.SPECS)
   for r in records:
     assert r["kind"] == "masking" and r["step_ms"] > 0 and r["share_of_step"] > 0
 

@@ -13,7 +13,7 @@ from mlmjax import masking
 B, S, P = 16, 48, 12
 MASK = 4
 ANNOTATIONS = ("entity_ids", "phrase_ids", "ngram_ids", "pos_class")
-SINGLE = sorted(n for n in masking.STRATEGIES if n != "mixture")
+SINGLE = sorted(n for n in masking.SPECS if n != "mixture")
 
 
 def _config(strategy, **mixture):
@@ -56,11 +56,11 @@ def _same(a, b):
 
 
 def test_every_strategy_is_registered_with_metadata():
-  assert list(masking.SPECS) == list(masking.PLANS) == list(masking.STRATEGIES)
   for name, spec in masking.SPECS.items():
     assert isinstance(spec, masking.Spec) and spec.name == name
-    assert spec.plan is masking.PLANS[name] and spec.doc
+    assert callable(spec.plan) and callable(spec.strategy) and spec.doc
     assert isinstance(spec.batch_fields, tuple) and isinstance(spec.tables, tuple)
+  assert [n for n, s in masking.SPECS.items() if s.static] == ["random"]  # BERT's static masks
 
 
 def test_the_builtin_needs():
@@ -156,8 +156,7 @@ def toy():
   masking.register("toy_entities", toy_entities, batch_fields=("entity_ids",),
                    tables=("idf",), stateful=True, reads_model=True)
   yield "toy_entities"
-  for table in (masking.SPECS, masking.PLANS, masking.STRATEGIES):
-    del table["toy_entities"]
+  del masking.SPECS["toy_entities"]
 
 
 def test_a_new_strategy_is_picked_up_from_its_registration(toy, tables, batch):
@@ -185,8 +184,7 @@ def test_register_as_a_decorator_and_refusing_unknown_fields():
     assert masking.SPECS["toy_words"].plan is toy_words
     assert masking.SPECS["toy_words"].doc == "Single tokens, uniform."
   finally:
-    for table in (masking.SPECS, masking.PLANS, masking.STRATEGIES):
-      table.pop("toy_words", None)
+    masking.SPECS.pop("toy_words", None)
   with pytest.raises(ValueError, match="unknown fields"):
     masking.register("toy_typo", lambda *a: masking.Plan(), batch_fields=("entity",))
   assert "toy_typo" not in masking.SPECS
