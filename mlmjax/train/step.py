@@ -5,6 +5,7 @@ masks are dynamic (new every step), free on the host and exactly reproducible. T
 mean cross-entropy over the predicted slots (`weights` marks the real ones), as in BERT.
 """
 
+import functools
 from typing import Any, Callable
 
 import flax
@@ -208,7 +209,8 @@ def empty_window(boundary_objective: bool = False) -> dict:
 def add_to_window(window: dict, metrics: dict) -> dict:
   """The window's sums with one more step's metrics (a step skipped for a non-finite loss or
   gradient counts in `steps`, not in the means of its loss, accuracy and gradient norm)."""
-  good = jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics["grad_norm"])
+  good = functools.reduce(jnp.logical_and, [jnp.isfinite(metrics[name])
+                                            for name in MEANS_OVER_GOOD_STEPS if name in window])
   out = {name: window[name] + jnp.where(good, metrics[name], 0.0).astype(jnp.float32)
          for name in MEANS_OVER_GOOD_STEPS if name in window}
   out.update({name: window[name] + metrics[name] for name in MEANS_OVER_STEPS})
