@@ -162,7 +162,8 @@ def update_state(config: ml_collections.ConfigDict, state: Any, labels: jax.Arra
 
 __all__ = [
     "Context", "MaskedBatch", "Plan", "PlanFn", "SPECS", "Spec",
-    "Strategy", "TokenBatch", "VocabTables", "batch_fields", "components", "default_config",
+    "Strategy", "TokenBatch", "VocabTables", "batch_fields", "boundary_objective", "components",
+    "default_config",
     "init_state", "is_static", "preset", "presets", "is_stateful", "make_masker", "reads_hidden", "reads_model", "register",
     "schedules", "update_state", "with_epoch_length",
 ]

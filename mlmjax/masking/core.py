@@ -247,12 +247,12 @@ def per_unit_draw(keys: Array, rate: Array, eligible: Array, start: Array | None
     log_weight: [B, S] the drawn units first (the selection then takes them, in random order,
       while the budget lasts), the rest never.
   """
-  start = eligible if start is None else start
   coin = rng.half_to_uniform(rng.row_halves(keys, rng.COUNT, eligible.shape[1]))
-  drawn = start & (coin < rate)
+  drawn = (eligible if start is None else start) & (coin < rate)
   if log_weight is not None:
     drawn &= log_weight > -jnp.inf
-  in_drawn = eligible & jnp.take_along_axis(drawn, select.unit_heads(start), axis=1)
+  in_drawn = drawn if start is None else (  # a token is drawn with its unit's first token
+      eligible & jnp.take_along_axis(drawn, select.unit_heads(start), axis=1))
   count = in_drawn.sum(axis=1, dtype=jnp.int32)
   budget = jnp.minimum(count, max_predictions)
   return budget, count - budget, jnp.where(drawn, select.PRIORITY, -jnp.inf)

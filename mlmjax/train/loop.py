@@ -181,7 +181,7 @@ def _train(config, workdir, c, manifest, tokenizer, init_params) -> dict:
     """A checkpoint if the policy says so; the metrics are flushed with it (for a bucket
     workdir: uploaded), so a run that dies later still has its curves up to the checkpoint.
     A disk too full for it stops the run here, on every process, before anything is written."""
-    if force or step % max(config.train.checkpoint_every, 1) == 0:
+    if force or manager.should_save(step):  # the manager's own policy decides
       problem = checkpoint.space_problem(manager, state) if is_main else ""
       if jax.process_count() > 1:
         problem = process0_says(problem)
