@@ -20,8 +20,9 @@ it), so that "tokens of a word share its class" holds for the units the masker f
 Two annotators find them on the text: spaCy (spacy_annotator.py: any installed pipeline,
 `data.spacy_pipeline`) and rules (rules.py: no dependency; they also find the sentences that
 full-sentence packing uses, whichever annotator finds the rest). This module holds what both
-share: the annotations' names and values, the vocabulary tables with the vocabulary fallback
-of pos_class, the alignment of character spans to tokens, and `encode_chunk`.
+share: the annotations' names and values, the vocabulary fallback of pos_class (on the per-id
+tables of token_tables.py), the alignment of character spans to tokens, and
+`tokenize_and_annotate`, which the tokenizing workers (workers.py) run on each chunk.
 """
 
 from __future__ import annotations
@@ -43,36 +44,6 @@ POS_UNKNOWN, POS_CONTENT, POS_FUNCTION, POS_PREDICATE, POS_ARGUMENT = 0, 1, 2, 3
 
 class AnnotationError(ValueError):
   """Annotations cannot be made as configured; the message names the fix."""
-
-
-def token_classes(vocab: Sequence[str | None], special: np.ndarray,
-                  function_words: frozenset[str], convention: str,
-                  word_start: np.ndarray) -> dict[str, np.ndarray]:
-  """Per-id tables for word grouping and the vocabulary part-of-speech fallback.
-
-  Args:
-    vocab: token of each id (None for holes).
-    special: bool [V] special tokens.
-    function_words: lowercase English closed-class words.
-    convention: the vocabulary's word-start convention ("wordpiece", "sentencepiece",
-      "byte_level"; `masking.tables.detect_convention`).
-    word_start: bool [V] the token begins a word (specials too).
-  Returns:
-    word_start bool [V]: as given.
-    barrier bool [V]: specials and word-start tokens with no letter or digit (punctuation).
-    word_class int8 [V]: class of a one-token word: 2 function word, 1 other word, 0 special
-      or punctuation.
-  """
-  marker = {"sentencepiece": "\u2581", "byte_level": "\u0120"}.get(convention, "")
-  bare = ["" if t is None else t[len(marker):] if marker and t.startswith(marker) else t
-          for t in vocab]
-  # A bare SentencePiece "▁" only marks the start of the word that follows: not punctuation.
-  punctuation = np.array([t is None or (b != "" and not any(ch.isalnum() for ch in b))
-                          for t, b in zip(vocab, bare)])
-  word_class = np.where(punctuation | special, POS_UNKNOWN, POS_CONTENT).astype(np.int8)
-  word_class[np.array([b.lower() in function_words for b in bare]) & ~special] = POS_FUNCTION
-  return {"word_start": word_start, "barrier": special | (word_start & punctuation),
-          "word_class": word_class}
 
 
 def word_index(input_ids: np.ndarray, word_start: np.ndarray, barrier: np.ndarray,
@@ -98,6 +69,14 @@ def share_word_class(values: np.ndarray, input_ids: np.ndarray,
   """[B, S] each token takes the value at its word's first token (words as `word_index`)."""
   word, first = word_index(input_ids, tables["word_start"], tables["barrier"])
   return values.reshape(-1)[first][word].reshape(values.shape)
+
+
+def row_pos_classes(rows: dict[str, np.ndarray], tables: dict[str, np.ndarray]) -> np.ndarray:
+  """int8 [B, S] pos_class of packed rows: the annotator's, shared by each word's tokens, or
+  the vocabulary fallback when the annotator found none on the text."""
+  if POS in rows:
+    return share_word_class(rows[POS], rows["input_ids"], tables)
+  return vocab_pos_classes(rows["input_ids"], tables)
 
 
 def vocab_pos_classes(input_ids: np.ndarray, tables: dict[str, np.ndarray]) -> np.ndarray:
@@ -183,6 +162,14 @@ class EncodedChunk:
   fields: dict[str, np.ndarray]
 
 
+def without_empty_documents(chunk: EncodedChunk) -> tuple[EncodedChunk, int]:
+  """The chunk without its documents that encode to no token, and how many those were (`ids`
+  stays as it is: they had none)."""
+  keep = chunk.lengths > 0
+  return (EncodedChunk(chunk.ids, chunk.lengths[keep], chunk.sentence_start, chunk.fields),
+          int((~keep).sum()))
+
+
 def _flat_spans(per_doc: Sequence[Sequence[tuple[int, int]]], shifts: np.ndarray) -> np.ndarray:
   counts = [len(s) for s in per_doc]
   if not sum(counts):
@@ -201,7 +188,7 @@ def _drop_touching(phrase_ids: np.ndarray, entity_ids: np.ndarray) -> np.ndarray
   return np.where(np.isin(phrase_ids, touching), 0, phrase_ids).astype(np.int32)
 
 
-def encode_chunk(tok, texts: Sequence[str], *, sentences: bool, wanted: Sequence[str],
+def tokenize_and_annotate(tok, texts: Sequence[str], *, sentences: bool, wanted: Sequence[str],
                  annotator: Callable[[Sequence[str]], list[dict]] | None,
                  function_words: frozenset[str]) -> EncodedChunk:
   """Tokenizes `texts` (no special tokens) and makes the annotations found on text.

@@ -16,8 +16,8 @@ Three kinds of input, each giving some of the label columns `upos`, `deprel` and
                       `ner_tags` (class ids read as their names).
 
 `ner` labels are entity types: the B-/I-/E-/S- prefix is dropped, so a probe tells PER from ORG
-from outside, word by word. `encode` turns sentences into model rows with each word's label on
-its first token, through the run's own tokenizer.
+from outside, word by word. `rows_with_labels` turns sentences into model rows with each word's
+label on its first token, through the run's own tokenizer.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ class Sentences:
 
 
 @dataclasses.dataclass(frozen=True)
-class Encoded:
+class LabelledRows:
   """Model rows of labelled sentences: `labels` holds a label id on each word's first token and
   -1 elsewhere; `names[i]` is label id i (`O` is 0 for `ner`)."""
   input_ids: np.ndarray  # [N, S] int32
@@ -194,8 +194,8 @@ def _checked(path: str, sentences: Sentences) -> Sentences:
   return sentences
 
 
-def encode(sentences: Sentences, column: str, tok: tokenizers.Tokenizer, seq_len: int,
-           limit: int) -> Encoded:
+def rows_with_labels(sentences: Sentences, column: str, tok: tokenizers.Tokenizer,
+                     seq_len: int, limit: int) -> LabelledRows:
   """The first `limit` sentences as rows `[CLS] tokens [SEP]` padded to `seq_len`, each word's
   label id on its first token; words past the row's end are dropped."""
   names = sorted({t for row in sentences.labels[column] for t in row} - {OUTSIDE})
@@ -216,4 +216,4 @@ def encode(sentences: Sentences, column: str, tok: tokenizers.Tokenizer, seq_len
       if word is not None and word not in seen:  # the word's first token
         seen.add(word)
         labels[r, position + 1] = index[tags[word]]
-  return Encoded(ids, labels, tuple(names))
+  return LabelledRows(ids, labels, tuple(names))

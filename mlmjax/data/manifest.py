@@ -28,7 +28,7 @@ MANIFEST = "manifest.json"
 SPLITS = ("train", "validation")
 # Keys that change how, not what, is prepared (or only how it is read): never stale.
 RUNTIME_KEYS = ("num_workers", "shuffle_shards")
-# A part's .npy header (prepare.NpyWriter pads it to this), then its rows.
+# A part's .npy header (parts.NpyWriter pads it to this), then its rows.
 NPY_HEADER_BYTES = 128
 
 

@@ -177,7 +177,7 @@ def build_vocab(arrays: dict[str, np.ndarray], word_start: np.ndarray, barrier: 
 
   Args:
     arrays: {"input_ids": [N, S], "segment_ids": [N, S]} (memmaps are read in blocks).
-    word_start, barrier: bool [V] tables (see `annotate.token_classes`).
+    word_start, barrier: bool [V] tables (see token_tables.py).
     config: the vocabulary's size and counting limits.
     decode: token ids -> text, for the readable list; None leaves texts out.
   Returns:

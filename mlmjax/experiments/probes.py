@@ -81,8 +81,8 @@ def word_positions(ids: np.ndarray, tables: masking.VocabTables) -> np.ndarray:
 
 
 def labelled_rows(paths: str, tok, seq_len: int, limit: int, tfds_data_dir: str = ""
-                  ) -> dict[str, labelled_lib.Encoded]:
-  """task -> the first `limit` sentences of the file giving its labels, encoded as rows, for the
+                  ) -> dict[str, labelled_lib.LabelledRows]:
+  """task -> the first `limit` sentences of the file giving its labels, as labelled rows, for the
   comma-separated files, folders and tfds:NAME datasets `paths`; two giving one task is an
   error."""
   found, origin = {}, {}
@@ -93,7 +93,7 @@ def labelled_rows(paths: str, tok, seq_len: int, limit: int, tfds_data_dir: str 
         raise labelled_lib.LabelledFileError(
             f"compare.probe_files: both {origin[task]} and {path} give {task} labels; keep one.")
       origin[task], found[task] = path, sentences
-  return {task: labelled_lib.encode(sentences, task, tok, seq_len, limit)
+  return {task: labelled_lib.rows_with_labels(sentences, task, tok, seq_len, limit)
           for task, sentences in found.items()}
 
 
@@ -212,7 +212,7 @@ def token_task(states: np.ndarray, labels: np.ndarray, where: np.ndarray, train:
 def run(graphdef: nnx.GraphDef, params, rows: dict[str, np.ndarray],
         tables: masking.VocabTables, random_masks: list[dict] | None,
         config: ml_collections.ConfigDict,
-        labelled: dict[str, labelled_lib.Encoded] | None = None) -> dict[str, list[float]]:
+        labelled: dict[str, labelled_lib.LabelledRows] | None = None) -> dict[str, list[float]]:
   """task -> per-group values of one model, for the tasks in `compare.probes` its data allows
   (a task whose annotation was not prepared, or that no labelled file gives, is left out)."""
   settings = config.compare

@@ -4,7 +4,7 @@ r"""Show what a masking strategy does to your sentences, with the annotations tr
     mlmjax-mask --config=configs/masking.py:ernie "Barack Obama was born in Hawaii."
     mlmjax-mask --workdir=/tmp/mlmjax_quickstart --strategy=contextual "A list is sorted."
 
-The sentences go through the path training data goes through (`prepare.encode_texts`): the
+The sentences go through the path training data goes through (`new_texts.to_rows`): the
 workdir's tokenizer and corpus statistics, its annotator (an installed spaCy pipeline, or the
 rules), the vocabulary part-of-speech fallback and the PMI n-gram vocabulary. A workdir that
 holds prepared data (a training run's) is used as it is; otherwise the config's data is
@@ -28,6 +28,7 @@ from mlmjax import workdir as workdir_lib
 from mlmjax import masking
 from mlmjax.data import annotate
 from mlmjax.data import manifest as manifest_lib
+from mlmjax.data import new_texts
 from mlmjax.data import prepare
 from mlmjax.data import stats as data_stats
 from mlmjax.data import tokenizer as tokenizer_lib
@@ -130,7 +131,7 @@ def mask_texts(config: ml_collections.ConfigDict, workdir: str, texts: list[str]
                      f"{workdir} was prepared without; use another --workdir (prepared "
                      "afresh with every annotation) or prepare this one with "
                      f"--config.data.annotations including {missing}")
-  rows = prepare.encode_texts(tok, texts, manifest)
+  rows = new_texts.to_rows(tok, texts, manifest)
   ids = rows["input_ids"]
   mask_config.max_predictions = ids.shape[1]
   tables = data_stats.vocab_tables(tok, manifest)

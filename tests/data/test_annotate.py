@@ -12,12 +12,13 @@ from spacy.tokens import Doc
 from data import spacy_fixture
 from helpers import split_arrays
 from mlmjax.data import annotate
-from mlmjax.data import encode
 from mlmjax.data import manifest as manifest_lib
 from mlmjax.data import prepare as prepare_lib
 from mlmjax.data import rules
 from mlmjax.data import spacy_annotator
+from mlmjax.data import token_tables
 from mlmjax.data import tokenizer as tokenizer_lib
+from mlmjax.data import workers
 from mlmjax.masking import tables
 
 WORDS = tables.DEFAULT_FUNCTION_WORDS
@@ -114,7 +115,7 @@ def tok(make_documents):
 
 
 def _tables(tok):
-  return prepare_lib.token_tables(tok)
+  return token_tables.from_tokenizer(tok)
 
 
 def test_vocab_pos_classes_share_a_class_per_word(tok):
@@ -133,9 +134,10 @@ def test_vocab_pos_classes_share_a_class_per_word(tok):
   assert pos.dtype == np.int8
 
 
-def test_encode_chunk_aligns_entities_to_tokens(tok):
-  chunk = annotate.encode_chunk(tok, [TEXT, "Short one. Next one."], sentences=True,
-                                wanted=(annotate.ENTITY,), annotator=None, function_words=WORDS)
+def test_tokenize_and_annotate_aligns_entities_to_tokens(tok):
+  chunk = annotate.tokenize_and_annotate(tok, [TEXT, "Short one. Next one."], sentences=True,
+                                         wanted=(annotate.ENTITY,), annotator=None,
+                                         function_words=WORDS)
   assert chunk.lengths.tolist() == [len(tok.encode(t, add_special_tokens=False).ids)
                                     for t in (TEXT, "Short one. Next one.")]
   ent = chunk.fields[annotate.ENTITY][:chunk.lengths[0]]
@@ -213,18 +215,19 @@ def test_spacy_pipeline_errors(tmp_path, spacy_pipeline):
   assert out["classes"] == [1, 2, 2, 1, 1, 1, 0]
 
 
-def test_encode_chunk_keeps_phrases_off_entity_tokens(tok):
+def test_tokenize_and_annotate_keeps_phrases_off_entity_tokens(tok):
   text = "Barack Obama was born in sunny Hawaii near warm sandy beaches."
-  chunk = annotate.encode_chunk(tok, [text], sentences=False, annotator=None,
-                                wanted=(annotate.ENTITY, annotate.PHRASE), function_words=WORDS)
+  chunk = annotate.tokenize_and_annotate(tok, [text], sentences=False, annotator=None,
+                                         wanted=(annotate.ENTITY, annotate.PHRASE),
+                                         function_words=WORDS)
   ids = np.array(tok.encode(text, add_special_tokens=False).ids)
   ent, phrase = chunk.fields[annotate.ENTITY], chunk.fields[annotate.PHRASE]
   assert not ((ent > 0) & (phrase > 0)).any()
   assert [tok.decode(ids[phrase == k].tolist()) for k in np.unique(phrase[phrase > 0])] == [
       "warm sandy beaches"]
   # Phrases alone are the same: they keep clear of the entities all the same.
-  alone = annotate.encode_chunk(tok, [text], sentences=False, annotator=None,
-                                wanted=(annotate.PHRASE,), function_words=WORDS)
+  alone = annotate.tokenize_and_annotate(tok, [text], sentences=False, annotator=None,
+                                         wanted=(annotate.PHRASE,), function_words=WORDS)
   np.testing.assert_array_equal(alone.fields[annotate.PHRASE], phrase)
   # Character spans that meet in one token: the phrase is dropped whole.
   np.testing.assert_array_equal(
@@ -370,8 +373,8 @@ def test_prepare_with_the_auto_pipeline(tmp_path, spacy_package, data_config, wr
       "def load(**overrides):\n"
       "  raise RuntimeError('a worker resolved data.spacy_pipeline=\"auto\" again')\n",
       encoding="utf-8")
-  monkeypatch.setattr(encode, "CHUNK_DOCS", 4)
-  monkeypatch.setattr(encode.Encoder, "__call__", _not_here)
+  monkeypatch.setattr(workers, "CHUNK_DOCS", 4)
+  monkeypatch.setattr(workers.ChunkTokenizer, "__call__", _not_here)
   manifest = prepare_lib.prepare(config, str(tmp_path / "w"))
   assert manifest["shards"]["workers_per_process"] == 2
   assert manifest["annotator"] == f"spacy:{spacy_package}@0.0.0"

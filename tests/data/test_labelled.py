@@ -60,13 +60,13 @@ def test_unreadable_files_name_the_format(tmp_path, name, text, message):
     labelled.read(str(path))
 
 
-def test_encode_puts_each_label_on_the_first_token_of_its_word(tmp_path):
+def test_rows_with_labels_put_each_label_on_the_first_token_of_its_word(tmp_path):
   tok = tokenizer_lib.train_tokenizer(["the cat sees a dog . john lives in paris ."] * 20,
                                       vocab_size=60, lowercase=True)
   sentences = labelled.Sentences(
       words=[["John", "lives", "in", "Paris", "."], ["the", "cats", "."]],
       labels={"ner": [["PER", "O", "O", "LOC", "O"], ["O", "O", "O"]]})
-  enc = labelled.encode(sentences, "ner", tok, seq_len=8, limit=5)
+  enc = labelled.rows_with_labels(sentences, "ner", tok, seq_len=8, limit=5)
   roles = tokenizer_lib.special_roles(tok)
   assert enc.names[0] == "O" and enc.input_ids.shape == (2, 8)
   assert enc.input_ids[0, 0] == roles["cls"]
@@ -79,7 +79,7 @@ def test_encode_puts_each_label_on_the_first_token_of_its_word(tmp_path):
   assert len(pieces) > 1
   assert list(enc.labels[1, 2:2 + len(pieces)]) == [0] + [-1] * (len(pieces) - 1)
   # A row too short for its sentence keeps the words that fit.
-  short = labelled.encode(sentences, "ner", tok, seq_len=4, limit=1)
+  short = labelled.rows_with_labels(sentences, "ner", tok, seq_len=4, limit=1)
   assert short.input_ids.shape == (1, 4) and (short.labels[0] >= 0).sum() == 2
   assert np.all(short.input_ids[0, [0, 3]] == [roles["cls"], roles["sep"]])
 

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from mlmjax.data import corpora
-from mlmjax.data import encode
 from mlmjax.data import packing
 from mlmjax.data import manifest as manifest_lib
 from mlmjax.data import prepare as prepare_lib
 from mlmjax.data import tokenizer as tokenizer_lib
+from mlmjax.data import workers
 from helpers import split_arrays
 
 CLS, SEP, PAD = 2, 3, 0
@@ -202,13 +202,13 @@ def test_workers_give_the_same_data_as_one_process(tmp_path, files_config, monke
   files_config.spacy_pipeline = ""
   files_config.num_workers = 1
   serial = prepare_lib.prepare(files_config, str(tmp_path / "serial"))
-  monkeypatch.setattr(encode, "CHUNK_DOCS", 2)  # several chunks in either split
+  monkeypatch.setattr(workers, "CHUNK_DOCS", 2)  # several chunks in either split
 
   def not_here(*args, **kwargs):
     raise AssertionError("tokenized in the main process")
 
   # Spawned workers import the module afresh, without this patch.
-  monkeypatch.setattr(encode.Encoder, "__call__", not_here)
+  monkeypatch.setattr(workers.ChunkTokenizer, "__call__", not_here)
   files_config.num_workers = 2
   parallel = prepare_lib.prepare(files_config, str(tmp_path / "parallel"))
   assert parallel["shards"]["workers_per_process"] == 2
@@ -256,13 +256,3 @@ def test_prepare_rejects_bad_annotation_and_packing_keys(tmp_path, files_config)
   files_config.packing = "roberta"
   with pytest.raises(ValueError, match="Unknown data.packing 'roberta'"):
     prepare_lib.prepare(files_config, str(tmp_path))
-
-
-def test_npy_writer_streams_rows(tmp_path):
-  writer = prepare_lib.NpyWriter(str(tmp_path / "a.npy"), np.int8, (3,))
-  assert not (tmp_path / "a.npy").exists()
-  for n in (2, 0, 5):
-    writer.append(np.full((n, 3), n, np.int8))
-  assert writer.close() == (7, 3)
-  array = np.load(tmp_path / "a.npy")
-  assert array.dtype == np.int8 and array[:, 0].tolist() == [2, 2, 5, 5, 5, 5, 5]

@@ -14,6 +14,7 @@ from mlmjax import storage
 from mlmjax.data import manifest as manifest_lib
 from mlmjax.data import pipeline
 from mlmjax.data import prepare as prepare_lib
+from mlmjax.data import shards
 
 ALL = ("entity_ids", "phrase_ids", "pos_class", "ngram_ids")
 
@@ -79,7 +80,7 @@ def test_three_processes_prepare_what_one_does(tmp_path, sharded_config):
 def test_a_killed_preparation_goes_on_from_its_finished_shards(tmp_path, sharded_config,
                                                                monkeypatch, caplog):
   caplog.set_level(logging.INFO)
-  finish = prepare_lib._ShardWriter.finish
+  finish = shards._ShardWriter.finish
   done = []
 
   def dies_after_three(self):
@@ -89,7 +90,7 @@ def test_a_killed_preparation_goes_on_from_its_finished_shards(tmp_path, sharded
     done.append(self.shard.index)
 
   with monkeypatch.context() as m:
-    m.setattr(prepare_lib._ShardWriter, "finish", dies_after_three)
+    m.setattr(shards._ShardWriter, "finish", dies_after_three)
     with pytest.raises(KeyboardInterrupt):
       prepare_lib.prepare(sharded_config, str(tmp_path / "w"))
   assert manifest_lib.read(str(tmp_path / "w" / "data")) is None  # incomplete: no manifest

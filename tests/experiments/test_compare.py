@@ -11,7 +11,7 @@ from ml_collections import config_flags
 from data import labelled_fixture
 from helpers import ROOT
 from mlmjax import masking
-from mlmjax.data import annotate, prepare, stats, tokenizer as tokenizer_lib
+from mlmjax.data import annotate, stats, token_tables, tokenizer as tokenizer_lib
 from mlmjax.experiments import compare, evaluate, probes
 from mlmjax.train import loop
 
@@ -99,7 +99,7 @@ def test_probe_stage_columns_and_labels_from_the_annotator(comparison, monkeypat
   tables = stats.vocab_tables(tokenizer, data_dir)
   probes.run(*compare.nnx.split(model), rows, tables, None, config)
   (syntax, words), (entities, _) = seen[0], seen[1]
-  expected = annotate.vocab_pos_classes(rows["input_ids"], prepare.token_tables(tokenizer))
+  expected = annotate.vocab_pos_classes(rows["input_ids"], token_tables.from_tokenizer(tokenizer))
   np.testing.assert_array_equal(syntax[words], expected[words])
   np.testing.assert_array_equal(entities, rows["entity_ids"] > 0)
   assert words.sum() > 100 and set(np.unique(syntax[words])) >= {1, 2}

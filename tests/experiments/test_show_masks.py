@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from helpers import tiny_config
-from mlmjax.data import corpora, pipeline, prepare
+from mlmjax.data import corpora, new_texts, pipeline, prepare
 
 SENTENCE = "Barack Obama was born in Hawaii. The quick brown fox jumps over the lazy dog."
 
@@ -59,7 +59,7 @@ def test_texts_get_the_annotations_their_prepared_rows_have(tmp_path):
   data = config.data.copy_and_resolve_references()
   data.annotations = manifest["annotations"]
   docs = corpora.load_splits(data)[0][:8]
-  rows = prepare.encode_texts(tok, docs, manifest)
+  rows = new_texts.to_rows(tok, docs, manifest)
   n = rows["input_ids"].shape[1]
   assert set(rows) == {"input_ids", "segment_ids", *manifest["annotations"]}
   prepared = pipeline.PackedRows(manifest["data_dir"], "train").rows(0, 8)

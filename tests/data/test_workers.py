@@ -11,13 +11,13 @@ from helpers import ROOT
 
 
 def test_importing_the_worker_module_imports_no_jax():
-  code = ("import sys; import mlmjax.data.encode; "
+  code = ("import sys; import mlmjax.data.workers; "
           "print(sorted(m for m in sys.modules if m == 'jax' or m.startswith('jax.')))")
   out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                        timeout=120, check=True)
   assert out.stdout.strip() == "[]", out.stdout[:500]
   # And the check can fail: the preparing module, which builds the masking tables, does.
-  code = code.replace("mlmjax.data.encode", "mlmjax.data.prepare")
+  code = code.replace("mlmjax.data.workers", "mlmjax.data.prepare")
   out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                        timeout=120, check=True)
   assert "'jax'" in out.stdout
@@ -27,10 +27,10 @@ _ENCODING_FOREVER = r"""
 import itertools, multiprocessing, sys
 sys.path.insert(0, sys.argv[1])
 from helpers import tiny_wordpiece
-from mlmjax.data import encode
-job = {"wanted": (), "annotator": "none", "sentences": False, "function_words": ()}
+from mlmjax.data import workers
+job = workers.Job(annotations=(), annotator="none", sentences=False, function_words=())
 chunks = ((i, ["a b c w1 w2"] * 256) for i in itertools.count())
-for key, _ in encode.encode_chunks(tiny_wordpiece(), chunks, job, workers=2):
+for key, _ in workers.tokenize_chunks(tiny_wordpiece(), chunks, job, workers=2):
   if key == 0:
     print(" ".join(str(p.pid) for p in multiprocessing.active_children()), flush=True)
 """

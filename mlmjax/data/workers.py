@@ -1,11 +1,12 @@
-"""Tokenize and annotate chunks of documents, in this process or in spawned worker processes.
+"""The tokenizing workers: chunks of documents tokenized and annotated in spawned processes.
 
 The workers import this module (and what it imports: tokenizers, the annotators) and nothing
 of JAX: a worker starts in well under a second and holds only the tokenizer and, when asked
-for, the spaCy pipeline (tests/data/test_encode.py checks that importing it imports no JAX).
+for, the spaCy pipeline (tests/data/test_workers.py checks that importing it imports no JAX).
 """
 
 import collections
+import dataclasses
 import itertools
 from concurrent import futures
 import multiprocessing
@@ -13,7 +14,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from absl import logging
@@ -30,38 +31,58 @@ CHUNK_DOCS = 1024
 PARENT_POLL_S = 0.5
 
 
-class Encoder:
-  """Tokenizes and annotates chunks of documents: one per worker process (or in-process).
+@dataclasses.dataclass(frozen=True)
+class Job:
+  """What the workers make of every chunk; each worker gets it once, pickled, at its start.
 
-  `job` (prepare.py makes it): "wanted", the annotations found on text; "annotator", what
-  `spacy_annotator.resolve_annotator` gave; "sentences", whether to mark sentence starts;
-  "function_words", the closed-class words the rules read.
+  Entities, phrases and spaCy's POS classes are found on the text, here; the vocabulary POS
+  fallback and the PMI n-grams on the packed rows, in the preparing process.
   """
+  annotations: tuple[str, ...]  # the annotations found on the text (`annotate` names)
+  annotator: str  # "none", "rules-..." or "spacy:NAME@VERSION" (`manifest.annotator`)
+  sentences: bool  # mark sentence starts (full-sentence packing)
+  function_words: tuple[str, ...]  # the lowercase closed-class words the rules read
 
-  def __init__(self, tokenizer_json: str, job: dict):
+  @classmethod
+  def for_data(cls, wanted: Sequence[str], annotator: str, packing: str,
+               function_words: Iterable[str]) -> "Job":
+    """The job for data with annotations `wanted`, made by `annotator`, packed as `packing`."""
+    spacy = annotator.startswith("spacy:")
+    on_text = tuple(a for a in wanted if a in (annotate.ENTITY, annotate.PHRASE)
+                    or (a == annotate.POS and spacy))
+    return cls(annotations=on_text, annotator=annotator,
+               sentences=packing == "full_sentences",
+               function_words=tuple(sorted(function_words)))
+
+
+class ChunkTokenizer:
+  """Tokenizes and annotates chunks of documents as `job` says: one per worker process (or
+  one in this process)."""
+
+  def __init__(self, tokenizer_json: str, job: Job):
     self.tok = tokenizers.Tokenizer.from_str(tokenizer_json)
     self.job = job
-    self.function_words = frozenset(job["function_words"])
+    self.function_words = frozenset(job.function_words)
     self.annotator = None
-    if job["wanted"] and job["annotator"].startswith("spacy:"):
-      target = job["annotator"][len("spacy:"):].rsplit("@", 1)[0]
-      self.annotator = spacy_annotator.SpacyAnnotator(target, job["wanted"])
+    if job.annotations and job.annotator.startswith("spacy:"):
+      target = job.annotator[len("spacy:"):].rsplit("@", 1)[0]
+      self.annotator = spacy_annotator.SpacyAnnotator(target, job.annotations)
 
   def __call__(self, texts: list[str]) -> annotate.EncodedChunk:
-    return annotate.encode_chunk(self.tok, texts, sentences=self.job["sentences"],
-                                 wanted=self.job["wanted"], annotator=self.annotator,
-                                 function_words=self.function_words)
+    return annotate.tokenize_and_annotate(
+        self.tok, texts, sentences=self.job.sentences, wanted=self.job.annotations,
+        annotator=self.annotator, function_words=self.function_words)
 
 
-_worker_encoder = None  # per worker process: the tokenizer and spaCy pipeline load once
+_worker_tokenizer = None  # per worker process: the tokenizer and spaCy pipeline load once
 
 
-def _init_worker(tokenizer_json: str, job: dict, parent: int) -> None:
-  global _worker_encoder
+def _init_worker(tokenizer_json: str, job: Job, parent: int) -> None:
+  global _worker_tokenizer
   threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
   # One process per core already: the tokenizer's own thread pool would oversubscribe.
   os.environ["TOKENIZERS_PARALLELISM"] = "false"
-  _worker_encoder = Encoder(tokenizer_json, job)
+  _worker_tokenizer = ChunkTokenizer(tokenizer_json, job)
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -72,8 +93,8 @@ def _exit_with_parent(parent: int) -> None:
   os._exit(1)  # pylint: disable=protected-access
 
 
-def _encode_in_worker(texts: list[str]) -> annotate.EncodedChunk:
-  return _worker_encoder(texts)
+def _tokenize_in_worker(texts: list[str]) -> annotate.EncodedChunk:
+  return _worker_tokenizer(texts)
 
 
 def num_workers(data_config: ml_collections.ConfigDict) -> int:
@@ -90,8 +111,8 @@ def _can_spawn() -> bool:
   return getattr(main, "__spec__", None) is not None or path is None or os.path.exists(path)
 
 
-def encode_chunks(tok: tokenizers.Tokenizer, chunks: Iterable[tuple[Any, list[str]]],
-                  job: dict, workers: int) -> Iterator[tuple[Any, annotate.EncodedChunk]]:
+def tokenize_chunks(tok: tokenizers.Tokenizer, chunks: Iterable[tuple[Any, list[str]]],
+                    job: Job, workers: int) -> Iterator[tuple[Any, annotate.EncodedChunk]]:
   """`(key, texts)` chunks tokenized and annotated as `job` says: `(key, EncodedChunk)` in order.
 
   Chunks are read lazily, at most `2 * workers` ahead of the one being returned, so a corpus
@@ -108,9 +129,9 @@ def encode_chunks(tok: tokenizers.Tokenizer, chunks: Iterable[tuple[Any, list[st
     workers = 1
   if workers <= 1:
     # In-process: encode_batch still spreads one chunk over every core (Rust threads).
-    encoder = Encoder(tok.to_str(), job)
+    tokenize = ChunkTokenizer(tok.to_str(), job)
     for key, texts in chunks:
-      yield key, encoder(texts)
+      yield key, tokenize(texts)
     return
   # spawn, not fork: the caller may hold JAX's threads, which a forked child would inherit
   # in an unknown state. concurrent.futures, not multiprocessing.Pool: a worker that dies
@@ -121,7 +142,7 @@ def encode_chunks(tok: tokenizers.Tokenizer, chunks: Iterable[tuple[Any, list[st
     pending = collections.deque()
     try:
       for key, texts in chunks:
-        pending.append((key, pool.submit(_encode_in_worker, texts)))
+        pending.append((key, pool.submit(_tokenize_in_worker, texts)))
         if len(pending) >= 2 * workers:
           key, future = pending.popleft()
           yield key, future.result()
