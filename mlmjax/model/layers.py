@@ -139,6 +139,24 @@ def run_layers(cfg: ModelConfig, layers, x, key, apply):
   return step(layers, x, jnp.arange(cfg.num_layers))
 
 
+def run_distinct_layers(cfg: ModelConfig, layers, x, key, apply):
+  """As `run_layers`, for layers that differ by their index (ModernBERT's global and local
+  attention): unrolled, each layer is sliced out of the stack and runs with its index as a
+  Python int, so its kind is static and XLA sees no conditional; rolled (`cfg.scan_layers`),
+  the index is traced and the layer branches with `jax.lax.cond`."""
+  if cfg.scan_layers:
+    return run_layers(cfg, layers, x, key, apply)
+  if cfg.remat_policy != "none":
+    apply = nnx.remat(apply, policy=REMAT_POLICIES[cfg.remat_policy], prevent_cse=True,
+                      static_argnums=(3,))
+  graphdef, state = nnx.split(layers)
+  for i in range(cfg.num_layers):
+    layer = nnx.merge(graphdef, jax.tree.map(lambda a, i=i: a[i], state))
+    layer_key = None if key is None else jax.random.fold_in(key, i)
+    x = apply(layer, x, layer_key, i)
+  return x
+
+
 def real_lengths(input_ids: jax.Array, pad_token_id: int) -> jax.Array:
   """[B] number of tokens before the first padding (rows are right-padded)."""
   return jnp.sum(input_ids != pad_token_id, axis=-1).astype(jnp.int32)

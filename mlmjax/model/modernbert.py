@@ -9,9 +9,10 @@ ones; every `global_attn_every_n_layers`-th layer attends globally, the others w
 window of `local_attention` tokens (±half on each side). HF runs "unpadded" attention; here the
 cuDNN kernel takes the rows' lengths instead, which skips the padding as well.
 
-The layers are stacked and scanned like BERT's; a layer's kind follows its index in the scan:
-`jax.lax.cond` picks the global or the windowed kernel (unrolled, XLA folds the constant
-condition away; rolled, both kernels are compiled once).
+The layers are stacked like BERT's; a layer's kind follows its index
+(`layers.run_distinct_layers`): unrolled (the default) each layer knows its kind statically, so
+the program has no conditional (on a GPU one would read its predicate back to the host);
+with `scan_layers` the device loop picks the kernel with `jax.lax.cond`.
 """
 
 import jax
@@ -70,10 +71,12 @@ class Attention(nnx.Module):
     cos, sin = rotary
     q, k, v = rotate(qkv[:, :, 0], cos, sin), rotate(qkv[:, :, 1], cos, sin), qkv[:, :, 2]
     probs_key = layers.probs_key(cfg, key)
-    out = jax.lax.cond(
-        is_global,
-        lambda: layers.attend(cfg, q, k, v, lengths, probs_key),
-        lambda: layers.attend(cfg, q, k, v, lengths, probs_key, cfg.local_attention // 2))
+    attend = lambda window: layers.attend(cfg, q, k, v, lengths, probs_key, window)
+    window = cfg.local_attention // 2
+    if isinstance(is_global, bool):  # unrolled: the layer's kind is known
+      out = attend(None if is_global else window)
+    else:
+      out = jax.lax.cond(is_global, lambda: attend(None), lambda: attend(window))
     # HF applies attention_dropout to the probabilities and again after the output projection.
     return dropout(self.Wo(out.reshape(b, s, d)), cfg.attention_dropout, key, cfg.dropout_impl)
 
@@ -108,10 +111,14 @@ class Layer(nnx.Module):
   def __call__(self, x, lengths, rotary, index, key):
     cfg, dtype = self.cfg, self.cfg.compute_dtype
     keys = layers.split_key(key)
-    is_global = index % cfg.global_attn_every_n_layers == 0
-    rotary = jax.tree.map(lambda g, l: jnp.where(is_global, g, l), *rotary)
-    # Layer 0 has no attention norm (HF: nn.Identity): its input is the embeddings' norm.
-    normed = jnp.where(index == 0, x, self.attn_norm(x).astype(dtype))
+    is_global = index % cfg.global_attn_every_n_layers == 0  # a bool, or traced when rolled
+    if isinstance(index, int):
+      rotary = rotary[0] if is_global else rotary[1]
+      # Layer 0 has no attention norm (HF: nn.Identity): its input is the embeddings' norm.
+      normed = x if index == 0 else self.attn_norm(x).astype(dtype)
+    else:
+      rotary = jax.tree.map(lambda g, l: jnp.where(is_global, g, l), *rotary)
+      normed = jnp.where(index == 0, x, self.attn_norm(x).astype(dtype))
     x = x + self.attn(normed, lengths, rotary, is_global, keys[0])
     return x + self.mlp(self.mlp_norm(x).astype(dtype), keys[1])
 
@@ -132,8 +139,8 @@ class ModernBertModel(nnx.Module):
     rotary = (rotary_tables(cfg, s, cfg.global_rope_theta),
               rotary_tables(cfg, s, cfg.local_rope_theta))
     x = self.embeddings(input_ids, keys[0])
-    x = layers.run_layers(cfg, self.layers, x, keys[1],
-                          lambda layer, x, k, i: layer(x, lengths, rotary, i, k))
+    x = layers.run_distinct_layers(cfg, self.layers, x, keys[1],
+                                   lambda layer, x, k, i: layer(x, lengths, rotary, i, k))
     return self.final_norm(x).astype(cfg.compute_dtype)
 
 

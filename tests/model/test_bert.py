@@ -76,7 +76,7 @@ def test_bfloat16_compute_keeps_float32_params(remat_policy):
 def test_unknown_model_key_is_named():
   import ml_collections
   with pytest.raises(ValueError, match="hiden_size"):
-    BertConfig.from_config(ml_collections.ConfigDict({"hiden_size": 3}), vocab_size=10)
+    ModelConfig.from_config(ml_collections.ConfigDict({"hiden_size": 3}), vocab_size=10)
 
 
 def test_attention_dropout_is_applied_on_the_xla_path_and_refused_on_cudnn():
