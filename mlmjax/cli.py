@@ -35,7 +35,7 @@ from mlmjax.experiments import compare as compare_lib
 from mlmjax.experiments import report as compare_report
 from mlmjax.experiments import show_masks
 from mlmjax import masking
-from mlmjax.model.bert import attention_kernel
+from mlmjax.model.layers import attention_kernel
 from mlmjax.train import host_memory, loop, partition
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")

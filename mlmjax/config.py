@@ -19,12 +19,50 @@ BERT_SHAPES = {
                   max_position_embeddings=512),
 }
 
+# What a family changes in the default config beyond `model.family` (its published recipe,
+# at the default small size): `with_family(config, name)` applies it.
+FAMILY_RECIPES = {
+    "bert": {},
+    # Liu et al. 2019: byte-level BPE (cased), one token type, LayerNorm eps 1e-5, positions
+    # numbered after the padding id (so two more position rows), dynamic masking.
+    "roberta": {"data.tokenizer_type": "byte_level_bpe", "model.type_vocab_size": 1,
+                "model.layer_norm_eps": 1e-5, "masking": "roberta"},
+    # Warner et al. 2024: byte-level BPE, GeGLU (intermediate = 1.5 x hidden, gated), rotary
+    # positions, a global layer every 3 and 128-token windows elsewhere, no dropout, 30% masking.
+    "modernbert": {"data.tokenizer_type": "byte_level_bpe", "model.type_vocab_size": 1,
+                   "model.layer_norm_eps": 1e-5, "model.hidden_dropout": 0.0,
+                   "masking": "modernbert"},
+}
+
+
+def with_family(config: ml_collections.ConfigDict, family: str) -> ml_collections.ConfigDict:
+  """`config` turned into `family`'s recipe (FAMILY_RECIPES), keeping its size and data."""
+  if family not in FAMILY_RECIPES:
+    raise ValueError(f"unknown model family {family!r}; choose from {sorted(FAMILY_RECIPES)}")
+  config = config.copy_and_resolve_references()
+  config.model.family = family
+  for path, value in FAMILY_RECIPES[family].items():
+    if path == "masking":
+      slots = config.masking.max_predictions
+      config.masking = masking.preset(value)
+      config.masking.max_predictions = max(slots, masking.schedules.required_predictions(
+          config.masking, config.data.seq_len))
+    else:
+      section, key = path.split(".")
+      config[section][key] = value
+  if family == "roberta":
+    config.model.max_position_embeddings = config.data.seq_len + 2  # after <pad> (id 1)
+  if family == "modernbert":
+    config.model.intermediate_size = 3 * config.model.hidden_size // 2  # each half of the GLU
+  return config
+
 
 def default_config() -> ml_collections.ConfigDict:
   """Every key mlmjax reads, with its default and what it means; config files override."""
   config = ml_collections.ConfigDict()
   config.seed = 0  # one seed for init, masking and data order
-  config.init_from_hf = ""  # local HF BERT folder to continue pretraining from ("" = scratch)
+  config.init_from_hf = ""  # local HF BERT, RoBERTa / XLM-R or ModernBERT folder to continue
+  #   pretraining from ("" = scratch); it decides the model's family, shape and tokenizer
 
   config.data = data = ml_collections.ConfigDict()
   data.source = "embedded"  # "embedded" (Python's docs), "files", "tfds" or "hf"
@@ -62,7 +100,9 @@ def default_config() -> ml_collections.ConfigDict:
   data.pmi.seed = 0  # which rows are counted when max_tokens cuts
   data.validation_fraction = 0.05  # share of documents held out (at least one document)
   data.seq_len = 128  # tokens per packed row, [CLS] and [SEP] included
-  data.tokenizer_path = ""  # vocab.txt or tokenizer.json to load; "" trains WordPiece
+  data.tokenizer_path = ""  # vocab.txt or tokenizer.json to load; "" trains one:
+  data.tokenizer_type = "wordpiece"  # what to train: "wordpiece" (BERT) or "byte_level_bpe"
+  #   (RoBERTa: cased, no unknown characters; `lowercase` applies to WordPiece only)
   data.vocab_size = 4096  # WordPiece vocabulary size when training one
   data.lowercase = True  # uncased tokenizer (BERT-uncased style)
 
@@ -70,6 +110,9 @@ def default_config() -> ml_collections.ConfigDict:
   config.masking.max_predictions = 20  # prediction slots per row: ~0.15 x seq_len
 
   config.model = model = ml_collections.ConfigDict()
+  # "bert", "roberta" or "modernbert" (mlmjax/model/config.py; configs/roberta.py and
+  # configs/modernbert.py set each family's recipe).
+  model.family = "bert"
   # BERT-Tiny's shape (2 layers, hidden 128): what 2 CPU cores train usefully in minutes.
   model.hidden_size = 128
   model.num_layers = 2
@@ -81,6 +124,7 @@ def default_config() -> ml_collections.ConfigDict:
   model.attention_dropout = 0.0  # dropout on attention probabilities (HF BERT: 0.1); XLA
   #   attention only (cuDNN's fused kernel has none, so a non-zero value there is refused)
   model.initializer_range = 0.02
+  model.layer_norm_eps = 1e-12  # BERT's; RoBERTa and ModernBERT use 1e-5
   model.dtype = "float32"  # compute dtype: "bfloat16" on GPU/TPU; params stay float32
   model.attention = "auto"  # "auto": cuDNN flash on GPU in bf16, else "xla"; or force one
   model.hidden_act = "gelu"  # HF's names: "gelu" (exact, BERT's) or "gelu_pytorch_tanh"
@@ -93,6 +137,12 @@ def default_config() -> ml_collections.ConfigDict:
   # Layers are always stacked; True runs them as a device loop (one layer compiled: faster
   # compiles for deep models, a slower step), False unrolls them (the fastest step).
   model.scan_layers = False
+  # ModernBERT only: sliding-window width of the local layers (a token sees ±half of it), one
+  # global layer every n (layer 0 first), and the rotary bases of the global and local layers.
+  model.local_attention = 128
+  model.global_attn_every_n_layers = 3
+  model.global_rope_theta = 160_000.0
+  model.local_rope_theta = 10_000.0
 
   config.train = train = ml_collections.ConfigDict()
   train.batch_size = 32  # global batch, rows

@@ -16,7 +16,7 @@ from mlmjax.convert import hf
 from mlmjax.data import rules
 from mlmjax.data import stats as data_stats
 from mlmjax.data import tokenizer as tokenizer_lib
-from mlmjax.model.bert import BertForMaskedLM
+from mlmjax.model import MaskedLM
 from mlmjax.train import state as state_lib
 
 
@@ -58,7 +58,7 @@ def export_workdir(workdir: str, out_dir: str, step: int | None = None) -> str:
                    lowercase=meta["config"]["data"]["lowercase"])
 
 
-def fill_mask(model: BertForMaskedLM, tokenizer, texts: list[str], top_k: int = 5,
+def fill_mask(model: MaskedLM, tokenizer, texts: list[str], top_k: int = 5,
               ) -> list[list[list[tuple[str, float]]]]:
   """For each text, for each mask token (`[MASK]`, or `<mask>`...) in it: the top-k
   (token, probability) pairs."""
@@ -151,7 +151,7 @@ def cloze_sentences(documents: list[str], tokenizer, count: int, seed: int = 0,
   return out
 
 
-def answer_cloze(model: BertForMaskedLM, tokenizer, questions: list[Cloze], top_k: int = 5,
+def answer_cloze(model: MaskedLM, tokenizer, questions: list[Cloze], top_k: int = 5,
                  batch: int = 64) -> list[Cloze]:
   """The questions with the model's top-k guesses filled in."""
   answered = []

@@ -21,7 +21,7 @@ ALLOWED = {
     "config": {"config", "masking"},
     "train": {"train", "storage", "workdir", "model", "masking", "data", "checkpoint"},
     "checkpoint": {"checkpoint", "storage", "workdir"},
-    "convert": {"convert", "storage", "model"},
+    "convert": {"convert", "storage", "model", "data"},  # data: the tokenizer's special roles
     "inference": {"inference", "storage", "workdir", "convert", "train", "checkpoint", "model",
                   "masking", "data"},
     "pretrain": {"pretrain", "train", "convert"},  # the loop from init_from_hf's weights

@@ -129,8 +129,9 @@ def test_checkpoint_manager_at_url_saves_and_restores_state_and_iterator(gcs, cw
 
 def _tiny_model_and_tokenizer():
   from flax import nnx
-  from mlmjax.model.bert import BertConfig, BertForMaskedLM
-  cfg = BertConfig(vocab_size=99, hidden_size=32, num_layers=2, num_heads=4,
+  from mlmjax.model.bert import BertForMaskedLM
+  from mlmjax.model.config import ModelConfig
+  cfg = ModelConfig(vocab_size=99, hidden_size=32, num_layers=2, num_heads=4,
                    intermediate_size=64, max_position_embeddings=40)
   with nnx.use_eager_sharding(False):
     model = BertForMaskedLM(cfg, rngs=nnx.Rngs(3))

@@ -51,7 +51,7 @@ from mlmjax import config as config_lib
 from mlmjax import masking
 from mlmjax.bench import synthetic
 from mlmjax.bench import torch_baseline
-from mlmjax.model.bert import attention_kernel
+from mlmjax.model.layers import attention_kernel
 from mlmjax.train import state as state_lib
 from mlmjax.train import step as step_lib
 from mlmjax.train import metrics as metrics_lib

@@ -1,4 +1,5 @@
-"""Tokenizers: train a BERT WordPiece one on the corpus, or load WordPiece, SentencePiece or BPE.
+"""Tokenizers: train a BERT WordPiece or a RoBERTa byte-level BPE one on the corpus, or load
+WordPiece, SentencePiece or BPE.
 
 `data.tokenizer_path` names the file to load, by kind:
   tokenizer.json            any Hugging Face `tokenizers` file (WordPiece, BPE, Unigram), as saved;
@@ -6,7 +7,8 @@
   *.model                   a SentencePiece (unigram) model, converted to a `tokenizers` pipeline
                             that encodes exactly as the `sentencepiece` library does;
   vocab.json (+ merges.txt) a byte-level BPE (GPT-2 / RoBERTa) vocabulary with its merges beside.
-Empty, a WordPiece tokenizer is trained on the training split and cached in workdir/tokenizer.
+Empty, a tokenizer of `data.tokenizer_type` ("wordpiece", BERT's, or "byte_level_bpe",
+RoBERTa's) is trained on the training split and cached in workdir/tokenizer.
 
 Every tokenizer returned has no truncation and no padding (packing decides lengths) and the five
 special roles packing and masking need: pad, unk, cls, sep, mask ([PAD] [UNK] [CLS] [SEP] [MASK]
@@ -36,6 +38,9 @@ CACHE_DIR = workdir_lib.TOKENIZER  # under the workdir
 # wins. ALBERT's SentencePiece models mix the two ([CLS] [SEP] [MASK] with <pad> <unk>).
 ROLES = {"pad": (PAD, "<pad>"), "unk": (UNK, "<unk>"), "cls": (CLS, "<s>"),
          "sep": (SEP, "</s>"), "mask": (MASK, "<mask>")}
+# RoBERTa's special tokens in its vocabulary's order: <pad> is id 1, as in roberta-base.
+BPE_SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")
+TOKENIZER_TYPES = ("wordpiece", "byte_level_bpe")
 
 
 class TokenizerError(ValueError):
@@ -125,6 +130,27 @@ def train_tokenizer(documents: Documents, vocab_size: int,
     # too small to fill it; the model must use the real size (manifest "vocab_size").
     logging.warning("Trained WordPiece vocabulary has %d entries (data.vocab_size=%d).",
                     tok.get_vocab_size(), vocab_size)
+  return tok
+
+
+def train_byte_level_bpe(documents: Documents, vocab_size: int) -> tokenizers.Tokenizer:
+  """Trains RoBERTa's tokenizer: byte-level BPE (no unknown characters, no lowercasing), words
+  marked by a leading "\u0120" (a space), RoBERTa's five special tokens first.
+
+  Deterministic: the 256 byte symbols are given to the trainer up front, so their numbering
+  does not depend on the order the trainer meets them in.
+  """
+  tok = tokenizers.Tokenizer(models.BPE())
+  tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+  tok.decoder = decoders.ByteLevel()
+  trainer = trainers.BpeTrainer(
+      vocab_size=vocab_size, special_tokens=list(BPE_SPECIAL_TOKENS), show_progress=False,
+      initial_alphabet=sorted(pre_tokenizers.ByteLevel.alphabet()))
+  tok.train_from_iterator(_iterate(documents), trainer=trainer)
+  # "<s> text </s>" in `tokenizer(text)` (HF's fill-mask pipeline); packing adds its own.
+  tok.post_processor = processors.RobertaProcessing(
+      ("</s>", tok.token_to_id("</s>")), ("<s>", tok.token_to_id("<s>")),
+      add_prefix_space=False)
   return tok
 
 
@@ -329,7 +355,8 @@ def _read_spilled(path: str) -> Iterator[str]:
 
 def get_tokenizer(data_config: ml_collections.ConfigDict, workdir: str,
                   documents: Documents | None = None) -> tokenizers.Tokenizer:
-  """Loads `data_config.tokenizer_path`, or trains WordPiece and caches it in workdir/tokenizer.
+  """Loads `data_config.tokenizer_path`, or trains one (`data_config.tokenizer_type`) and caches
+  it in workdir/tokenizer.
 
   Args:
     data_config: the `config.data` block.
@@ -346,7 +373,12 @@ def get_tokenizer(data_config: ml_collections.ConfigDict, workdir: str,
     return load_tokenizer(data_config.tokenizer_path, data_config.lowercase)
   directory = storage.join(workdir, CACHE_DIR)
   spec_path = directory / "spec.json"
+  kind = data_config.tokenizer_type
+  if kind not in TOKENIZER_TYPES:
+    raise TokenizerError(f"data.tokenizer_type must be one of {TOKENIZER_TYPES}, got {kind!r}")
   wanted = {"vocab_size": data_config.vocab_size, "lowercase": data_config.lowercase}
+  if kind != "wordpiece":  # a WordPiece cache from before the key existed stays valid
+    wanted = {"vocab_size": data_config.vocab_size, "type": kind}
   cached = storage.read_json(spec_path)
   if documents is None and cached is not None and all(cached.get(k) == v
                                                        for k, v in wanted.items()):
@@ -364,10 +396,13 @@ def get_tokenizer(data_config: ml_collections.ConfigDict, workdir: str,
         return _read_saved(directory / "tokenizer.json")
       logging.info("Retraining the tokenizer in %s: %s changed.", directory, ", ".join(changed))
       spec_path.unlink()  # an interrupted retraining must not look like a valid cache
-    tok = train_tokenizer(lambda: _read_spilled(sample), data_config.vocab_size,
-                          data_config.lowercase)
+    if kind == "wordpiece":
+      tok = train_tokenizer(lambda: _read_spilled(sample), data_config.vocab_size,
+                            data_config.lowercase)
+    else:
+      tok = train_byte_level_bpe(lambda: _read_spilled(sample), data_config.vocab_size)
   save_tokenizer(tok, os.fspath(directory))
   storage.write_json(spec_path, wanted)  # last: marks the cache complete
-  logging.info("Trained a WordPiece tokenizer of %d tokens into %s.", tok.get_vocab_size(),
+  logging.info("Trained a %s tokenizer of %d tokens into %s.", kind, tok.get_vocab_size(),
                directory)
   return tok

@@ -32,7 +32,7 @@ from mlmjax.data import new_texts
 from mlmjax.data import prepare
 from mlmjax.data import stats as data_stats
 from mlmjax.data import tokenizer as tokenizer_lib
-from mlmjax.model.bert import BertConfig, BertForMaskedLM
+from mlmjax.model import ModelConfig, make_model
 
 # What the annotations are called in the output.
 SPAN_NAMES = {annotate.ENTITY: "entities", annotate.PHRASE: "phrases",
@@ -73,10 +73,10 @@ def hidden_states(config: ml_collections.ConfigDict, workdir: str, tok: Any,
     model_config = ml_collections.ConfigDict(config.model.to_dict())
     model_config.max_position_embeddings = max(model_config.max_position_embeddings,
                                                ids.shape[1])
-    model_cfg = BertConfig.from_config(model_config, vocab_size=tok.get_vocab_size(),
+    model_cfg = ModelConfig.from_config(model_config, vocab_size=tok.get_vocab_size(),
                                        pad_token_id=tokenizer_lib.special_roles(tok)["pad"])
     with nnx.use_eager_sharding(False):  # one device, no mesh: no sharding to place
-      model = BertForMaskedLM(model_cfg, rngs=nnx.Rngs(seed))
+      model = make_model(model_cfg, nnx.Rngs(seed))
     source = "an untrained model (no checkpoint in the workdir)"
   return model.encode(jnp.asarray(ids)), source
 

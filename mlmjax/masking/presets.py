@@ -43,6 +43,9 @@ PRESETS: dict[str, tuple[str, dict]] = {
     # selected" (the unit that reaches the budget is taken whole), one decision per unit.
     "pmi": ("PMI-Masking (Levine et al., 2021)",
             {"strategy": "pmi", "pmi.weight": 1.0, "replace_per": "unit", "fill": "whole"}),
+    # ModernBERT (Warner et al., 2024): RoBERTa's dynamic masking at a 30% rate.
+    "modernbert": ("ModernBERT (Warner et al., 2024)",
+                   {"strategy": "dynamic", "rate": 0.3, "dynamic.mode": "every_step"}),
 }
 
 

@@ -22,7 +22,7 @@ from jax.experimental import multihost_utils
 from mlmjax import checkpoint, storage
 from mlmjax import workdir as workdir_lib
 from mlmjax.data import pipeline, prepare, stats as data_stats, tokenizer as tokenizer_lib
-from mlmjax.model.bert import BertConfig
+from mlmjax.model.config import ModelConfig
 from mlmjax.train import curves
 from mlmjax.train import metrics as metrics_lib
 from mlmjax.train import partition
@@ -52,7 +52,7 @@ def evaluate(eval_fn, state: TrainState, batches: list, seed: int, mesh) -> dict
 
 
 def train_and_evaluate(config, workdir: str,
-                       init_params: Callable[[BertConfig], dict] | None = None) -> dict:
+                       init_params: Callable[[ModelConfig], dict] | None = None) -> dict:
   """Trains per `config`, resuming from `workdir` if it holds checkpoints; returns final eval.
 
   `init_params(model_cfg)`, when given, returns the starting parameters of a fresh run as

@@ -14,7 +14,7 @@ from flax import nnx
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 from mlmjax import masking
-from mlmjax.model.bert import BertConfig, BertForMaskedLM
+from mlmjax.model import ModelConfig, make_model
 
 MESH_AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")  # rows of a batch are split over both data-like axes
@@ -81,7 +81,7 @@ def sharding_table(model_cfg, mesh_shape: Sequence[int], axis_rules) -> list[dic
                                    axis_types=(AxisType.Auto,) * len(MESH_AXES))
   rules = tuple((name, tuple(a) if isinstance(a, list) else a) for name, a in axis_rules)
   with nnx.use_eager_sharding(False):
-    abstract = nnx.eval_shape(lambda: BertForMaskedLM(model_cfg, rngs=nnx.Rngs(0)))
+    abstract = nnx.eval_shape(lambda: make_model(model_cfg, nnx.Rngs(0)))
   rows = []
   for path, var in nnx.to_flat_state(nnx.state(abstract, nnx.Param)):
     logical = var.get_metadata().get("out_sharding") or (None,) * len(var.shape)
@@ -96,7 +96,7 @@ def sharding_table(model_cfg, mesh_shape: Sequence[int], axis_rules) -> list[dic
 def format_plan(config, num_devices: int) -> str:
   """The dry-run report: mesh, every parameter's sharding, per-device state memory."""
   shape = resolve_mesh_shape(config.mesh.shape, num_devices)
-  model_cfg = BertConfig.from_config(
+  model_cfg = ModelConfig.from_config(
       config.model, vocab_size=config.data.vocab_size,
       span_boundary_head=masking.boundary_objective(config.masking))
   rows = sharding_table(model_cfg, shape, config.mesh.axis_rules)

@@ -15,7 +15,7 @@ import numpy as np
 from flax import nnx
 
 from mlmjax import masking
-from mlmjax.model.bert import BertConfig, BertForMaskedLM
+from mlmjax.model import ModelConfig, make_model
 from mlmjax.train import optim, partition
 from mlmjax.train import step as step_lib
 from mlmjax.train.step import TrainState, eval_step, train_step_in_window
@@ -24,7 +24,7 @@ from mlmjax.train.step import TrainState, eval_step, train_step_in_window
 @dataclasses.dataclass(frozen=True)
 class Components:
   """Everything that is built from the config once, before the loop."""
-  model_cfg: BertConfig
+  model_cfg: ModelConfig
   graphdef: nnx.GraphDef
   mesh: jax.sharding.Mesh
   tables: masking.VocabTables
@@ -42,11 +42,14 @@ def build(config, vocab_tables: masking.VocabTables, vocab_size: int, pad_id: in
   `train_rows`, the rows of one pass over the training data, sets how often static (BERT)
   masks move to their next copy, unless `masking.dynamic.steps_per_epoch` says it.
   """
-  model_cfg = BertConfig.from_config(config.model, vocab_size=vocab_size, pad_token_id=pad_id,
+  model_cfg = ModelConfig.from_config(config.model, vocab_size=vocab_size, pad_token_id=pad_id,
                                      span_boundary_head=masking.boundary_objective(config.masking))
-  if config.data.seq_len > model_cfg.max_position_embeddings:
+  if config.data.seq_len > model_cfg.max_sequence_length:
+    offset = (f" less RoBERTa's position offset {model_cfg.position_offset}"
+              if model_cfg.position_offset else "")
     raise ValueError(f"config.data.seq_len={config.data.seq_len} exceeds "
-                     f"config.model.max_position_embeddings={model_cfg.max_position_embeddings}")
+                     f"config.model.max_position_embeddings={model_cfg.max_position_embeddings}"
+                     f"{offset}; raise it or shorten the rows")
   needed = masking.schedules.required_predictions(config.masking, config.data.seq_len)
   if needed > config.masking.max_predictions:
     raise ValueError(
@@ -61,14 +64,14 @@ def build(config, vocab_tables: masking.VocabTables, vocab_size: int, pad_id: in
   mask_state = masking.init_state(config.masking, vocab_tables)
 
   def init(key):
-    model = BertForMaskedLM(model_cfg, rngs=nnx.Rngs(params=key))
+    model = make_model(model_cfg, nnx.Rngs(params=key))
     params = nnx.state(model, nnx.Param)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
                       mask_state=mask_state, skipped=jnp.zeros((), jnp.int32),
                       consecutive_skips=jnp.zeros((), jnp.int32))
 
   with partition.mesh_context(mesh, config.mesh.axis_rules):
-    graphdef, _ = nnx.split(nnx.eval_shape(lambda: BertForMaskedLM(model_cfg, rngs=nnx.Rngs(0))))
+    graphdef, _ = nnx.split(nnx.eval_shape(lambda: make_model(model_cfg, nnx.Rngs(0))))
     shapes = jax.eval_shape(init, jax.random.key(config.seed))
     # Shardings straight from the parameters' logical-axis annotations under the rules, with no
     # compile (initialisers compile slowly: ~35 s for BERT-base on an H100). The AdamW moments

@@ -15,7 +15,7 @@ import optax
 from flax import nnx
 
 from mlmjax import masking
-from mlmjax.model.bert import SPAN_BOUNDARY_POSITIONS
+from mlmjax.model.layers import SPAN_BOUNDARY_POSITIONS
 
 # MASK_STREAM is folded into the run key (the masker folds in the step itself: static masks
 # need the run key without it), DROPOUT_STREAM into the step key.

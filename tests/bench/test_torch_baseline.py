@@ -20,9 +20,9 @@ def test_tiny_eager_on_cpu():
 
 
 def test_same_flop_formula_as_ours():
-  from mlmjax.model.bert import BertConfig
+  from mlmjax.model.config import ModelConfig
   from mlmjax.train import metrics
-  ours = BertConfig(vocab_size=30522)  # BERT-base
+  ours = ModelConfig(vocab_size=30522)  # BERT-base
   assert torch_baseline.flops_per_token(torch_baseline.BASE, 128) == pytest.approx(
       metrics.flops_per_token(ours, 128, 20))
   assert torch_baseline.predictions(512) == 80

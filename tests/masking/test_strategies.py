@@ -668,3 +668,56 @@ def test_a_whole_unit_cut_by_max_predictions_is_counted_as_clipped(run, selected
   roomy = run(cfg, {"input_ids": jnp.asarray(ids), "ngram_ids": jnp.asarray(spans)})
   assert (np.asarray(roomy.num_clipped) == 0).all()
   assert (np.asarray(roomy.weights).sum(1) == taken + clipped).all()
+
+
+def _real_tokenizer(convention, tmp_path):
+  """A tokenizer of each family's convention, trained here on `_SENTENCES`: BERT's WordPiece,
+  RoBERTa's / ModernBERT's byte-level BPE ("\u0120", no space before the first word), an XLM-R
+  style SentencePiece model ("\u2581")."""
+  from mlmjax.data import tokenizer as tokenizer_lib  # pylint: disable=g-import-not-at-top
+  docs = _SENTENCES * 20
+  if convention == "wordpiece":
+    return tokenizer_lib.train_tokenizer(docs, 70, lowercase=True)
+  if convention == "byte_level":
+    return tokenizer_lib.train_byte_level_bpe(docs, 300)
+  import sentencepiece as spm  # pylint: disable=g-import-not-at-top  (test extra)
+  (tmp_path / "docs.txt").write_text("\n".join(docs), encoding="utf-8")
+  spm.SentencePieceTrainer.train(
+      input=str(tmp_path / "docs.txt"), model_prefix=str(tmp_path / "sp"), vocab_size=50,
+      pad_id=0, unk_id=1, bos_id=2, eos_id=3, user_defined_symbols=["<mask>"],
+      minloglevel=2)
+  return tokenizer_lib.load_tokenizer(str(tmp_path / "sp.model"))
+
+
+_SENTENCES = ["The quickest foxes were jumping over lazily sleeping dogs.",
+              "Unbelievable tokenization mishaps happen constantly.",
+              "Parsers return structured representations of sentences."]
+
+
+@pytest.mark.parametrize("convention", ["wordpiece", "byte_level", "sentencepiece"])
+def test_whole_word_units_on_real_tokenizers(convention, tmp_path, selected):
+  """On real tokenizers of the three conventions, whole-word masking takes every word the
+  tokenizer reports (its `word_ids`) entirely or not at all, the first word after <s> too."""
+  from mlmjax.data import tokenizer as tokenizer_lib  # pylint: disable=g-import-not-at-top
+  tok = _real_tokenizer(convention, tmp_path)
+  roles = tokenizer_lib.special_roles(tok)
+  tables = masking.VocabTables.from_tokenizer(tok)
+  rows, words = [], []
+  for text in _SENTENCES:
+    enc = tok.encode(text, add_special_tokens=False)
+    rows.append([roles["cls"], *enc.ids, roles["sep"]])
+    words.append([-1, *[w if w is not None else -1 for w in enc.word_ids], -1])
+  length = max(map(len, rows)) + 2
+  ids = np.full((len(rows), length), roles["pad"], np.int32)
+  word_of = np.full((len(rows), length), -1)
+  for r, (row, w) in enumerate(zip(rows, words)):
+    ids[r, :len(row)], word_of[r, :len(w)] = row, w
+  assert max(np.bincount(w[w >= 0]).max() for w in word_of) > 1  # words of several tokens
+  masker = jax.jit(masking.make_masker(_config("whole_word", rate=0.4, max_predictions=24),
+                                       tables))
+  for step in range(8):
+    sel = selected(masker(jax.random.key(0), {"input_ids": ids}, step))
+    for r in range(len(ids)):
+      chosen = set(word_of[r][sel[r]])
+      assert -1 not in chosen
+      np.testing.assert_array_equal(sel[r], np.isin(word_of[r], list(chosen)))

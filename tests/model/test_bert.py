@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from mlmjax.model.bert import BertConfig, BertForMaskedLM
+from mlmjax.model.bert import BertForMaskedLM
+from mlmjax.model.config import ModelConfig
 
-CFG = BertConfig(vocab_size=100, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64,
+CFG = ModelConfig(vocab_size=100, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64,
                  max_position_embeddings=32)
 
 
@@ -62,7 +63,7 @@ def test_dropout_follows_the_key():
 
 @pytest.mark.parametrize("remat_policy", ["none", "full"])
 def test_bfloat16_compute_keeps_float32_params(remat_policy):
-  cfg = BertConfig(**{**CFG.__dict__, "dtype": "bfloat16", "remat_policy": remat_policy})
+  cfg = ModelConfig(**{**CFG.__dict__, "dtype": "bfloat16", "remat_policy": remat_policy})
   model = make_model(cfg)
   assert all(v[...].dtype == jnp.float32 for _, v in nnx.to_flat_state(nnx.state(model)))
   ids = jnp.array([[2, 10, 11, 3]], jnp.int32)
@@ -75,7 +76,7 @@ def test_bfloat16_compute_keeps_float32_params(remat_policy):
 def test_unknown_model_key_is_named():
   import ml_collections
   with pytest.raises(ValueError, match="hiden_size"):
-    BertConfig.from_config(ml_collections.ConfigDict({"hiden_size": 3}), vocab_size=10)
+    ModelConfig.from_config(ml_collections.ConfigDict({"hiden_size": 3}), vocab_size=10)
 
 
 def test_attention_dropout_is_applied_on_the_xla_path_and_refused_on_cudnn():

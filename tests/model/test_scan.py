@@ -10,10 +10,11 @@ from flax import nnx
 
 from mlmjax import config as mlmjax_config
 from mlmjax.convert import hf
-from mlmjax.model.bert import BertConfig, BertForMaskedLM
+from mlmjax.model.bert import BertForMaskedLM
+from mlmjax.model.config import ModelConfig
 from mlmjax.train import partition
 
-CFG = BertConfig(vocab_size=100, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64,
+CFG = ModelConfig(vocab_size=100, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64,
                  max_position_embeddings=32, hidden_dropout=0.1)
 ROLLED = dataclasses.replace(CFG, scan_layers=True)
 IDS = jnp.array([[2, 10, 11, 12, 3, 0], [2, 13, 14, 15, 16, 3]], jnp.int32)
@@ -85,7 +86,7 @@ def test_remat_policies_leave_loss_and_grads_alone(reference, rolled, policies):
 
 def test_unknown_remat_policy_is_named():
   with pytest.raises(ValueError, match="remat_policy"):
-    BertConfig(vocab_size=10, remat_policy="everything")
+    ModelConfig(vocab_size=10, remat_policy="everything")
 
 
 def test_plan_leaves_the_layers_axis_unsharded():

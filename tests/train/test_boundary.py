@@ -13,7 +13,8 @@ from flax import nnx
 from helpers import load_config, tiny_wordpiece
 from mlmjax import masking
 from mlmjax.convert import hf
-from mlmjax.model.bert import BertConfig, BertForMaskedLM
+from mlmjax.model.bert import BertForMaskedLM
+from mlmjax.model.config import ModelConfig
 from mlmjax.train import optim, partition
 from mlmjax.train import state as state_lib
 from mlmjax.train import step as step_lib
@@ -90,7 +91,7 @@ def test_off_the_step_has_no_head_and_no_boundary_work():
 
 
 def test_export_leaves_the_head_out_and_import_initialises_it(tmp_path):
-  cfg = BertConfig(vocab_size=99, hidden_size=32, num_layers=2, num_heads=4,
+  cfg = ModelConfig(vocab_size=99, hidden_size=32, num_layers=2, num_heads=4,
                    intermediate_size=64, max_position_embeddings=40, span_boundary_head=True)
   with nnx.use_eager_sharding(False):
     model = BertForMaskedLM(cfg, rngs=nnx.Rngs(3))

@@ -74,9 +74,9 @@ def test_plan_matches_the_shardings_of_a_real_run(sharded_results):
   import sys
   sys.path.insert(0, HERE)
   from sharded_run import VOCAB, tiny_config
-  from mlmjax.model.bert import BertConfig
+  from mlmjax.model.config import ModelConfig
   config = tiny_config()
-  model_cfg = BertConfig.from_config(config.model, vocab_size=len(VOCAB))
+  model_cfg = ModelConfig.from_config(config.model, vocab_size=len(VOCAB))
   planned = {r["path"]: str(tuple(r["spec"])) for r in
              partition.sharding_table(model_cfg, (2, 2, 2), config.mesh.axis_rules)}
   real = dict(line.split("=", 1) for line in sharded_results["specs"])
