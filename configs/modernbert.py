@@ -3,7 +3,7 @@ r"""ModernBERT from scratch: the default run in ModernBERT's recipe
 sliding windows between, a byte-level BPE tokenizer, no dropout, 30% dynamic masking.
 
     mlmjax-train --config=configs/modernbert.py --workdir=/tmp/modernbert
-    mlmjax-export --config=configs/modernbert.py --workdir=/tmp/modernbert  # ModernBertForMaskedLM
+    mlmjax-export --workdir=/tmp/modernbert --out=/tmp/modernbert/hf  # ModernBertForMaskedLM
 
 To continue pretraining a ModernBERT checkpoint, pass its local folder:
     mlmjax-train --config=configs/modernbert.py --config.init_from_hf=/models/ModernBERT-base ...

@@ -2,7 +2,7 @@ r"""RoBERTa from scratch: the default run in RoBERTa's recipe (`mlmjax.config.FA
 a byte-level BPE tokenizer trained on the corpus, one token type, dynamic masking.
 
     mlmjax-train --config=configs/roberta.py --workdir=/tmp/roberta
-    mlmjax-export --config=configs/roberta.py --workdir=/tmp/roberta   # a RobertaForMaskedLM
+    mlmjax-export --workdir=/tmp/roberta --out=/tmp/roberta/hf   # a RobertaForMaskedLM
 
 To continue pretraining a RoBERTa or XLM-R checkpoint instead, pass its local folder:
     mlmjax-train --config=configs/roberta.py --config.init_from_hf=/models/roberta-base ...

@@ -243,7 +243,8 @@ def quickstart() -> None:
 
 
 def export() -> None:
-  """mlmjax-export: a checkpoint as a Hugging Face BertForMaskedLM folder."""
+  """mlmjax-export: a checkpoint as a Hugging Face folder of its family (BertForMaskedLM,
+  RobertaForMaskedLM or ModernBertForMaskedLM)."""
   def define():
     flags.DEFINE_string("workdir", None, "Training workdir holding checkpoints.")
     flags.DEFINE_string("out", None, "Output folder for the Hugging Face model.")
@@ -252,7 +253,7 @@ def export() -> None:
 
   def main(_):
     out = inference.export_workdir(FLAGS.workdir, FLAGS.out, FLAGS.step)
-    print(f"Exported a Hugging Face BertForMaskedLM to {out}")
+    print(f"Exported a Hugging Face model to {out}")
   run_app(main, define)
 
 

@@ -10,6 +10,7 @@ no attention norm), and its `config.json` both ways.
 import dataclasses
 from collections.abc import Callable
 
+from mlmjax.model import BertForMaskedLM, ModernBertForMaskedLM
 from mlmjax.model.config import ACTIVATIONS, ModelConfig
 
 
@@ -122,7 +123,7 @@ def _modernbert_from_hf(hf: dict) -> dict:
               local_rope_theta=theta("sliding_attention", "local_rope_theta", 10_000.0))
 
 
-_BERT_LAYERS = ("bert/encoder/layers/", "bert/encoder/layer/{}/")
+_BERT_LAYERS = (BertForMaskedLM.STACKED, "bert/encoder/layer/{}/")
 
 FAMILIES = {
     "bert": Family(
@@ -146,7 +147,7 @@ FAMILIES = {
                                 layer_norm_eps=hf.get("layer_norm_eps", 1e-5))),
     "modernbert": Family(
         architecture="ModernBertForMaskedLM", model_types=("modernbert",),
-        stacked="model/layers/", listed="model/layers/{}/", renames=(),
+        stacked=ModernBertForMaskedLM.STACKED, listed="model/layers/{}/", renames=(),
         vocab_rows=("model.embeddings.tok_embeddings.weight", "decoder.bias"),
         body="model.", head="head.", to_hf=_modernbert_to_hf, from_hf=_modernbert_from_hf,
         absent=("model.layers.0.attn_norm.weight",)),

@@ -186,6 +186,8 @@ class BertForMaskedLM(layers.MaskedLM):
   """HF `BertForMaskedLM` (or `RobertaForMaskedLM`): `bert` body plus `cls` head; with
   `span_boundary_head`, SpanBERT's `sbo` head too (training only)."""
 
+  STACKED = "bert/encoder/layers/"
+
   def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
     self.cfg = cfg
     self.bert = BertModel(cfg, rngs)

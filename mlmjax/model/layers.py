@@ -200,6 +200,7 @@ class MaskedLM(nnx.Module):
   `transform` (the head before the vocabulary), `output_bias` and `word_embeddings`."""
 
   cfg: ModelConfig
+  STACKED: str  # the path of the stacked layers' parameters, e.g. "bert/encoder/layers/"
 
   def __call__(self, input_ids: jax.Array, positions: jax.Array, *,
                token_type_ids: jax.Array | None = None,

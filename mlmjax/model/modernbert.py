@@ -168,6 +168,8 @@ class ModernBertForMaskedLM(layers.MaskedLM):
   """HF `ModernBertForMaskedLM`: `model` body, `head`, tied `decoder`; with
   `span_boundary_head`, SpanBERT's `sbo` head too (training only)."""
 
+  STACKED = "model/layers/"
+
   def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
     self.cfg = cfg
     self.model = ModernBertModel(cfg, rngs)

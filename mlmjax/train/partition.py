@@ -14,7 +14,7 @@ from flax import nnx
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 from mlmjax import masking
-from mlmjax.model import ModelConfig, make_model
+from mlmjax.model import MODELS, ModelConfig, make_model
 
 MESH_AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")  # rows of a batch are split over both data-like axes
@@ -108,7 +108,8 @@ def format_plan(config, num_devices: int) -> str:
   for r in rows:
     lines.append(f"{r['path']:<58} {str(r['shape']):>14} {str(tuple(r['spec'])):<28} "
                  f"{r['bytes_per_device'] / 2**20:>10.2f}")
-  per_layer = "(bert/encoder/layers/: the layers stacked on a leading, unsharded axis)"
+  per_layer = (f"({MODELS[model_cfg.family].STACKED}: the layers stacked on a leading, "
+               "unsharded axis)")
   # AdamW keeps two float32 moments per parameter, sharded like it; gradients add one more
   # transiently. Activations are not counted: they depend on batch, remat and the kernel.
   lines += [per_layer,
