@@ -87,12 +87,18 @@ def make_masker(config: ml_collections.ConfigDict,
   """
   validate(config)
   names = components(config)
-  unknown = [n for n in names if n not in SPECS or (n == "mixture" and len(names) > 1)]
+  # A strategy made of others takes stand-alone ones only (a mixture of mixtures would
+  # recurse): its parts must not have parts themselves.
+  combined = config.strategy in SPECS and SPECS[config.strategy].parts is not None
+  unknown = [n for n in names if n not in SPECS or (combined and SPECS[n].parts is not None)]
   if unknown or not names:
     raise ValueError(f"unknown masking strategy {unknown or names}; choose from "
                      f"{sorted(SPECS)} (a mixture cannot contain a mixture)")
   _check_tables(names, config, tables)
-  strategy = SPECS[config.strategy].strategy
+  spec = SPECS[config.strategy]
+  if spec.check is not None:
+    spec.check(config)
+  strategy = spec.strategy
   replacement = corruption.replacement_table(tables, config.random_source)
 
   def masker(key: jax.Array, batch: TokenBatch | Mapping[str, Any], step: Any,
@@ -119,8 +125,6 @@ def _check_tables(names: tuple[str, ...], config: ml_collections.ConfigDict,
     if not np.any(np.asarray(getattr(tables, field))):
       raise ValueError(f"{what} needs vocabulary {field}: build the tables with "
                        f"VocabTables.from_vocab(..., {field}=...) (see data/annotate.py)")
-  if config.strategy == "mixture" and len(config.mixture.weights) != len(names):
-    raise ValueError("mixture.weights needs one weight per mixture.strategies entry")
 
 
 def init_state(config: ml_collections.ConfigDict, tables: VocabTables) -> Any:

@@ -6,6 +6,9 @@ comparison read them here instead of keeping their own lists of names:
 
     @register("entity", batch_fields=("entity_ids",))
     def entity(keys, batch, tables, ctx) -> Plan: ...
+
+A strategy made of others (the mixture) says so in its registration too (`parts`, `check`), so
+`make_masker` and the needs below treat every name alike.
 """
 
 from __future__ import annotations
@@ -46,6 +49,10 @@ class Spec:
     doc: one line saying what it does.
     strategy: the plan function followed by the shared core: `(keys, batch, tables, ctx) ->
       MaskedBatch`.
+    parts: for a strategy made of others (the mixture), `config -> names` of the strategies
+      it combines, read from its options; their needs are its needs. None: it stands alone.
+    check: `config -> None`, raising ValueError naming the fix when its options cannot run
+      (make_masker calls it); None: nothing to check beyond `validate`.
   """
   name: str
   plan: PlanFn
@@ -57,6 +64,8 @@ class Spec:
   static: bool = False
   doc: str = ""
   strategy: Strategy | None = None
+  parts: Callable[[ml_collections.ConfigDict], tuple[str, ...]] | None = None
+  check: Callable[[ml_collections.ConfigDict], None] | None = None
 
 
 # The one table: name -> Spec (configs, mixtures, the benchmarks and the comparison read it).
@@ -74,7 +83,9 @@ def _as_strategy(plan_fn: PlanFn) -> Strategy:
 
 def register(name: str, plan_fn: PlanFn | None = None, *, batch_fields: tuple[str, ...] = (),
              tables: tuple[str, ...] = (), stateful: bool = False, reads_model: bool = False,
-             reads_hidden: bool = False, static: bool = False, doc: str = ""):
+             reads_hidden: bool = False, static: bool = False, doc: str = "",
+             parts: Callable[[ml_collections.ConfigDict], tuple[str, ...]] | None = None,
+             check: Callable[[ml_collections.ConfigDict], None] | None = None):
   """Adds a strategy; configs and mixtures can then name it.
 
   `register(name, plan_fn, ...)` registers and returns `plan_fn`; without `plan_fn` it is a
@@ -90,7 +101,7 @@ def register(name: str, plan_fn: PlanFn | None = None, *, batch_fields: tuple[st
     first_line = (fn.__doc__ or "").strip().split("\n")[0]
     SPECS[name] = Spec(name, fn, tuple(batch_fields), tuple(tables), stateful,
                        reads_model or reads_hidden, reads_hidden, static, doc or first_line,
-                       _as_strategy(fn))
+                       _as_strategy(fn), parts, check)
     return fn
 
   return add if plan_fn is None else add(plan_fn)
@@ -104,10 +115,11 @@ def spec(name: str) -> Spec:
 
 
 def components(config: ml_collections.ConfigDict) -> tuple[str, ...]:
-  """The strategy names a masking config uses: a mixture's components, else its strategy."""
-  if config.strategy == "mixture":
-    return tuple(config.mixture.strategies)
-  return (config.strategy,)
+  """The strategy names a masking config uses: the parts of a strategy made of others (a
+  mixture's components), else its strategy. An unknown name is returned as it is (make_masker
+  refuses it with the list of known ones)."""
+  parts = SPECS[config.strategy].parts if config.strategy in SPECS else None
+  return (config.strategy,) if parts is None else tuple(parts(config))
 
 
 def batch_fields(config: ml_collections.ConfigDict) -> tuple[str, ...]:

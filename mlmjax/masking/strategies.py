@@ -232,7 +232,17 @@ def semantic(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context) 
 # ----------------------------------------------------------------------------- mixture
 
 
-@register("mixture")
+def _mixture_parts(config) -> tuple[str, ...]:
+  """The mixture's components, one drawn per example."""
+  return tuple(config.mixture.strategies)
+
+
+def _check_mixture(config) -> None:
+  if len(config.mixture.weights) != len(config.mixture.strategies):
+    raise ValueError("mixture.weights needs one weight per mixture.strategies entry")
+
+
+@register("mixture", parts=_mixture_parts, check=_check_mixture)
 def mixture(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context) -> Plan:
   """Per example, one of `mixture.strategies`, drawn with the (scheduled) mixture weights.
 

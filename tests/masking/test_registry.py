@@ -13,7 +13,7 @@ from mlmjax import masking
 B, S, P = 16, 48, 12
 MASK = 4
 ANNOTATIONS = ("entity_ids", "phrase_ids", "ngram_ids", "pos_class")
-SINGLE = sorted(n for n in masking.SPECS if n != "mixture")
+SINGLE = sorted(n for n, spec in masking.SPECS.items() if spec.parts is None)
 
 
 def _config(strategy, **mixture):
@@ -172,6 +172,39 @@ def test_a_new_strategy_is_picked_up_from_its_registration(toy, tables, batch):
   state = masking.init_state(cfg, tables)
   out = masking.make_masker(cfg, tables)(jax.random.key(0), batch, 0, state)
   assert np.asarray(out.weights).sum() > 0
+
+
+def test_a_strategy_made_of_others_is_an_ordinary_registration(tables, batch):
+  """A made-up composite: it names its parts from the config and checks its options, and
+  make_masker, components and the needs read that from its registration alone."""
+  def checked(config):
+    if config.rate > 0.5:
+      raise ValueError("toy_pair masks at most half")
+  masking.register("toy_pair", masking.SPECS["mixture"].plan,
+                   parts=lambda config: tuple(config.mixture.strategies), check=checked)
+  try:
+    cfg = _config("toy_pair", strategies=("entity", "span"), weights=(1.0, 1.0))
+    assert masking.components(cfg) == ("entity", "span")
+    assert masking.batch_fields(cfg) == ("entity_ids", "phrase_ids")
+    model = _model(tables, 0)
+    mixture = _config("mixture", strategies=("entity", "span"), weights=(1.0, 1.0))
+    assert _same(_masks(cfg, tables, batch, model), _masks(mixture, tables, batch, model))
+    cfg.rate = 0.6
+    with pytest.raises(ValueError, match="at most half"):
+      masking.make_masker(cfg, tables)
+    nested = _config("toy_pair", strategies=("span", "mixture"), weights=(1.0, 1.0))
+    with pytest.raises(ValueError, match="cannot contain a mixture"):
+      masking.make_masker(nested, tables)
+  finally:
+    masking.SPECS.pop("toy_pair", None)
+
+
+def test_a_mixture_of_a_mixture_alone_is_refused(tables):
+  """Not only beside another component: a mixture of ("mixture",) would recurse forever."""
+  with pytest.raises(ValueError, match="cannot contain a mixture"):
+    masking.make_masker(_config("mixture", strategies=("mixture",), weights=(1.0,)), tables)
+  with pytest.raises(ValueError, match="one weight per"):
+    masking.make_masker(_config("mixture", strategies=("span",), weights=(1.0, 1.0)), tables)
 
 
 def test_register_as_a_decorator_and_refusing_unknown_fields():
