@@ -81,6 +81,7 @@ def spacy_package(tmp_path, monkeypatch, spacy_site):
 SLOWEST_FIRST = ("tests/test_checkpoint.py", "tests/bench/test_gpu_report.py",
                  "tests/test_faults.py", "tests/train/test_no_shared_disk.py",
                  "tests/train/test_partition.py", "tests/experiments/test_compare.py",
+                 "tests/convert/test_families.py",
                  "tests/train/test_multiprocess.py", "tests/test_object_store.py",
                  "tests/test_cli.py")
 
