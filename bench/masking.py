@@ -1,143 +1,127 @@
-r"""Masking benchmark: every strategy, jitted, against Hugging Face's collator on the same CPU.
+r"""Masking benchmark: each strategy alone, jitted, and Hugging Face's collator on the same rows.
 
-    mlmjax-bench-masking                       # or: python -m mlmjax.cli bench-masking
-    mlmjax-bench-masking --shapes=256x128 --bench_iters=50
+    python -m bench.masking                                   # [256,128] and [64,512], this CPU
+    python -m bench.masking --shapes=256x128 --bench_iters=50 --strategies=random,whole_word
 
-Prints tokens/s per strategy at each batch shape [B, S]. Our maskers run jitted with the batch
-already on the device (as inside the train step); each call is timed to completion (blocking),
-and the median is reported. The Hugging Face rows time `DataCollatorForLanguageModeling` called
-as a DataLoader would, on pre-tokenized examples that carry `special_tokens_mask` (its fast path)
-and, for whole-word masking, `offset_mapping`. Contextual masking reads a random [V, 64] table.
-Text: docstrings of the Python standard library, tokenized with a WordPiece vocabulary trained on
-them (8192 ids); nothing is downloaded.
+Rows: the embedded corpus (Python's documentation) prepared as training prepares it
+(`mlmjax.data.prepare`: a WordPiece tokenizer of 8192 ids, full-sentence packing, every
+annotation by the rules, PMI n-grams, and the token statistics the tables carry), once per row
+length, in --workdir (kept: the next run reuses it); the first B training rows of it.
+
+Ours: each strategy's masker jitted, the batch already on the device (as inside the train
+step), each call run to completion; the median of --bench_iters calls after 1 s of warm-up.
+Contextual masking reads random stand-in hidden states of width 64 (the forward pass that makes
+them is part of the train step's figure: `bench.train`).
+HF: `DataCollatorForLanguageModeling` called as a DataLoader would, on the same rows as
+pre-tokenized examples with `special_tokens_mask` (its fast path), the same way timed; for
+whole-word masking also `offset_mapping`, made from our word starts so that its words are ours.
+
+`time_strategy` is also what `bench.train --masking` times on the train step's own batch.
 """
 
 from __future__ import annotations
 
-import importlib
-import inspect
+import itertools
+import os
 import statistics
+import tempfile
 import time
 import warnings
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
+from absl import app, flags, logging
 
+from bench import harness
+from mlmjax import config as mlmjax_config
 from mlmjax import masking
+from mlmjax.data import annotate, pipeline, prepare
+from mlmjax.data import stats as data_stats
+from mlmjax.data import tokenizer as tokenizer_lib
 
-SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-_MODULES = ("os", "re", "json", "inspect", "typing", "collections", "itertools", "functools",
-            "pathlib", "subprocess", "argparse", "logging", "threading", "asyncio", "email",
-            "http.client", "urllib.request", "unittest", "decimal", "fractions", "statistics",
-            "datetime", "calendar", "string", "textwrap", "difflib", "shutil", "tarfile",
-            "zipfile", "csv", "sqlite3", "pickle", "socket", "ssl", "dataclasses", "enum")
-
-
-def corpus() -> list[str]:
-  """Docstrings of standard-library modules and their members: offline English text."""
-  texts = []
-  for name in _MODULES:
-    try:
-      module = importlib.import_module(name)
-    except ImportError:
-      continue
-    for obj in [module] + [getattr(module, a, None) for a in dir(module)]:
-      doc = inspect.getdoc(obj) if obj is not None else None
-      if doc and len(doc) > 40:
-        texts.append(doc)
-  return list(dict.fromkeys(texts))  # dedupe, keep order
+VOCAB_SIZE = 8192
+FLAGS = flags.FLAGS
 
 
-def train_tokenizer(texts: list[str], vocab_size: int = 8192) -> Any:
-  """An uncased WordPiece `tokenizers.Tokenizer` trained on `texts`."""
-  from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
-  tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-  tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-  tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-  tok.decoder = decoders.WordPiece()
-  trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIALS,
-                                      show_progress=False)
-  tok.train_from_iterator(texts, trainer)
-  return tok
+# ----------------------------------------------------------------------------- rows
 
 
-def pack_rows(tok: Any, texts: list[str], batch: int, length: int) -> dict[str, np.ndarray]:
-  """[B, S] rows "[CLS] tokens [SEP]" packed from the texts, with offsets, as group_texts does."""
-  cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
-  ids, offsets = [], []
-  for enc in tok.encode_batch(texts, add_special_tokens=False):
-    ids += enc.ids
-    offsets += enc.offsets
-  body = length - 2
-  need = batch * body
-  reps = -(-need // len(ids))
-  ids, offsets = (ids * reps)[:need], (offsets * reps)[:need]
-  ids = np.asarray(ids, np.int32).reshape(batch, body)
-  offsets = np.asarray(offsets, np.int64).reshape(batch, body, 2)
-  rows = np.concatenate([np.full((batch, 1), cls), ids, np.full((batch, 1), sep)], 1)
-  zeros = np.zeros((batch, 1, 2), np.int64)
-  return {"input_ids": rows.astype(np.int32),
-          "offset_mapping": np.concatenate([zeros, offsets, zeros], 1)}
+def prepared_rows(seq_len: int, batch: int, workdir: str, paths: str = "",
+                  tokenizer_path: str = "") -> tuple[dict, masking.VocabTables, Any]:
+  """(rows [B, S] of every field, tables, tokenizer) of the corpus prepared at `seq_len`.
 
-
-def annotations(rows: np.ndarray, tables: masking.VocabTables, seed: int = 0) -> dict:
-  """Synthetic entity / phrase / n-gram spans (2-3 words, ~1 per 20 tokens each; phrases off
-  the entities) for the annotated strategies."""
-  rng = np.random.default_rng(seed)
-  starts = np.asarray(tables.is_word_start)[rows] & ~np.asarray(tables.is_special)[rows]
-  spans = np.zeros(rows.shape, np.int32)
-  for r in range(rows.shape[0]):
-    words = np.flatnonzero(starts[r])
-    chosen = np.sort(rng.choice(len(words) - 4, size=max(1, len(words) // 15), replace=False))
-    k, last_end = 0, -1
-    for w in chosen:
-      if words[w] <= last_end:
-        continue
-      end = words[w + rng.integers(2, 4)]
-      k += 1
-      spans[r, words[w]:end] = k
-      last_end = end
-  # Phrases: the spans moved one word on, kept where they miss the entities.
-  shifted = np.roll(spans, 3, axis=1)
-  phrases = np.where((spans == 0) & (shifted > 0), shifted, 0).astype(np.int32)
-  return {"entity_ids": spans, "phrase_ids": phrases, "ngram_ids": spans}
-
-
-def time_call(fn: Callable[[int], Any], iters: int, warmup_s: float = 1.0) -> float:
-  """Median seconds of fn(i), each call run to completion, after `warmup_s` of warm-up calls.
-
-  Warm-up is by time, not by count: the first strategy timed otherwise also pays for the
-  thread pool and caches warming up (it measured ~1/3 slower than the same function timed
-  second).
+  `paths`: the corpus files ("" for the embedded corpus); `tokenizer_path`: a tokenizer.json to
+  use instead of training one. Fewer training rows than B are repeated.
   """
-  start = time.perf_counter()
-  while time.perf_counter() - start < warmup_s:
-    jax.block_until_ready(fn(0))
-  times = []
-  for i in range(1, iters + 1):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(i))
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
+  data = mlmjax_config.default_config().data
+  data.update(source="files" if paths else "embedded", paths=paths, seq_len=seq_len,
+              vocab_size=VOCAB_SIZE, annotations=annotate.ANNOTATIONS, spacy_pipeline="",
+              tokenizer_path=tokenizer_path)
+  manifest = prepare.prepare(data, workdir)
+  tok = tokenizer_lib.get_tokenizer(data, workdir)
+  split = pipeline.PackedRows(manifest["data_dir"], "train")
+  rows = split.rows(0, min(batch, len(split)))
+  rows = {k: np.resize(v, (batch, seq_len)) for k, v in rows.items()}
+  return rows, data_stats.vocab_tables(tok, manifest), tok
 
 
-def time_strategy(name: str, tables: masking.VocabTables, batch: dict, iters: int,
-                  hidden: jax.Array) -> float:
-  config = masking.default_config()
-  config.strategy = name
-  b, s = batch["input_ids"].shape
-  config.max_predictions = int(round(0.15 * s)) + 4
-  masker = jax.jit(masking.make_masker(config, tables))
-  state = masking.init_state(config, tables)
+def word_offsets(ids: np.ndarray, tables: masking.VocabTables) -> np.ndarray:
+  """int64 [B, S, 2] character offsets with which HF's collator finds our words.
+
+  HF starts a word where a token does not begin where the one before it ended: so one
+  character of gap before each word start, none before a continuation piece.
+  """
+  starts = np.asarray(tables.is_word_start)[ids]
+  begin = np.arange(ids.shape[1]) + np.cumsum(starts, axis=1)
+  return np.stack([begin, begin + 1], axis=-1).astype(np.int64)
+
+
+# ----------------------------------------------------------------------------- timing
+
+
+def _unrolled(masker: Callable, unroll: int) -> Callable:
+  """(key, step0, batch, state, hidden) -> `unroll` MaskedBatches of steps step0, step0 + 1, ...
+
+  The arrays are arguments, not closed over: XLA would otherwise embed them as constants.
+  """
+  def many(key, step0, batch, state, hidden):
+    return [masker(key, batch, step0 + i, state, hidden) for i in range(unroll)]
+  return jax.jit(many)
+
+
+def time_strategy(mask_config: ml_collections.ConfigDict, tables: masking.VocabTables,
+                  batch: dict, hidden: jax.Array, iters: int, unroll: int = 1,
+                  windows: int = 1, warmup_s: float = 0.0) -> dict:
+  """The masking record of `mask_config.strategy` on `batch` (arrays on the device).
+
+  `unroll` masker calls at different steps (so different masks) run in one jitted program;
+  `iters` programs are timed in `windows` windows. A window per program times a call's latency,
+  dispatch included (beside HF's collator); one window for all amortises the launch cost away,
+  as inside the train step.
+  """
+  many = _unrolled(masking.make_masker(mask_config, tables), unroll)
+  args = (batch, masking.init_state(mask_config, tables), hidden)
   key = jax.random.key(0)
-  return time_call(lambda i: masker(key, batch, i, state, hidden), iters)
+  start = time.perf_counter()
+  compiled = many.lower(key, jnp.int32(0), *args).compile()
+  compile_s = time.perf_counter() - start
+  steps = itertools.cycle([jnp.int32(unroll * i) for i in range(1, iters + 1)])  # made untimed
+  times = harness.time_calls(lambda: compiled(key, next(steps), *args), jax.block_until_ready,
+                             iters, windows, warmup=1, warmup_s=warmup_s)
+  call_s = statistics.median(times) / unroll
+  b, s = batch["input_ids"].shape
+  return {"kind": "masking", "name": mask_config.strategy, "batch": b, "seq_len": s,
+          "tokens_per_s": b * s / call_s, "step_ms": call_s * 1e3, "compile_s": compile_s,
+          "max_predictions": mask_config.max_predictions, "unroll": unroll, "iters": iters,
+          "device": jax.devices()[0].device_kind}
 
 
-def time_hf(tok: Any, rows: dict[str, np.ndarray], whole_word: bool, tensors: str,
-            iters: int) -> float | None:
-  """Median seconds of one Hugging Face collator call on B pre-tokenized examples."""
+def time_collator(tok: Any, rows: dict, tables: masking.VocabTables, whole_word: bool,
+                  tensors: str, iters: int, warmup_s: float = 0.0) -> float | None:
+  """Median seconds of one HF collator call on the rows (None without transformers)."""
   try:
     from transformers import DataCollatorForLanguageModeling, PreTrainedTokenizerFast
   except ImportError:
@@ -148,66 +132,83 @@ def time_hf(tok: Any, rows: dict[str, np.ndarray], whole_word: bool, tensors: st
     warnings.simplefilter("ignore")  # "random replacement not supported with whole words"
     collator = DataCollatorForLanguageModeling(hf_tok, whole_word_mask=whole_word,
                                                return_tensors=tensors, seed=0)
-  special = set(hf_tok.all_special_ids)
-  examples = []
-  for r, ids in enumerate(rows["input_ids"].tolist()):
-    ex = {"input_ids": ids, "special_tokens_mask": [int(i in special) for i in ids]}
-    if whole_word:
-      ex["offset_mapping"] = [tuple(o) for o in rows["offset_mapping"][r].tolist()]
-    examples.append(ex)
-  return time_call(lambda _: collator(examples), iters)
+  ids = rows["input_ids"]
+  special = np.asarray(tables.is_special)[ids].astype(int).tolist()
+  offsets = word_offsets(ids, tables).tolist()
+  examples = [{"input_ids": row, "special_tokens_mask": special[r],
+               **({"offset_mapping": [tuple(o) for o in offsets[r]]} if whole_word else {})}
+              for r, row in enumerate(ids.tolist())]
+  times = harness.time_calls(lambda: collator(examples), lambda _: None, iters, iters,
+                             warmup=1, warmup_s=warmup_s)
+  return statistics.median(times)
 
 
-def run(shapes: list[tuple[int, int]], strategies: list[str], iters: int) -> list[dict]:
-  """Measurements: one dict per (row label, shape) with seconds per batch."""
-  texts = corpus()
-  tok = train_tokenizer(texts)
-  freq = np.zeros(tok.get_vocab_size(), np.float32)
-  results = []
+def run(shapes: list[tuple[int, int]], strategies: list[str], iters: int, workdir: str,
+        paths: str = "", warmup_s: float = 1.0) -> list[dict]:
+  """One masking record per strategy and HF collator at each shape [B, S]."""
+  records, tokenizer_path = [], ""
   for b, s in shapes:
-    rows = pack_rows(tok, texts, b, s)
-    ids = rows["input_ids"]
-    np.add.at(freq, ids.ravel(), 1.0)
-    df = np.zeros_like(freq)
-    for row in ids:
-      df[np.unique(row)] += 1
-    tables = masking.VocabTables.from_tokenizer(tok, frequency=freq,
-                                                idf=np.log((1 + len(ids)) / (1 + df)) + 1)
-    batch = {"input_ids": ids, **annotations(ids, tables)}
-    batch = jax.device_put({k: jnp.asarray(v) for k, v in batch.items()})
-    # Contextual masking reads the model's hidden states; stand-ins of a small model's width
-    # (the forward pass that makes them is the train step's cost: mlmjax-bench-train).
-    hidden = jax.random.normal(jax.random.key(1), (*batch["input_ids"].shape, 64))
+    rows, tables, tok = prepared_rows(s, b, os.path.join(workdir, f"s{s}"), paths,
+                                      tokenizer_path)
+    # Every length shares the first one's tokenizer (trained once).
+    tokenizer_path = tokenizer_path or os.path.join(workdir, f"s{s}", "tokenizer",
+                                                    "tokenizer.json")
+    batch = jax.device_put({k: jnp.asarray(v) for k, v in rows.items()})
+    hidden = jax.random.normal(jax.random.key(1), (b, s, 64))
     for name in strategies:
-      results.append({"name": name, "shape": (b, s),
-                      "seconds": time_strategy(name, tables, batch, iters, hidden)})
-    for whole_word in (False, True):
-      for tensors in ("np", "pt"):
-        label = f"HF collator{' whole_word_mask' if whole_word else ''} ({tensors})"
-        results.append({"name": label, "shape": (b, s),
-                        "seconds": time_hf(tok, rows, whole_word, tensors, iters)})
-  return results
+      config = masking.default_config()
+      config.update(strategy=name, max_predictions=int(round(0.15 * s)) + 4)
+      records.append(time_strategy(config, tables, batch, hidden, iters, windows=iters,
+                                   warmup_s=warmup_s))
+    for whole_word, tensors in itertools.product((False, True), ("np", "pt")):
+      seconds = time_collator(tok, rows, tables, whole_word, tensors, iters, warmup_s)
+      records.append({"kind": "masking", "batch": b, "seq_len": s,
+                      "name": f"HF collator{' whole_word_mask' if whole_word else ''} ({tensors})",
+                      "tokens_per_s": seconds and b * s / seconds,
+                      "step_ms": seconds and seconds * 1e3})
+  return records
 
 
-def table(results: list[dict], shapes: list[tuple[int, int]]) -> str:
-  """Markdown table: tokens/s per row and shape, and the speed-up over the HF "np" collator."""
-  def rate(r):
-    return None if r["seconds"] is None else r["shape"][0] * r["shape"][1] / r["seconds"]
-  by = {(r["name"], r["shape"]): r for r in results}
-  base = {shape: (by.get(("HF collator (np)", shape)), by.get(("HF collator whole_word_mask (np)",
-                                                               shape))) for shape in shapes}
-  head = ["what"] + [f"[{b},{s}] tokens/s" for b, s in shapes] + [f"x HF [{b},{s}]"
-                                                                   for b, s in shapes]
+# ----------------------------------------------------------------------------- output
+
+
+def table(records: list[dict], shapes: list[tuple[int, int]]) -> str:
+  """Markdown: tokens/s per strategy and shape, and the speed-up over HF's "np" collator
+  (whole_word over the whole-word collator, the rest over the plain one)."""
+  rate = {(r["name"], (r["batch"], r["seq_len"])): r["tokens_per_s"] for r in records}
+  head = (["what"] + [f"[{b},{s}] tokens/s" for b, s in shapes]
+          + [f"x HF [{b},{s}]" for b, s in shapes])
   lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-  for name in dict.fromkeys(r["name"] for r in results):
+  for name in dict.fromkeys(r["name"] for r in records):
+    whole = name == "whole_word" or "whole_word_mask" in name
+    reference = "HF collator whole_word_mask (np)" if whole else "HF collator (np)"
     cells = [name]
     for shape in shapes:
-      x = rate(by[(name, shape)])
+      x = rate[(name, shape)]
       cells.append("transformers not installed" if x is None else f"{x / 1e6:.1f}M")
     for shape in shapes:
-      plain, whole = base[shape]
-      ref = whole if name in ("whole_word",) or "whole_word_mask" in name else plain
-      x, y = rate(by[(name, shape)]), (rate(ref) if ref else None)
+      x, y = rate[(name, shape)], rate.get((reference, shape))
       cells.append(f"{x / y:.1f}x" if x and y else "-")
     lines.append("| " + " | ".join(cells) + " |")
   return "\n".join(lines)
+
+
+def main(_):
+  logging.set_verbosity(logging.WARNING)
+  shapes = [tuple(int(x) for x in shape.split("x")) for shape in FLAGS.shapes]
+  print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {len(jax.devices())} device(s)")
+  records = run(shapes, FLAGS.strategies or list(masking.SPECS), FLAGS.bench_iters,
+                FLAGS.workdir, FLAGS.paths)
+  harness.write_records(FLAGS.json_out, records)
+  print(table(records, shapes))
+
+
+if __name__ == "__main__":
+  flags.DEFINE_list("shapes", ["256x128", "64x512"], "batch shapes BxS to time")
+  flags.DEFINE_integer("bench_iters", 200, "timed calls per case (the median is kept)")
+  flags.DEFINE_list("strategies", [], "strategies to time (default: all)")
+  flags.DEFINE_string("workdir", os.path.join(tempfile.gettempdir(), "mlmjax_bench_masking"),
+                      "where the corpus is prepared, once per row length (kept)")
+  flags.DEFINE_string("paths", "", "corpus files (.txt, .jsonl, ...); empty: the embedded one")
+  flags.DEFINE_string("json_out", "", "write the records (a JSON list) here")
+  app.run(main)

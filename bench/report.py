@@ -1,47 +1,21 @@
-"""Benchmarks: masking (`masking.py`), the train step (`train.py`, on `synthetic.py`'s rows), the
-largest batch (`fit.py`), the PyTorch baseline (`torch_baseline.py`), and trace summaries
-(`trace.py`).
+r"""The Markdown table of benchmark records (`harness.py` says what a record holds).
 
-This file holds what they share and nothing heavier than the standard library, so the PyTorch
-baseline can use it without importing JAX: the result record every benchmark writes (one dict per
-measured case, as JSON) and the one Markdown table `bench/gpu_report.sh` prints from them.
+    python -m bench.report [--title=TITLE] [--json_out=ALL.json] a.json b.json ...
 
-A record's keys (absent or None when not measured):
-  kind          "train" (a training step), "masking" (one strategy alone), "fit" (largest batch)
-  name          what ran, e.g. "mlmjax", "HF torch.compile", "span"
-  model         "base", "large", "tiny" or "L2-d64" (layers and width)
-  batch, seq_len
-  tokens_per_s  rows x seq_len per second (padding included: the rows are full unless stated)
-  step_ms       milliseconds per step (train) or per masking call (masking)
-  host_ms       train: host milliseconds for one step call to return, the device idle
-  tflops        model TFLOP/s per device, sparse-head FLOPs (`train/metrics.flops_per_token`)
-  mfu           tflops / the device's dense bf16 datasheet peak
-  compile_s     seconds to compile the step (torch.compile: its first step)
-  peak_gib      peak device memory in use, GiB (the allocator's figure)
-  share_of_step masking: step_ms / the train step's step_ms at the same [B, S]
-  device        the accelerator's name
+Train and masking records are rows, ours first; a train row's last column compares it with the
+same-card reference (HF at the same model and S, or, for a variant "mlmjax, ...", the unchanged
+step), a masking row's with the train step at its shape. A record of the largest-batch search
+(`fit.py`) is a line under the table. `bench/gpu_report.sh` prints its report with this.
 """
 
 from __future__ import annotations
 
-import json
-from typing import Iterable
+from absl import app, flags
 
-GIB = 2**30
+from bench import harness
+
 HEADER = ("run", "model", "B×S", "tokens/s", "step ms", "host ms", "TFLOP/s", "MFU",
           "compile s", "peak GiB", "vs reference")
-
-
-def load_records(paths: Iterable[str]) -> list[dict]:
-  """Records from JSON files, each holding a list of records (missing files are skipped)."""
-  records = []
-  for path in paths:
-    try:
-      with open(path, encoding="utf-8") as f:
-        records += json.load(f)
-    except FileNotFoundError:
-      continue
-  return records
 
 
 def _fmt(value, spec: str, scale: float = 1.0) -> str:
@@ -88,38 +62,17 @@ def _row(r: dict, records: list[dict], base_step_ms: float | None) -> list[str]:
           _reference(r, records)]
 
 
-def _goals(records: list[dict]) -> list[str]:
-  """One line per goal of the performance issue that these records can answer."""
-  lines = []
-  ours = {s: _find(records, kind="train", name="mlmjax", model="base", seq_len=s)
-          for s in (128, 512)}
-  hf = _find(records, kind="train", name="HF torch.compile", model="base", seq_len=128)
-  if ours[128] and hf:
-    lines.append(f"- BERT-base s128: mlmjax / HF torch.compile = "
-                 f"{ours[128]['tokens_per_s'] / hf['tokens_per_s']:.2f}× (goal ≥ 2×)")
-  if ours[128] and ours[512]:
-    lines.append(f"- BERT-base s512 tokens/s = "
-                 f"{ours[512]['tokens_per_s'] / ours[128]['tokens_per_s']:.0%} of s128 "
-                 "(goal ≥ 90%)")
-  masks = [r for r in records if r["kind"] == "masking" and r.get("share_of_step") is not None]
-  if masks:
-    worst = max(masks, key=lambda r: r["share_of_step"])
-    lines.append(f"- slowest masking strategy: {worst['name']}, {worst['share_of_step']:.2%} "
-                 f"of the step at {worst['batch']}×{worst['seq_len']} (goal < 1%)")
-  for r in records:
-    if r["kind"] == "fit":
-      found = r.get("largest_batch")
-      what = str(found)
-      if r.get("limit_reached"):
-        what = f"≥ {found} (the search's limit)"
-      elif not r.get("done", True):
-        what = f"≥ {found} (the search was cut short)"
-      estimate = r.get("plan_estimate")
-      lines.append(f"- BERT-{r['model']} s{r['seq_len']}, remat={r.get('remat')}: largest "
-                   f"batch that trains = {what}; first batch out of memory: "
-                   f"{r.get('first_oom') or 'none tried'}"
-                   + (f"; XLA's memory plan extrapolates to ~{estimate}" if estimate else ""))
-  return lines
+def fit_line(r: dict) -> str:
+  """One line of a largest-batch record: what trained, what did not, XLA's plan beyond."""
+  found = str(r.get("largest_batch"))
+  if r.get("limit_reached"):
+    found = f"≥ {found} (the search's limit)"
+  elif not r.get("done", True):
+    found = f"≥ {found} (the search was cut short)"
+  estimate = r.get("plan_estimate")
+  return (f"- BERT-{r['model']} s{r['seq_len']}, remat={r.get('remat')}: largest batch that "
+          f"trains = {found}; first batch out of memory: {r.get('first_oom') or 'none tried'}"
+          + (f"; XLA's memory plan extrapolates to ~{estimate}" if estimate else ""))
 
 
 def _order(r: dict) -> tuple:
@@ -131,7 +84,7 @@ def _order(r: dict) -> tuple:
 
 
 def report(records: list[dict], title: str = "") -> str:
-  """The Markdown table of all train and masking records, then the goal lines."""
+  """The Markdown table of all train and masking records, then a line per fit record."""
   runs = sorted((r for r in records if r["kind"] in ("train", "masking")), key=_order)
   base = _find(records, kind="train", name="mlmjax")
   lines = [f"### {title}", ""] if title else []
@@ -145,23 +98,16 @@ def report(records: list[dict], title: str = "") -> str:
                      if r.get(k)})
   lines.append(f"Device: {', '.join(devices) or 'unknown'}"
                + (f"; {', '.join(software)}." if software else "."))
-  return "\n".join(lines + _goals(records))
+  return "\n".join(lines + [fit_line(r) for r in records if r["kind"] == "fit"])
 
 
-def time_steps(run, steps: int, windows: int, sync) -> list[float]:
-  """Seconds per step in each of `windows` windows of `steps // windows` calls of `run()`.
+def main(argv):
+  records = harness.load_records(argv[1:])
+  harness.write_records(flags.FLAGS.json_out, records)
+  print(report(records, flags.FLAGS.title))
 
-  `sync(out)` blocks until the device has finished `out` (jax.block_until_ready, or a CUDA
-  synchronize for PyTorch), so each window measures finished work.
-  """
-  import time  # pylint: disable=g-import-not-at-top
-  windows = max(1, min(windows, steps))
-  per_window = max(1, steps // windows)
-  times = []
-  for _ in range(windows):
-    start = time.perf_counter()
-    for _ in range(per_window):
-      out = run()
-    sync(out)
-    times.append((time.perf_counter() - start) / per_window)
-  return times
+
+if __name__ == "__main__":
+  flags.DEFINE_string("title", "", "the table's heading")
+  flags.DEFINE_string("json_out", "", "also write every record read here, as one JSON list")
+  app.run(main)
