@@ -113,7 +113,7 @@ def time_strategy(mask_config: ml_collections.ConfigDict, tables: masking.VocabT
                              iters, windows, warmup=1, warmup_s=warmup_s)
   call_s = statistics.median(times) / unroll
   b, s = batch["input_ids"].shape
-  return {"kind": "masking", "name": mask_config.strategy, "batch": b, "seq_len": s,
+  return {"kind": "masking", "name": mask_config.strategy, "model": "", "batch": b, "seq_len": s,
           "tokens_per_s": b * s / call_s, "step_ms": call_s * 1e3, "compile_s": compile_s,
           "max_predictions": mask_config.max_predictions, "unroll": unroll, "iters": iters,
           "device": jax.devices()[0].device_kind}
@@ -162,7 +162,7 @@ def run(shapes: list[tuple[int, int]], strategies: list[str], iters: int, workdi
                                    warmup_s=warmup_s))
     for whole_word, tensors in itertools.product((False, True), ("np", "pt")):
       seconds = time_collator(tok, rows, tables, whole_word, tensors, iters, warmup_s)
-      records.append({"kind": "masking", "batch": b, "seq_len": s,
+      records.append({"kind": "masking", "model": "", "batch": b, "seq_len": s,
                       "name": f"HF collator{' whole_word_mask' if whole_word else ''} ({tensors})",
                       "tokens_per_s": seconds and b * s / seconds,
                       "step_ms": seconds and seconds * 1e3})

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from bench import masking as masking_bench
+from bench import report
 from helpers import write_corpus
 from mlmjax import masking
 
@@ -57,6 +58,7 @@ def test_every_row_timed_and_tabled(prepared):
                       "x HF [2,64] |")
   assert len(lines) == 2 + len(names)
   assert lines[-1].startswith("| HF collator whole_word_mask (pt) |")
+  assert "| masking: whole_word |  | 2×64 |" in report.report(records)  # any record tables
 
 
 def test_table_compares_each_row_with_its_collator():
