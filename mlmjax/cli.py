@@ -2,10 +2,11 @@
 
 The work lives in the libraries (which tests and notebooks import); this file holds flags and
 wiring only, and nothing imports it. Each console script of setup.py is a function here, and
-`python -m mlmjax.cli COMMAND [flags]` runs one without installing the scripts:
+`python -m mlmjax.cli COMMAND [flags]` runs one without installing the scripts (the benchmarks
+are no product command: `bench/`, beside the package, runs them as `python -m bench.train`):
 
     mlmjax-train --config=configs/quickstart.py --workdir=DIR [--config.train.steps=200 ...]
-    python -m mlmjax.cli bench-train --config=configs/bert_base.py --masking
+    python -m mlmjax.cli fill-mask --workdir=DIR "Return the [MASK] of the list."
 
 Every command has `--help`; a bad flag or config key, and the mistakes a user can make with a
 corpus, config or workdir, end in one line naming the fix instead of a traceback.
@@ -23,19 +24,13 @@ from absl import app, flags, logging
 from jax.experimental import multihost_utils
 from ml_collections import config_flags
 
-from mlmjax import bench, inference, pretrain, storage
-from mlmjax.bench import data as bench_data
-from mlmjax.bench import fit as bench_fit
-from mlmjax.bench import masking as bench_masking
-from mlmjax.bench import torch_baseline, trace
-from mlmjax.bench import train as bench_train
+from mlmjax import inference, pretrain, storage
 from mlmjax.data import corpora
 from mlmjax.data import prepare as prepare_lib
 from mlmjax.experiments import compare as compare_lib
 from mlmjax.experiments import report as compare_report
 from mlmjax.experiments import show_masks
 from mlmjax import masking
-from mlmjax.model.layers import attention_kernel
 from mlmjax.train import host_memory, loop, partition
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
@@ -349,139 +344,9 @@ def compare() -> None:
   run_app(main, define)
 
 
-# ----------------------------------------------------------------------------- benchmarks
-
-
-def bench_masking_cli() -> None:
-  """mlmjax-bench-masking: every strategy jitted on CPU, next to the HF collator."""
-  def define():
-    flags.DEFINE_list("shapes", ["256x128", "64x512"], "batch shapes BxS to time")
-    flags.DEFINE_integer("bench_iters", 200, "timed calls per measurement (the median is kept)")
-    flags.DEFINE_list("strategies", [], "strategies to time (default: all)")
-
-  def main(_):
-    _quiet()
-    shapes = [tuple(int(x) for x in shape.split("x")) for shape in FLAGS.shapes]
-    print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {len(jax.devices())} "
-          "device(s)")
-    results = bench_masking.run(shapes, FLAGS.strategies or list(masking.SPECS),
-                                FLAGS.bench_iters)
-    print(bench_masking.table(results, shapes))
-    print("x HF: speed-up over the HF collator with return_tensors='np' (whole_word and the "
-          "HF whole-word rows against HF whole_word_mask=True; the rest against plain).")
-  run_app(main, define)
-
-
-def bench_data_cli() -> None:
-  """mlmjax-bench-data: preparation and loader tokens/s."""
-  def define():
-    flags.DEFINE_integer("scale", 4, "copies of the embedded corpus in the benchmark corpus")
-    flags.DEFINE_list("seq_lens", ["128", "512"], "row lengths S to prepare and load")
-    flags.DEFINE_integer("batch_size", 256, "global batch size of the loader benchmark")
-    flags.DEFINE_integer("loader_batches", 200, "batches per timed loader run")
-
-  def main(_):
-    _quiet()
-    print(bench_data.run(FLAGS.scale, [int(s) for s in FLAGS.seq_lens], FLAGS.batch_size,
-                         FLAGS.loader_batches))
-  run_app(main, define)
-
-
-def _define_bench_train() -> None:
-  _define_config(QUICKSTART_CONFIG, "training config file; --config.a.b=value overrides a key")
-  flags.DEFINE_string("name", "mlmjax", "the run's name in the report (e.g. a variant's)")
-  flags.DEFINE_integer("steps", 20, "timed steps")
-  flags.DEFINE_integer("warmup", 3, "steps run before timing")
-  flags.DEFINE_integer("windows", 3, "timed windows (each ends in a block); the median is kept")
-  flags.DEFINE_float("pad_fraction", 0.0, "mean share of padding per row (0: full rows)")
-  flags.DEFINE_string("profile_dir", "", "if set, a jax.profiler trace of 3 steps goes here")
-  flags.DEFINE_string("json_out", "", "write the result records (a JSON list) here")
-  flags.DEFINE_bool("masking", False, "also time every masking strategy on the batch's shape")
-  flags.DEFINE_bool("hf", False, "also time HF BertForMaskedLM (PyTorch, eager), same shape")
-  flags.DEFINE_list("strategies", [], "masking strategies to time (default: all)")
-  flags.DEFINE_integer("masking_iters", 20, "dispatches per strategy")
-  flags.DEFINE_integer("masking_unroll", 4, "masker calls per dispatch")
-  flags.DEFINE_bool("find_max_batch", False, "search the largest batch that trains instead")
-  flags.DEFINE_integer("fit_start", 0, "first batch tried (0: config.train.batch_size)")
-  flags.DEFINE_integer("fit_limit", 4096, "largest batch tried")
-  flags.DEFINE_integer("fit_refine", 2, "bisection steps after the doubling")
-  flags.DEFINE_list("report", [], "print one Markdown table of these JSON result files, exit")
-  flags.DEFINE_string("title", "", "heading of the --report table")
-
-
-def bench_train_cli() -> None:
-  """mlmjax-bench-train: the real train step timed on synthetic rows (see bench/README.md)."""
-  def main(_):
-    _quiet()
-    f = FLAGS
-    if f.report:
-      print(bench.report(bench.load_records(f.report), f.title))
-      return
-    config = f.config
-    model = bench_train.model_name(config)
-    kernel = attention_kernel(config.model.attention, config.model.dtype)
-    print(f"jax {jax.__version__}, {jax.device_count()} x {jax.devices()[0].device_kind}; "
-          f"model {model}, {config.model.dtype}, attention {kernel}, "
-          f"remat {config.model.remat_policy}, strategy {config.masking.strategy}, "
-          f"P={config.masking.max_predictions}", flush=True)
-    if f.find_max_batch:
-      r = bench_fit.bench_fit(config, f.fit_start or config.train.batch_size, f.fit_limit,
-                              f.fit_refine, model,
-                              on_try=lambda partial: bench_train.write_json(f.json_out, [partial]))
-      print(bench_fit.summary(r))
-      records = [r]
-    else:
-      records = bench_train.run(config, model, f.steps, f.warmup, f.windows, f.pad_fraction,
-                                f.profile_dir, f.name, hf=f.hf, masking_strategies=(
-                                    (f.strategies or list(masking.SPECS)) if f.masking
-                                    else []), masking_iters=f.masking_iters,
-                                masking_unroll=f.masking_unroll)
-    bench_train.write_json(f.json_out, records)
-  run_app(main, _define_bench_train)
-
-
-def bench_torch_cli() -> None:
-  """HF BertForMaskedLM in PyTorch, eager and torch.compile (the GPU report's baseline)."""
-  def define():
-    flags.DEFINE_string("device", "", "cuda or cpu (default: cuda if available)")
-    flags.DEFINE_list("cases", list(torch_baseline.CASES), "cases to time")
-    flags.DEFINE_bool("tiny", False, "tiny model and rows (smoke test)")
-    flags.DEFINE_integer("steps", 20, "timed steps per case")
-    flags.DEFINE_integer("warmup", 3, "steps after the first, untimed")
-    flags.DEFINE_integer("windows", 3, "timed windows; median reported")
-    flags.DEFINE_enum("dtype", "bf16", ["bf16", "fp32"],
-                      "bf16: autocast (the GPU baseline); fp32: none (CPUs without bf16)")
-    flags.DEFINE_float("clip_norm", 1.0, "0 disables clipping")
-    flags.DEFINE_string("json_out", "", "write the records (a JSON list) here")
-
-  def main(_):
-    _quiet()
-    f = FLAGS
-    records = torch_baseline.run_cases(f.cases, f.device, f.tiny, f.steps, f.warmup, f.windows,
-                                       f.dtype == "bf16", f.clip_norm)
-    bench_train.write_json(f.json_out, records)
-  run_app(main, define)
-
-
-def bench_trace_cli() -> None:
-  """Where a traced train step's device time goes (`--profile_dir` of bench-train)."""
-  def define():
-    flags.DEFINE_integer("steps", 3, "steps the trace holds")
-    flags.DEFINE_integer("top", 15, "most costly operations listed")
-
-  def main(argv):
-    if len(argv) != 2:
-      raise ValueError("give one path: a profile directory or a perfetto_trace.json.gz")
-    print(trace.summarize(argv[1], FLAGS.steps, FLAGS.top))
-  run_app(main, define)
-
-
 COMMANDS = {
     "train": train, "prepare": prepare, "quickstart": quickstart, "export": export,
     "fill-mask": fill_mask, "mask": mask, "compare": compare,
-    "bench-masking": bench_masking_cli, "bench-data": bench_data_cli,
-    "bench-train": bench_train_cli, "bench-torch": bench_torch_cli,
-    "bench-trace": bench_trace_cli,
 }
 
 

@@ -1,5 +1,6 @@
 """The package's imports run one way: data, masking, model at the bottom; train above them;
-convert, inference, experiments, bench above train; the command lines (cli.py) on top.
+convert, inference, experiments above train; the command lines (cli.py) on top. The benchmarks
+(bench/, beside the package) import it; it never imports them.
 
 Read from the source with `ast` (nothing is imported), so a new import that breaks the layering,
 makes a cycle, or hides one inside a function fails here, not in a reader's head.
@@ -27,9 +28,8 @@ ALLOWED = {
     "pretrain": {"pretrain", "train", "convert"},  # the loop from init_from_hf's weights
     "experiments": {"experiments", "storage", "workdir", "pretrain", "inference", "train",
                     "checkpoint", "model", "masking", "data", "config"},
-    "bench": {"bench", "storage", "train", "model", "masking", "data", "config"},
-    "cli": {"cli", "storage", "workdir", "bench", "experiments", "pretrain", "inference",
-            "convert", "train", "checkpoint", "model", "masking", "data", "config"},
+    "cli": {"cli", "storage", "workdir", "experiments", "pretrain", "inference", "convert",
+            "train", "checkpoint", "model", "masking", "data", "config"},
 }
 
 
@@ -95,3 +95,13 @@ def test_no_import_of_the_package_inside_functions():
 
 def test_nothing_imports_the_command_lines():
   assert not [a for a, b, _ in imports() if b == "mlmjax.cli" and a != "mlmjax.cli"]
+
+
+def test_the_package_never_imports_the_benchmarks():
+  found = []
+  for path in sorted(PACKAGE.rglob("*.py")):
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+      names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+               [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+      found += [(path.name, n) for n in names if n.split(".")[0] == "bench"]
+  assert not found, found

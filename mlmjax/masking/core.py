@@ -16,7 +16,7 @@ The selection (step 3) lives in `select.py` and runs without sorting. Corruption
 `corruption.py`) is decided per position, elementwise, so nothing is gathered into prediction
 slots and scattered back; the chosen positions are listed from packed bits (`select.compact`).
 
-What made it fast on CPU (`mlmjax-bench-masking`; docs/BENCHMARKS.md has the measurements): no
+What made it fast on CPU (`python -m bench.masking`; docs/BENCHMARKS.md has the measurements): no
 threefry below the caller's key (`rng`), narrow lanes in the bisection, no gathers where a value
 can be recomputed (unit keys from their heads, specials by id ranges), bit sets instead of prefix
 sums and scatters (`rows.pack_bits`), and few passes over [B, S].

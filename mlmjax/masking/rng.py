@@ -7,7 +7,7 @@ batch is.
 
 Why not `jax.random` below the caller's key: on CPU every threefry call lowers to a rolled loop
 of 5 iterations (XLA keeps the compile small that way), and the masker made three such calls per
-batch; they were over half of its time (`mlmjax-bench-masking`, docs/BENCHMARKS.md). Masking
+batch; they were over half of its time (`python -m bench.masking`, docs/BENCHMARKS.md). Masking
 needs bits that are uniform and independent across rows, steps and purposes, not a
 cryptographic generator, so the streams here are counter-based: the counter goes through two
 rounds of `_mix` (Chris Wellons' lowbias32 finalizer, a bijection of uint32 with near-ideal

@@ -1,7 +1,6 @@
-"""Tests of the masking demo CLI and the benchmark's table."""
+"""Tests of the masking demo (mlmjax-mask)."""
 
 from mlmjax.experiments import show_masks
-from mlmjax.bench import masking as bench
 
 import numpy as np
 import pytest
@@ -93,15 +92,3 @@ def test_data_prepared_without_an_annotation_is_named(tmp_path):
   with pytest.raises(ValueError, match=r"entity masking reads \['entity_ids', 'phrase_ids'\]"):
     show_masks.mask_texts(_config(config, "entity"), str(tmp_path / "work"), [SENTENCE])
 
-
-def test_benchmark_table():
-  results = [{"name": "random", "shape": (2, 8), "seconds": 0.001},
-             {"name": "whole_word", "shape": (2, 8), "seconds": 0.002},
-             {"name": "HF collator (np)", "shape": (2, 8), "seconds": 0.01},
-             {"name": "HF collator whole_word_mask (np)", "shape": (2, 8), "seconds": 0.04},
-             {"name": "HF collator (pt)", "shape": (2, 8), "seconds": None}]
-  text = bench.table(results, [(2, 8)])
-  rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines()}
-  assert "0.0M" in rows["random"] and "10.0x" in rows["random"]
-  assert "20.0x" in rows["whole_word"]  # against the whole-word collator
-  assert "transformers not installed" in rows["HF collator (pt)"]

@@ -18,28 +18,33 @@ import pytest
 from jax._src.cudnn import fused_attention_stablehlo as cudnn_attention
 
 from helpers import load_config
-from mlmjax.bench import synthetic
-from mlmjax.bench import train as bench_train
+from mlmjax import masking
+from mlmjax.data import packing
 from mlmjax.train import partition
 from mlmjax.train import state as state_lib
 from mlmjax.train import step as step_lib
 
 LAYERS, ROWS = 2, 8
 WINDOW = jax.eval_shape(step_lib.empty_window)  # the logging window's sums (a few scalars)
+# The head's shape, not its size, is under test: 1024 ids, words of one or more WordPiece pieces.
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [
+    f"##p{i}" if i % 3 == 2 else f"w{i}" for i in range(1019)]
 
 
 @pytest.fixture(scope="module")
 def setup():
+  """The components the trainer builds (`train.state.build`) and the batch it feeds, abstract."""
   config = load_config("bert_base")
   config.model.num_layers = LAYERS
   config.model.attention = "cudnn"  # what "auto" picks on a GPU in bf16
-  config.data.vocab_size = 1024  # the head's shape, not its size, is under test
+  config.data.vocab_size = len(VOCAB)
   config.train.batch_size = ROWS
-  s = bench_train.setup(config)
-  fields = synthetic.batch_fields(config)
-  batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in s.rows.items() if k in fields}
+  c = state_lib.build(config, masking.VocabTables.from_vocab(VOCAB), len(VOCAB), pad_id=0)
+  fields = ("input_ids", "segment_ids") + masking.batch_fields(config.masking)
+  batch = {k: jax.ShapeDtypeStruct((ROWS, config.data.seq_len), packing.FIELD_DTYPES[k])
+           for k in fields}
   key = jax.eval_shape(lambda: jax.random.key(0))
-  return config, s.components, batch, key
+  return config, c, batch, key
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +64,7 @@ def cpu_compiled(setup):
   config, c, batch, key = setup
   config = config.copy_and_resolve_references()
   config.model.attention = "xla"
-  c = state_lib.build(config, c.tables, config.data.vocab_size, synthetic.PAD)
+  c = state_lib.build(config, c.tables, config.data.vocab_size, pad_id=0)
   with partition.mesh_context(c.mesh, config.mesh.axis_rules):
     return state_lib.jit_train_step(config, c).lower(c.abstract_state, batch, key,
                                                      WINDOW).compile()

@@ -1,6 +1,8 @@
-"""The largest batch that trains: a doubling-then-bisecting search over real train steps.
+r"""The largest batch that trains: a doubling-then-bisecting search over real train steps.
 
-    mlmjax-bench-train --config=configs/bert_large.py:512 --find_max_batch  # remat as configured
+    python -m bench.fit --config=configs/bert_large.py:512                  # remat as configured
+    python -m bench.fit --config=configs/bert_large.py:512 --config.model.remat_policy=full \
+        --fit_start=256 --fit_limit=4096
 
 Each try builds and compiles the train step at that global batch and runs two steps
 (`train.bench_train`); only an XLA out-of-memory error counts as "does not fit", anything else
@@ -16,8 +18,11 @@ from typing import Callable
 
 import jax
 import ml_collections
+from absl import app, flags, logging
 
-from mlmjax.bench import train
+from bench import harness, report, train
+
+FLAGS = flags.FLAGS
 
 OOM_MARKERS = ("resource_exhausted", "out of memory")
 
@@ -126,9 +131,20 @@ def bench_fit(config: ml_collections.ConfigDict, start: int, limit: int, refine:
   return record(found)
 
 
-def summary(r: dict) -> str:
-  """One line of a `bench_fit` record."""
-  return (f"largest batch at S={r['seq_len']} remat={r['remat']}: {r['largest_batch']}"
-          f"{' (search limit reached)' if r['limit_reached'] else ''}; first out of memory: "
-          f"{r['first_oom']}; tried {r['tried']}; XLA's plan extrapolates to "
-          f"{r['plan_estimate']} rows at {r['limit_gib']} GiB")
+def main(_):
+  logging.set_verbosity(logging.WARNING)
+  f, config = FLAGS, FLAGS.config
+  r = bench_fit(config, f.fit_start or config.train.batch_size, f.fit_limit, f.fit_refine,
+                train.print_header(config),
+                on_try=lambda partial: harness.write_records(f.json_out, [partial]))
+  print(report.fit_line(r))
+  harness.write_records(f.json_out, [r])
+
+
+if __name__ == "__main__":
+  train.define_config_flag()
+  flags.DEFINE_integer("fit_start", 0, "first batch tried (0: config.train.batch_size)")
+  flags.DEFINE_integer("fit_limit", 4096, "largest batch tried")
+  flags.DEFINE_integer("fit_refine", 2, "bisection steps after the doubling")
+  flags.DEFINE_string("json_out", "", "the record, rewritten after every try, goes here")
+  app.run(main)

@@ -1,31 +1,35 @@
 r"""Hugging Face PyTorch baseline: `BertForMaskedLM` training steps, eager and `torch.compile`.
 
-    python -m mlmjax.cli bench-torch                          # on a CUDA GPU: 3 cases
-    python -m mlmjax.cli bench-torch --cases=compiled-s128 --steps=30
-    python -m mlmjax.cli bench-torch --device=cpu --tiny      # a smoke run
+    python -m bench.torch_baseline                            # on a CUDA GPU: 3 cases
+    python -m bench.torch_baseline --cases=compiled-s128 --steps=30
+    python -m bench.torch_baseline --device=cpu --tiny --dtype=fp32   # a smoke run
 
 What a user would run instead of mlmjax: HF `BertForMaskedLM` (BERT-base, random init, SDPA
 attention, dropout 0.1 as configured), bf16 autocast with float32 parameters, fused AdamW,
 gradients clipped at 1.0 as the HF Trainer does, the dense MLM head HF computes (logits at every
-position, labels -100 except at the 15% predicted ones). Data: random full rows from the same
-Zipf-shaped synthetic vocabulary idea as `mlmjax.bench.synthetic`, [MASK] at the predicted slots.
+position, labels -100 except at the 15% predicted ones). Data: random full rows of Zipf-shaped
+ids over the same id layout as `bench/synthetic.py`, [MASK] at the predicted slots.
 
-The columns are those of `mlmjax.bench.train`; model FLOPs are counted with the same
-sparse-head formula (`train/metrics.flops_per_token`, P = 20 per 128 tokens), so the MFU of
-both compares directly, although HF's dense head does more work than it is credited with.
-JAX is imported for that formula only and never touches the GPU here.
+The records are those of `bench.train`; model FLOPs are counted with the same sparse-head
+formula, imported from mlmjax (`train/metrics.flops_per_token`, P = 20 per 128 tokens), so the
+MFU of both compares directly, although HF's dense head does more work than it is credited
+with. That import brings JAX into the process; no JAX computation runs here, so JAX starts no
+backend and takes no GPU memory (tests/bench/test_torch_baseline.py checks it).
 """
 
 from __future__ import annotations
 
 import gc
 import statistics
-import time
 import types
 from typing import Any, Callable
 
-from mlmjax import bench
+from absl import app, flags
+
+from bench import harness
 from mlmjax.train import metrics as metrics_lib
+
+FLAGS = flags.FLAGS
 
 # name -> (torch.compile?, batch, seq_len): the figures docs/BENCHMARKS.md compares against.
 CASES = {
@@ -38,7 +42,7 @@ BASE = dict(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attenti
 # --tiny: the train bench's "tiny" preset, 4 rows a quarter as long (s128 -> 32, s512 -> 128).
 TINY = dict(vocab_size=1024, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
             intermediate_size=256, max_position_embeddings=512)
-MASK_ID, NUM_SPECIAL = 4, 5  # [PAD] [UNK] [CLS] [SEP] [MASK], as mlmjax.bench.synthetic
+MASK_ID, NUM_SPECIAL = 4, 5  # [PAD] [UNK] [CLS] [SEP] [MASK], as bench/synthetic.py
 PREDICTIONS_PER_128 = 20  # BERT's max_predictions at 128 tokens
 
 
@@ -135,21 +139,22 @@ def run_case(name: str, compiled: bool, batch_size: int, seq_len: int, shape: di
   step = make_step(model, compiled, clip_norm, device, bf16)
   batch = synthetic_batch(shape["vocab_size"], batch_size, seq_len, device)
 
-  start = time.perf_counter()
-  loss = step(batch)  # the first step: torch.compile compiles here (eager: CUDA set-up)
-  sync(device)
-  first_s = time.perf_counter() - start
-  for _ in range(warmup):
-    loss = step(batch)
-  sync(device)
-  times = bench.time_steps(lambda: step(batch), steps, windows, lambda _: sync(device))
+  losses = []
+
+  def run():  # the record reports the last step's loss
+    losses.append(step(batch))
+    return losses[-1]
+
+  # The first step: torch.compile compiles here (eager: CUDA set-up).
+  (first_s,) = harness.time_calls(run, lambda _: sync(device), 1)
+  times = harness.time_calls(run, lambda _: sync(device), steps, windows, warmup=warmup)
 
   step_s = statistics.median(times)
   tokens_per_s = batch_size * seq_len / step_s
   flops = flops_per_token(shape, seq_len)
   tflops = flops * tokens_per_s / 1e12
   peak = peak_flops(device)
-  gib = (torch.cuda.max_memory_allocated() / bench.GIB if device.startswith("cuda") else None)
+  gib = (torch.cuda.max_memory_allocated() / harness.GIB if device.startswith("cuda") else None)
   record = {
       "kind": "train", "name": "HF torch.compile" if compiled else "HF eager",
       "model": model_label, "batch": batch_size, "seq_len": seq_len,
@@ -157,7 +162,7 @@ def run_case(name: str, compiled: bool, batch_size: int, seq_len: int, shape: di
       "step_ms_windows": [t * 1e3 for t in times], "tflops": tflops,
       "mfu": tflops * 1e12 / peak if peak else None,
       "compile_s": first_s if compiled else None, "first_step_s": first_s, "peak_gib": gib,
-      "loss": float(loss), "flops_per_token": flops, "case": name,
+      "loss": float(losses[-1]), "flops_per_token": flops, "case": name,
       "dtype": "bfloat16" if bf16 else "float32", "steps": steps,
       "warmup": warmup, "device": device_name(device), "torch": torch.__version__,
       "transformers": transformers.__version__,
@@ -196,3 +201,24 @@ def run_cases(cases: list[str], device: str = "", tiny: bool = False, steps: int
           f"{fmt(r['peak_gib'], '.2f')} GiB, loss {r['loss']:.3f}", flush=True)
     records.append(r)
   return records
+
+
+def main(_):
+  f = FLAGS
+  records = run_cases(f.cases, f.device, f.tiny, f.steps, f.warmup, f.windows,
+                      f.dtype == "bf16", f.clip_norm)
+  harness.write_records(f.json_out, records)
+
+
+if __name__ == "__main__":
+  flags.DEFINE_string("device", "", "cuda or cpu (default: cuda if available)")
+  flags.DEFINE_list("cases", list(CASES), "cases to time")
+  flags.DEFINE_bool("tiny", False, "tiny model and rows (smoke test)")
+  flags.DEFINE_integer("steps", 20, "timed steps per case")
+  flags.DEFINE_integer("warmup", 3, "steps after the first, untimed")
+  flags.DEFINE_integer("windows", 3, "timed windows; median reported")
+  flags.DEFINE_enum("dtype", "bf16", ["bf16", "fp32"],
+                    "bf16: autocast (the GPU baseline); fp32: none (CPUs without bf16)")
+  flags.DEFINE_float("clip_norm", 1.0, "0 disables clipping")
+  flags.DEFINE_string("json_out", "", "write the records (a JSON list) here")
+  app.run(main)

@@ -1,8 +1,8 @@
 """Where a train step's device time goes: a summary of a `jax.profiler` trace.
 
-    python -m mlmjax.cli bench-trace PROFILE_DIR_OR_perfetto_trace.json.gz [--steps=3] [--top=15]
+    python -m bench.trace PROFILE_DIR_OR_perfetto_trace.json.gz [--steps=3] [--top=15]
 
-`mlmjax-bench-train --profile_dir=DIR` traces 3 steps and writes, next to XProf's files, a
+`python -m bench.train --profile_dir=DIR` traces 3 steps and writes, next to XProf's files, a
 Perfetto JSON trace. This reads it with nothing but the standard library (no TensorBoard, no
 XProf), keeps the device's operations (GPU kernels; on CPU the XLA thunks), and prints the time per
 step by kind of work (matrix products, attention, fusions, copies, collectives) and the
@@ -21,6 +21,8 @@ import gzip
 import json
 import os
 import re
+
+from absl import app, flags
 
 # First match wins: kernel and HLO names as XLA, cuBLAS, cuDNN and NCCL spell them.
 KINDS = (
@@ -42,7 +44,7 @@ def find_trace(path: str) -> str:
   if not found:
     raise FileNotFoundError(f"no perfetto_trace.json.gz under {path}: trace with "
                             "jax.profiler.trace(dir, create_perfetto_trace=True), as "
-                            "mlmjax-bench-train --profile_dir does")
+                            "python -m bench.train --profile_dir does")
   return max(found, key=os.path.getmtime)
 
 
@@ -103,3 +105,15 @@ def summarize(path: str, steps: int = 3, top: int = 15) -> str:
   lines += [f"| {op[:70]} | {kind} | {calls[(op, kind)] / steps:g} | {per_step(us)} | "
             f"{us / total:.1%} |" for (op, kind), us in by_op.most_common(top)]
   return "\n".join(lines)
+
+
+def main(argv):
+  if len(argv) != 2:
+    raise app.UsageError("give one path: a profile directory or a perfetto_trace.json.gz")
+  print(summarize(argv[1], flags.FLAGS.steps, flags.FLAGS.top))
+
+
+if __name__ == "__main__":
+  flags.DEFINE_integer("steps", 3, "steps the trace holds")
+  flags.DEFINE_integer("top", 15, "most costly operations listed")
+  app.run(main)
