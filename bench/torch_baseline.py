@@ -122,7 +122,7 @@ def flops_per_token(shape: dict, seq_len: int) -> float:
   cfg = types.SimpleNamespace(hidden_size=shape["hidden_size"],
                               num_layers=shape["num_hidden_layers"],
                               intermediate_size=shape["intermediate_size"],
-                              vocab_size=shape["vocab_size"])
+                              vocab_size=shape["vocab_size"], family="bert")
   return metrics_lib.flops_per_token(cfg, seq_len, predictions(seq_len))
 
 

@@ -62,11 +62,15 @@ def attend(cfg: ModelConfig, q, k, v, lengths, key=None, window: int | None = No
 
   `window`: a token sees only those within `window` positions on either side (ModernBERT's
   local layers). `key` enables dropout on the probabilities (`cfg.attention_dropout`).
-  cuDNN's flash kernel takes the padding as sequence lengths (the unpadded attention) and the
-  window natively; XLA builds the boolean mask.
+  cuDNN's fused kernel takes the padding as sequence lengths (the unpadded attention); its
+  sliding window is one-sided (causal) only, so a two-sided window goes in as a [1, 1, S, S]
+  mask, which the fused kernel applies as a bias. XLA builds one boolean mask of both.
   """
   rate = cfg.attention_dropout if key is not None else 0.0
-  local = None if window is None else (window, window)
+  s = q.shape[1]
+  near = None
+  if window is not None:
+    near = (jnp.abs(jnp.arange(s)[:, None] - jnp.arange(s)[None, :]) <= window)[None, None]
   if attention_kernel(cfg.attention, q.dtype) == "cudnn":
     if rate:
       raise ValueError(
@@ -74,13 +78,11 @@ def attend(cfg: ModelConfig, q, k, v, lengths, key=None, window: int | None = No
           "jax.nn.dot_product_attention takes no dropout. Set --config.model.attention=xla "
           "to train with it (slower on a GPU), or --config.model.attention_dropout=0.")
     return jax.nn.dot_product_attention(
-        q, k, v, query_seq_lengths=lengths, key_value_seq_lengths=lengths,
-        local_window_size=local, implementation="cudnn")
-  s = q.shape[1]
+        q, k, v, mask=near, query_seq_lengths=lengths, key_value_seq_lengths=lengths,
+        implementation="cudnn")
   mask = (jnp.arange(s)[None, :] < lengths[:, None])[:, None, None, :]  # [B, 1, 1, S]
-  if window is not None:
-    near = jnp.abs(jnp.arange(s)[:, None] - jnp.arange(s)[None, :]) <= window
-    mask = mask & near[None, None]  # [B, 1, S, S]
+  if near is not None:
+    mask = mask & near  # [B, 1, S, S]
   if rate:
     return _attention_with_dropout(q, k, v, mask, rate, key, cfg.dropout_impl)
   return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation="xla")

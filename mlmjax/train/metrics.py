@@ -31,6 +31,8 @@ def flops_per_token(model_cfg, seq_len: int, predictions_per_row: int) -> float:
   """
   d, layers = model_cfg.hidden_size, model_cfg.num_layers
   n_body = body_params(d, layers, model_cfg.intermediate_size)
+  if model_cfg.family == "modernbert":  # GeGLU: Wi is [d, 2·intermediate]
+    n_body += layers * d * model_cfg.intermediate_size
   m = predictions_per_row / seq_len
   return 6 * n_body + 12 * layers * seq_len * d + 6 * m * (d * d + d * model_cfg.vocab_size)
 
