@@ -1,6 +1,6 @@
 """What XLA is given for BERT-base's train step: the structure a fast GPU step needs, on a CPU.
 
-The real step of `configs/bert_base.py` (2 layers, 8 rows) is lowered for CUDA without a GPU
+The real step of `configs/bert_base.py` (2 layers, 8 rows; as BERT and as ModernBERT) is lowered for CUDA without a GPU
 (JAX lowers for any platform; only cuDNN's version and capability probes need a GPU, and they
 are stubbed here), and compiled for the CPU for what only a compiled program shows (buffer
 donation, copies). Each assertion failed on the step as it was before the GPU-step work:
@@ -18,6 +18,7 @@ import pytest
 from jax._src.cudnn import fused_attention_stablehlo as cudnn_attention
 
 from helpers import load_config
+from mlmjax import config as config_lib
 from mlmjax import masking
 from mlmjax.data import packing
 from mlmjax.train import partition
@@ -31,11 +32,23 @@ VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [
     f"##p{i}" if i % 3 == 2 else f"w{i}" for i in range(1019)]
 
 
-@pytest.fixture(scope="module")
-def setup():
+# What differs between the families' steps: the fused Q/K/V kernel's shape, and the attention
+# kernels (ModernBERT's layer 0 is global, layer 1 local: the window goes in as a bias).
+FAMILY = {
+    "bert": {"qkv": "{d}x3x{d}", "params": 26,  # 16 stacked layer arrays, 10 embeddings and head
+             "attention": {"__cudnn$fmhaSoftmax": LAYERS}},
+    "modernbert": {"qkv": "{d}x{d3}", "params": 12,  # 6 stacked, 6 embeddings, norm and head
+                   "attention": {"__cudnn$fmhaSoftmax": 1, "__cudnn$fmhaScaleBiasSoftmax": 1}},
+}
+
+
+@pytest.fixture(scope="module", params=sorted(FAMILY))
+def setup(request):
   """The components the trainer builds (`train.state.build`) and the batch it feeds, abstract."""
-  config = load_config("bert_base")
+  config = config_lib.with_family(load_config("bert_base"), request.param)
   config.model.num_layers = LAYERS
+  if request.param == "modernbert":  # GeGLU's [d, 2 x 1152] is Wqkv's [d, 3d]: tell them apart
+    config.model.intermediate_size = 1024
   config.model.attention = "cudnn"  # what "auto" picks on a GPU in bf16
   config.data.vocab_size = len(VOCAB)
   config.train.batch_size = ROWS
@@ -141,8 +154,9 @@ def test_one_qkv_matmul_per_layer(setup, cuda_module):
   config, _, _, _ = setup
   d = config.model.hidden_size
   rows = f"tensor<{ROWS}x{config.data.seq_len}x{d}xbf16>"  # [B, S, D] activations
+  kernel = FAMILY[config.model.family]["qkv"].format(d=d, d3=3 * d)
   qkv = [op for op in op_counts(cuda_module).elements()
-         if op[0] == "dot" and op[1] == rows and op[2] == f"tensor<{d}x3x{d}xbf16>"]
+         if op[0] == "dot" and op[1] == rows and op[2] == f"tensor<{kernel}xbf16>"]
   assert len(qkv) == LAYERS
   projections = [op for op in op_counts(cuda_module).elements()
                  if op[0] == "dot" and op[1] == rows and op[2] == f"tensor<{d}x{d}xbf16>"]
@@ -150,10 +164,13 @@ def test_one_qkv_matmul_per_layer(setup, cuda_module):
   assert len(projections) == 2 * LAYERS
 
 
-def test_cudnn_attention_forward_and_backward_once_per_layer(cuda_module):
+def test_cudnn_attention_forward_and_backward_once_per_layer(setup, cuda_module):
+  config, _, _, _ = setup
   counts = op_counts(cuda_module)
-  assert counts[("custom_call", "__cudnn$fmhaSoftmax")] == LAYERS
-  assert counts[("custom_call", "__cudnn$fmhaSoftmaxBackward")] == LAYERS
+  fused = {op[1]: n for op, n in counts.items()
+           if op[0] == "custom_call" and op[1].startswith("__cudnn$fmha")}
+  expected = FAMILY[config.model.family]["attention"]
+  assert fused == {**expected, **{k + "Backward": n for k, n in expected.items()}}
 
 
 def test_no_threefry_on_activations(cuda_module):
@@ -185,7 +202,7 @@ def test_the_state_is_updated_in_place(cpu_compiled):
 
 def test_few_state_leaves(setup):
   """Each leaf costs host time at every step call (~3 us): layers are stacked, not listed."""
-  _, c, _, _ = setup
+  config, c, _, _ = setup
   params = len(jax.tree.leaves(c.abstract_state.params))
-  assert params == 26  # 16 stacked layer arrays, 10 of embeddings and head, whatever the depth
+  assert params == FAMILY[config.model.family]["params"]  # whatever the depth
   assert len(jax.tree.leaves(c.abstract_state)) <= 3 * params + 8
