@@ -15,7 +15,8 @@
 #      and a jax.profiler trace of 3 steps, summarised (device busy vs wall time, top kernels)
 #   2. Hugging Face BertForMaskedLM in PyTorch: eager and torch.compile at 256x128, eager 32x512
 #   3. mlmjax BERT-base 64x512
-#   4. one-change variants of 1: no dropout, batch 512, XLA attention
+#   4. one-change variants of 1: no dropout, batch 512, XLA attention; the other families at
+#      BERT-base's size: RoBERTa, ModernBERT (global + 128-token windowed layers, GeGLU)
 #   5. the largest BERT-large s512 batch that trains (doubling from 64, XLA's memory plan
 #      extrapolated when the search is cut)
 #   6. more variants: dropout from XLA's RngBitGenerator, tanh GELU, threefry dropout (the old way)
@@ -243,6 +244,13 @@ case "$MODE" in
     variant 4a "no dropout" --config.model.hidden_dropout=0.0
     variant 4b "batch $BIG_BATCH" --config.train.batch_size="$BIG_BATCH"
     variant 4c "XLA attention" --config.model.attention=xla
+    if [[ $MODE == report ]]; then  # the families' training runs in CI: tests/convert/test_families.py
+      variant 4d "RoBERTa, BERT-base's shape" --config.model.family=roberta \
+        --config.model.type_vocab_size=1 --config.model.max_position_embeddings=514
+      variant 4e "ModernBERT, 12 layers x 768, GeGLU 1152" --config.model.family=modernbert \
+        --config.model.intermediate_size=1152 --config.model.hidden_dropout=0.0 \
+        --config.model.layer_norm_eps=1e-5 --config.model.type_vocab_size=1
+    fi
     stage "BERT-large s512 largest batch" 110 "${FIT[@]}" "${LARGE[@]}" --fit_refine=0 \
       --json_out="$WORK/5_fit.json"
     report "$title"

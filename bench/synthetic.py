@@ -4,7 +4,7 @@ The vocabulary ([PAD] [UNK] [CLS] [SEP] [MASK], a few function words, then word 
 continuations) becomes a real WordPiece tokenizer (`data.tokenizer.bert_tokenizer`), so its
 tables are made as a trained tokenizer's are: the masking library's `VocabTables` (with
 Zipf-like frequencies and IDF) and the per-id classes preparation reads
-(`data.prepare.token_tables`). Rows look as `data/packing.py` makes them ([CLS] doc [SEP] doc
+(`data.token_tables.from_tokenizer`). Rows look as `data/packing.py` makes them ([CLS] doc [SEP] doc
 [SEP], right-padded when asked) and carry every annotation a strategy reads: entity, phrase and
 n-gram spans placed every few words (there is no text to find them in), numbered per row by
 `packing.renumber_spans`, and part-of-speech classes by preparation's vocabulary fallback
@@ -17,7 +17,7 @@ import numpy as np
 import tokenizers
 
 from mlmjax import masking
-from mlmjax.data import annotate, packing, prepare
+from mlmjax.data import annotate, packing, token_tables
 from mlmjax.data import tokenizer as tokenizer_lib
 
 SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -52,7 +52,7 @@ def synthetic_rows(tok: tokenizers.Tokenizer, batch: int, seq_len: int, seed: in
   With pad_fraction > 0, row lengths are uniform with that mean padding.
   """
   rng = np.random.default_rng(seed)
-  classes = prepare.token_tables(tok)
+  classes = token_tables.from_tokenizer(tok)
   words = np.flatnonzero(classes["word_class"] > annotate.POS_UNKNOWN)  # no special, no punctuation
   p = 1.0 / np.arange(1, len(words) + 1)
   ids = rng.choice(words, size=(batch, seq_len), p=p / p.sum()).astype(np.int32)
@@ -71,7 +71,7 @@ def annotations(ids: np.ndarray, classes: dict[str, np.ndarray],
   """Entity, phrase and n-gram spans of two words each (about one in six words each; phrases
   never on entities) and part-of-speech classes, as preparation stores them.
 
-  `classes`: `prepare.token_tables` of the tokenizer (word starts, barriers, word classes).
+  `classes`: `token_tables.from_tokenizer` of the tokenizer (word starts, barriers, word classes).
   """
   word, _ = annotate.word_index(ids, classes["word_start"], classes["barrier"])
   word = word.reshape(ids.shape)

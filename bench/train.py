@@ -72,13 +72,16 @@ def shapes() -> dict[str, dict[str, Any]]:
 
 
 def model_name(config: ml_collections.ConfigDict) -> str:
-  """The SHAPES name of the model's shape ("base", "large", "tiny", ...), else e.g. "L2-d64"."""
+  """The SHAPES name of the model's shape ("base", "large", "tiny", ...), else e.g. "L2-d64";
+  another family than BERT is named after it ("mini modernbert", its own feed-forward width)."""
+  family = "" if config.model.family == "bert" else f" {config.model.family}"
+  free = ("model.dtype",) + (("model.intermediate_size",) if family else ())
   for name, preset in shapes().items():
     shape = {k[len("model."):]: v for k, v in preset.items()
-             if k.startswith("model.") and k != "model.dtype"}
+             if k.startswith("model.") and k not in free}
     if all(config.model[k] == v for k, v in shape.items()):
-      return name
-  return f"L{config.model.num_layers}-d{config.model.hidden_size}"
+      return name + family
+  return f"L{config.model.num_layers}-d{config.model.hidden_size}{family}"
 
 
 def batch_fields(config: ml_collections.ConfigDict) -> tuple[str, ...]:

@@ -3,7 +3,7 @@
 import numpy as np
 
 from bench import synthetic
-from mlmjax.data import annotate, prepare
+from mlmjax.data import annotate, token_tables
 
 
 def test_synthetic_rows_look_like_packed_data():
@@ -35,6 +35,6 @@ def test_part_of_speech_as_preparation_makes_it():
   rows = synthetic.synthetic_rows(tok, 4, 64, seed=2)
   pos = rows["pos_class"]
   assert np.array_equal(pos, annotate.vocab_pos_classes(rows["input_ids"],
-                                                        prepare.token_tables(tok)))
+                                                        token_tables.from_tokenizer(tok)))
   assert {annotate.POS_UNKNOWN, annotate.POS_CONTENT, annotate.POS_FUNCTION} == set(
       np.unique(pos).tolist())
