@@ -2,7 +2,7 @@
 
 One mesh with axes ('data', 'fsdp', 'tensor') is the only code path, even on one device: data
 parallel, FSDP and tensor parallel are mesh shapes plus the logical-axis rules in the config.
-Parameters carry logical axis names (`mlmjax/model/bert.py`); the rules map them onto mesh axes.
+Parameters carry logical axis names (`mlmjax/model/layers.py`); the rules map them onto mesh axes.
 """
 
 import contextlib
