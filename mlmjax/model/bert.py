@@ -460,6 +460,17 @@ class BertForMaskedLM(nnx.Module):
     return jnp.where(real, logits, -1e9)
 
 
+def hidden_states(graphdef: nnx.GraphDef, params: Any, input_ids: jax.Array) -> jax.Array:
+  """[B, S, D] the encoder's last hidden states of the rows as they are: no dropout, and no
+  gradient to the parameters or through the states.
+
+  What the rest of the package reads of a model besides its predictions (contextual masking in
+  the train step, the probes, show_masks), so all of them see the same states.
+  """
+  model = nnx.merge(graphdef, jax.lax.stop_gradient(params))
+  return jax.lax.stop_gradient(model.encode(input_ids))
+
+
 def real_lengths(input_ids: jax.Array, pad_token_id: int) -> jax.Array:
   """[B] number of tokens before the first padding (rows are right-padded)."""
   return jnp.sum(input_ids != pad_token_id, axis=-1).astype(jnp.int32)
