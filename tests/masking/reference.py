@@ -92,6 +92,8 @@ def u32(word) -> np.float32:
 
 
 def _mask_row(config, tables, row: dict, draw: dict, state) -> dict:
+  """One row: its plan's units and weights, the budget, the units in key order filled into it,
+  then the corruption of the chosen tokens."""
   ids = row["input_ids"]
   s, p = len(ids), int(config.max_predictions)
   slots = min(p, s)
@@ -101,25 +103,16 @@ def _mask_row(config, tables, row: dict, draw: dict, state) -> dict:
     plan = _mixture_plan(config, tables, row, draw, state)
   else:
     plan = _plan(config.strategy, config, tables, row, draw, state)
-  candidates, prob, alias = _replacements(tables, config.random_source)
   # The fast path draws the extra words when a unit decides its replacement or the random ids
   # need an alias coin; in a mixture, whichever component the row has.
-  extra = prob is not None or plan["unit_replace"] or config.strategy == "mixture"
+  weighted_ids = _replacements(tables, config.random_source)[1] is not None
+  extra = weighted_ids or plan["unit_replace"] or config.strategy == "mixture"
   coin = draw["coin_3s"] if extra else draw["coin_2s"]
 
   units = _units(plan["unit_start"], eligible, _forced_starts(ids, special, row, config))
   log_weight = plan["log_weight"]
-  clipped = 0
   if config.count_mode == "per_unit":
-    # Every unit on its own with probability rate (its first token's coin); the drawn ones are
-    # then taken in random order while the budget lasts.
-    drawn = [u for u in units if u16(draw["count"][u[0]]) < config.rate
-             and (log_weight is None or log_weight[u[0]] > -np.inf)]
-    count = sum(len(u) for u in drawn)
-    budget, clipped = min(count, slots), count - min(count, slots)
-    log_weight = np.full(s, -np.inf, np.float32)
-    for u in drawn:
-      log_weight[u[0]] = PRIORITY
+    budget, clipped, log_weight = _per_unit_draw(units, log_weight, config.rate, draw, slots, s)
   else:
     budget, clipped = _budget(config, ids, eligible, tables, draw, coin, slots)
 
@@ -129,26 +122,11 @@ def _mask_row(config, tables, row: dict, draw: dict, state) -> dict:
   chosen, cut = _fill(order, budget, slots, fill)
   clipped += cut
 
-  # Replacement decisions: per token, or once per unit (per merged run of chosen units).
   unit_of = {i: u[0] for u in units for i in u}
   if plan["merge_adjacent"] and plan["unit_start"] is not None:
-    for i in sorted(chosen):
+    for i in sorted(chosen):  # the first token of its run of chosen tokens
       unit_of[i] = unit_of[i - 1] if i - 1 in chosen else i
-  inputs = ids.copy()
-  threshold_random = np.float32(config.mask_prob + config.random_prob)
-  for i in chosen:
-    if plan["unit_replace"]:
-      decide = u16(int(draw["extra"][unit_of[i]]) & 0xFFFF)
-    else:
-      decide = u16(int(draw["key"][i]) & 0xFFFF)
-    if decide < np.float32(config.mask_prob):
-      inputs[i] = tables.mask_id
-    elif decide < threshold_random:
-      bucket = int(draw["bucket"][i]) * len(candidates) >> 32
-      if prob is not None and not u16(int(draw["extra"][i]) >> 16) < prob[bucket]:
-        bucket = alias[bucket]
-      inputs[i] = candidates[bucket]
-
+  inputs = _corrupt(ids, chosen, unit_of, plan["unit_replace"], draw, config, tables)
   positions = sorted(chosen)
   assert len(positions) <= slots
   pad = p - len(positions)
@@ -157,6 +135,43 @@ def _mask_row(config, tables, row: dict, draw: dict, state) -> dict:
           "labels": np.array([ids[i] for i in positions] + [0] * pad, np.int32),
           "weights": np.array([1.0] * len(positions) + [0.0] * pad, np.float32),
           "num_clipped": np.int32(clipped)}
+
+
+def _per_unit_draw(units: list[list[int]], log_weight, rate: float, draw: dict, slots: int,
+                   s: int) -> tuple[int, int, np.ndarray]:
+  """ERNIE's count: every unit on its own with probability rate (its first token's coin).
+
+  Returns (budget, tokens over P, log-weights): the drawn units' tokens, capped at P; the
+  drawn units are then taken in random order (PRIORITY, Gumbel noise alone) while it lasts.
+  """
+  drawn = [u for u in units if u16(draw["count"][u[0]]) < rate
+           and (log_weight is None or log_weight[u[0]] > -np.inf)]
+  count = sum(len(u) for u in drawn)
+  order = np.full(s, -np.inf, np.float32)
+  for u in drawn:
+    order[u[0]] = PRIORITY
+  return min(count, slots), count - min(count, slots), order
+
+
+def _corrupt(ids, chosen: set, unit_of: dict, unit_replace: bool, draw: dict, config,
+             tables) -> np.ndarray:
+  """[S] inputs: each chosen token [MASK], a random id or kept, by its own uniform or by that
+  of its unit's (merged run's) first token."""
+  candidates, prob, alias = _replacements(tables, config.random_source)
+  inputs = ids.copy()
+  for i in chosen:
+    if unit_replace:
+      decide = u16(int(draw["extra"][unit_of[i]]) & 0xFFFF)
+    else:
+      decide = u16(int(draw["key"][i]) & 0xFFFF)
+    if decide < np.float32(config.mask_prob):
+      inputs[i] = tables.mask_id
+    elif decide < np.float32(config.mask_prob + config.random_prob):
+      bucket = int(draw["bucket"][i]) * len(candidates) >> 32
+      if prob is not None and not u16(int(draw["extra"][i]) >> 16) < prob[bucket]:
+        bucket = alias[bucket]
+      inputs[i] = candidates[bucket]
+  return inputs
 
 
 def _mixture_plan(config, tables, row: dict, draw: dict, state) -> dict:
