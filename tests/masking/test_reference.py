@@ -35,8 +35,9 @@ CASES = {
     "frequency": ("frequency", {"rate": 0.3}),
     "semantic_words_per_unit": ("semantic", {"units": "word", "count_mode": "per_unit",
                                              "semantic.function_weight": 0.0, "rate": 0.3}),
-    "mixture": ("mixture", {"mixture.strategies": ("dynamic", "span", "frequency", "pmi"),
-                            "mixture.weights": (1.0, 2.0, 1.0, 2.0), "units": "word",
+    "mixture": ("mixture", {"mixture.strategies": ("dynamic", "span", "frequency", "pmi",
+                                                   "syntax", "adaptive"),
+                            "mixture.weights": (1.0, 2.0, 1.0, 2.0, 1.0, 1.0), "units": "word",
                             "rate": 0.3}),
 }
 
