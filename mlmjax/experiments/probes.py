@@ -46,6 +46,7 @@ from mlmjax import masking
 from mlmjax.data import annotate
 from mlmjax.data import labelled as labelled_lib
 from mlmjax.data import pipeline
+from mlmjax.model import layers as model_layers
 from mlmjax.train import step as step_lib
 
 # Tasks on the corpus's held-out rows, and tasks on a labelled file's sentences (their metric).
@@ -127,14 +128,14 @@ def semantic_pairs(rows: dict[str, np.ndarray], tables: masking.VocabTables
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _encode(graphdef: nnx.GraphDef, params, ids: jax.Array) -> jax.Array:
-  return nnx.merge(graphdef, params).encode(ids).astype(jnp.float32)
+def _states(graphdef: nnx.GraphDef, params, ids: jax.Array) -> jax.Array:
+  return model_layers.hidden_states(graphdef, params, ids).astype(jnp.float32)
 
 
-def hidden_states(graphdef: nnx.GraphDef, params, ids: np.ndarray, batch: int = 32
-                  ) -> np.ndarray:
-  """[N, S, D] float32 frozen last-layer states of the rows (no dropout)."""
-  out = [np.asarray(_encode(graphdef, params, jnp.asarray(ids[i:i + batch])))
+def row_states(graphdef: nnx.GraphDef, params, ids: np.ndarray, batch: int = 32) -> np.ndarray:
+  """[N, S, D] float32 frozen last-layer states of the rows (`model.layers.hidden_states`), computed
+  `batch` rows at a time."""
+  out = [np.asarray(_states(graphdef, params, jnp.asarray(ids[i:i + batch])))
          for i in range(0, len(ids), batch)]
   return np.concatenate(out)
 
@@ -225,11 +226,11 @@ def run(graphdef: nnx.GraphDef, params, rows: dict[str, np.ndarray],
     data = labelled[task]
     file_train, file_groups = split_rows(len(data.input_ids), settings.probe_groups,
                                          settings.eval_seed)
-    out[task] = token_task(hidden_states(graphdef, params, data.input_ids), data.labels,
+    out[task] = token_task(row_states(graphdef, params, data.input_ids), data.labels,
                            data.labels >= 0, file_train, file_groups, FILE_TASKS[task],
                            settings.probe_steps, settings.eval_seed)
   if {"syntax", "entities"} & set(tasks):
-    states = hidden_states(graphdef, params, ids)
+    states = row_states(graphdef, params, ids)
     words = word_positions(ids, tables)
     if "syntax" in tasks:
       out["syntax"] = token_task(states, rows[annotate.POS].astype(np.int64), words, train,
@@ -264,8 +265,8 @@ def continuation(graphdef: nnx.GraphDef, params, rows: dict[str, np.ndarray],
                  settings: ml_collections.ConfigDict) -> list[float]:
   """Per held-out group: accuracy of telling a document's true second half from another's."""
   firsts, seconds, owner = semantic_pairs(rows, tables)
-  a = mean_pool(hidden_states(graphdef, params, firsts), firsts, tables)
-  b = mean_pool(hidden_states(graphdef, params, seconds), seconds, tables)
+  a = mean_pool(row_states(graphdef, params, firsts), firsts, tables)
+  b = mean_pool(row_states(graphdef, params, seconds), seconds, tables)
 
   def pairs(members: np.ndarray):
     """(features, labels) of the pairs of these rows: each A with its B, and with the next

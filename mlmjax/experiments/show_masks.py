@@ -33,6 +33,7 @@ from mlmjax.data import prepare
 from mlmjax.data import stats as data_stats
 from mlmjax.data import tokenizer as tokenizer_lib
 from mlmjax.model import ModelConfig, make_model
+from mlmjax.model import layers as model_layers
 
 # What the annotations are called in the output.
 SPAN_NAMES = {annotate.ENTITY: "entities", annotate.PHRASE: "phrases",
@@ -59,9 +60,10 @@ def prepared_data(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict
   return manifest, tok
 
 
-def hidden_states(config: ml_collections.ConfigDict, workdir: str, tok: Any,
-                  ids: np.ndarray, seed: int) -> tuple[jax.Array, str]:
-  """The model's hidden states of the rows, for contextual masking, and whose model it was."""
+def masking_model(config: ml_collections.ConfigDict, workdir: str, tok: Any, ids: np.ndarray,
+                  seed: int) -> tuple[BertForMaskedLM, str]:
+  """The model whose hidden states contextual masking reads: the workdir's trained one (its
+  latest checkpoint), or an untrained one of the config's shape; and a phrase saying which."""
   if storage.join(workdir, workdir_lib.CHECKPOINTS).is_dir():
     model, _, meta = inference.load_trained(workdir)
     del meta
@@ -78,7 +80,7 @@ def hidden_states(config: ml_collections.ConfigDict, workdir: str, tok: Any,
     with nnx.use_eager_sharding(False):  # one device, no mesh: no sharding to place
       model = make_model(model_cfg, nnx.Rngs(seed))
     source = "an untrained model (no checkpoint in the workdir)"
-  return model.encode(jnp.asarray(ids)), source
+  return model, source
 
 
 def describe(text: str, offsets: list[tuple[int, int]], rows: dict[str, np.ndarray],
@@ -140,7 +142,8 @@ def mask_texts(config: ml_collections.ConfigDict, workdir: str, texts: list[str]
   lines = [f"annotator: {manifest['annotator']}  (workdir {workdir})"]
   hidden = None
   if masking.reads_hidden(mask_config):
-    hidden, source = hidden_states(config, workdir, tok, ids, seed)
+    model, source = masking_model(config, workdir, tok, ids, seed)
+    hidden = model_layers.hidden_states(*nnx.split(model), jnp.asarray(ids))
     lines.append(f"hidden states: {source}")
   for r, text in enumerate(texts):
     offsets = [(0, 0)] + list(tok.encode(text, add_special_tokens=False).offsets) + [(0, 0)]

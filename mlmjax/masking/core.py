@@ -95,14 +95,15 @@ class Plan:
       skipping it (BERT); None: `config.fill == "truncate"`.
     unit_replace: [B] bool (or a bool): decide [MASK]/random/keep once per unit; None:
       `config.replace_per == "unit"`.
-    merge_adjacent: with unit_replace, chosen units that touch are merged into one run first
-      and the run gets one decision (SpanBERT merges adjacent spans so).
+    merge_adjacent: [B] bool (or a bool): with unit_replace, chosen units that touch are
+      merged into one run first and the run gets one decision (SpanBERT merges adjacent spans
+      so). Per row for a mixture, whose span rows merge and other rows do not.
   """
   unit_start: Array | None = None
   log_weight: Array | None = None
   truncate: Array | bool | None = None
   unit_replace: Array | bool | None = None
-  merge_adjacent: bool = False
+  merge_adjacent: Array | bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,10 +129,8 @@ class Context:
 
 
 for _cls in (TokenBatch, MaskedBatch, Plan):
-  _static = {"merge_adjacent"}
   jax.tree_util.register_dataclass(
-      _cls, data_fields=[f.name for f in dataclasses.fields(_cls) if f.name not in _static],
-      meta_fields=[f.name for f in dataclasses.fields(_cls) if f.name in _static])
+      _cls, data_fields=[f.name for f in dataclasses.fields(_cls)], meta_fields=[])
 
 
 def as_token_batch(batch: TokenBatch | Mapping[str, Any]) -> TokenBatch:
@@ -326,8 +325,9 @@ def apply_plan(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context
   used = positions < s
   positions = jnp.where(used, positions, 0)
   labels = jnp.where(used, jnp.take_along_axis(ids, positions, axis=1), 0)
-  if plan.merge_adjacent and head is not None:  # one decision per run of chosen tokens
-    head = select.unit_heads(chosen & ~rows.shift_right(chosen, False))
+  if plan.merge_adjacent is not False and head is not None:  # one decision per chosen run
+    runs = select.unit_heads(chosen & ~rows.shift_right(chosen, False))
+    head = jnp.where(jnp.asarray(plan.merge_adjacent)[..., None], runs, head)
   decide = corruption.decisions(rng.half_to_uniform(word["key"] & 0xFFFF), word.get("extra"),
                                 head, unit_replace)
   inputs = corruption.corrupt(ids, chosen, decide, word["bucket"], word.get("extra"),

@@ -270,8 +270,12 @@ def mixture(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context) -
 
   truncate = config.fill == "truncate"
   unit_replace = config.replace_per == "unit"
+  # Components are never mixtures, so their merge_adjacent is a bool: None where False lets
+  # a mixture without span skip the merging.
+  merge = pick([p.merge_adjacent or None for p in plans], jnp.zeros((b,), bool))
   return Plan(
       unit_start=pick([p.unit_start for p in plans], jnp.ones((b, s), bool)),
       log_weight=pick([p.log_weight for p in plans], jnp.zeros((b, s), jnp.float32)),
       truncate=pick([p.truncate for p in plans], jnp.full((b,), truncate)),
-      unit_replace=pick([p.unit_replace for p in plans], jnp.full((b,), unit_replace)))
+      unit_replace=pick([p.unit_replace for p in plans], jnp.full((b,), unit_replace)),
+      merge_adjacent=False if merge is None else merge)

@@ -255,3 +255,14 @@ class MaskedLM(nnx.Module):
                         table).astype(jnp.float32) + bias
     real = jnp.arange(cfg.padded_vocab_size) < cfg.vocab_size
     return jnp.where(real, logits, -1e9)
+
+
+def hidden_states(graphdef: nnx.GraphDef, params, input_ids: jax.Array) -> jax.Array:
+  """[B, S, D] the encoder's last hidden states of the rows as they are: no dropout, and no
+  gradient to the parameters or through the states.
+
+  What the rest of the package reads of a model besides its predictions (contextual masking in
+  the train step, the probes, show_masks), so all of them see the same states.
+  """
+  model = nnx.merge(graphdef, jax.lax.stop_gradient(params))
+  return jax.lax.stop_gradient(model.encode(input_ids))

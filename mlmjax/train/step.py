@@ -15,6 +15,7 @@ import optax
 from flax import nnx
 
 from mlmjax import masking
+from mlmjax.model import layers as model_layers
 from mlmjax.model.layers import SPAN_BOUNDARY_POSITIONS
 
 # MASK_STREAM is folded into the run key (the masker folds in the step itself: static masks
@@ -32,13 +33,12 @@ class TrainState:
   consecutive_skips: jax.Array  # int32 scalar: skipped updates since the last good one
 
 
-def hidden_states(graphdef: nnx.GraphDef, params, mask_config, batch: dict) -> jax.Array | None:
-  """The model's [B, S, D] hidden states of the unmasked rows, for the strategies that read
-  them (contextual masking); None otherwise, at no cost. No dropout, no gradient."""
+def masking_hidden(graphdef: nnx.GraphDef, params, mask_config, batch: dict) -> jax.Array | None:
+  """The model's [B, S, D] hidden states of the unmasked rows (`model.layers.hidden_states`), for the
+  strategies that read them (contextual masking); None otherwise, at no cost."""
   if not masking.reads_hidden(mask_config):
     return None
-  model = nnx.merge(graphdef, jax.lax.stop_gradient(params))
-  return jax.lax.stop_gradient(model.encode(batch["input_ids"]))
+  return model_layers.hidden_states(graphdef, params, batch["input_ids"])
 
 
 def mlm_loss(logits: jax.Array, labels: jax.Array, weights: jax.Array):
@@ -110,7 +110,7 @@ def train_step(state: TrainState, batch: dict, key: jax.Array, *, graphdef: nnx.
   """
   step_key = jax.random.fold_in(key, state.step)
   masked = masker(jax.random.fold_in(key, MASK_STREAM), batch, state.step, state.mask_state,
-                  hidden_states(graphdef, state.params, mask_config, batch))
+                  masking_hidden(graphdef, state.params, mask_config, batch))
   dropout_key = jax.random.fold_in(step_key, DROPOUT_STREAM)
   num_predictions = jnp.sum(masked.weights)
   inputs = (masked.input_ids, masked.positions, masked.labels, masked.weights)
@@ -247,7 +247,7 @@ def eval_step(params: Any, batch: dict, key: jax.Array, *, graphdef: nnx.GraphDe
   trivial baseline the model's accuracy is compared with, on the very same masks.
   """
   masked = masker(key, batch, 0, mask_state,
-                  hidden_states(graphdef, params, mask_config, batch))
+                  masking_hidden(graphdef, params, mask_config, batch))
   sums = score_sums(graphdef, params, masked.input_ids, masked.positions, masked.labels,
                     masked.weights)
   sums["baseline_correct"] = jnp.sum((masked.labels == baseline_token) * masked.weights)

@@ -457,6 +457,15 @@ def test_mixture_per_example_with_scheduled_weights(run, batch, selected):
   assert (same_a & ~same_b).sum() >= 4 and (same_b & ~same_a).sum() >= 4
 
 
+def test_a_mixture_of_one_masks_as_its_component(run, batch):
+  """Span's per-row options (truncate, per-span decisions over merged adjacent spans) hold in
+  a mixture too: a mixture of span alone gives span's masks and inputs."""
+  cfg = _config("mixture", mixture__strategies=("span",), mixture__weights=(1.0,), rate=0.4)
+  mixed, alone = run(cfg, batch, 3), run(_config("span", rate=0.4), batch, 3)
+  for field in ("input_ids", "positions", "num_clipped"):
+    np.testing.assert_array_equal(getattr(mixed, field), getattr(alone, field))
+
+
 # ----------------------------------------------------------------------------- keys and jit
 
 

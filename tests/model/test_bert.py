@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from mlmjax.model import layers
 from mlmjax.model.bert import BertForMaskedLM
 from mlmjax.model.config import ModelConfig
 
@@ -59,6 +60,16 @@ def test_dropout_follows_the_key():
   np.testing.assert_array_equal(a, b)
   assert not np.allclose(a, c)
   np.testing.assert_array_equal(model(ids, pos), model(ids, pos))  # no key: deterministic
+
+
+def test_hidden_states_are_the_encoders_without_dropout_or_gradient():
+  model = make_model()
+  graphdef, params = nnx.split(model)
+  ids = jnp.array([[2, 10, 11, 12, 3, 0]], jnp.int32)
+  states = layers.hidden_states(graphdef, params, ids)
+  np.testing.assert_array_equal(states, model.encode(ids))
+  grads = jax.grad(lambda p: layers.hidden_states(graphdef, p, ids).sum())(params)
+  assert all(not np.any(g) for g in jax.tree.leaves(grads))
 
 
 @pytest.mark.parametrize("remat_policy", ["none", "full"])

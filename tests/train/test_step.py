@@ -186,11 +186,11 @@ def test_contextual_masks_follow_the_models_own_hidden_states(setup):
   ids[:, 0], ids[:, -1] = 2, 3
   batch = {"input_ids": jnp.asarray(ids)}
   assert masking.reads_hidden(c.mask_config)
-  assert step_lib.hidden_states(c.graphdef, None, setup[0].masking, batch) is None  # no cost
+  assert step_lib.masking_hidden(c.graphdef, None, setup[0].masking, batch) is None  # no cost
 
   @jax.jit
   def masks(params):
-    hidden = step_lib.hidden_states(c.graphdef, params, c.mask_config, batch)
+    hidden = step_lib.masking_hidden(c.graphdef, params, c.mask_config, batch)
     return c.masker(jax.random.key(0), batch, 0, None, hidden).positions
 
   with partition.mesh_context(c.mesh, config.mesh.axis_rules):
