@@ -95,10 +95,7 @@ def make_masker(config: ml_collections.ConfigDict,
     raise ValueError(f"unknown masking strategy {unknown or names}; choose from "
                      f"{sorted(SPECS)} (a mixture cannot contain a mixture)")
   _check_tables(names, config, tables)
-  spec = SPECS[config.strategy]
-  if spec.check is not None:
-    spec.check(config)
-  strategy = spec.strategy
+  strategy = SPECS[config.strategy].strategy
   replacement = corruption.replacement_table(tables, config.random_source)
 
   def masker(key: jax.Array, batch: TokenBatch | Mapping[str, Any], step: Any,

@@ -1,4 +1,5 @@
-"""The masking config: every option of every strategy, with its default, in one ConfigDict."""
+"""The masking config: the shared options with their defaults, and each strategy's own options
+(registered with it in strategies.py) under its name, in one ConfigDict."""
 
 from __future__ import annotations
 
@@ -48,48 +49,10 @@ def default_config() -> ml_collections.ConfigDict:
   s.end = 0.02  # linear/cosine: rate from `steps` on
   s.steps = 100_000  # linear/cosine: steps from start to end
 
-  c.span = sp = ml_collections.ConfigDict()
-  sp.mode = "geometric"  # geometric (SpanBERT, spans of whole words) | t5 (exact T5 corruption)
-  sp.p = 0.2  # geometric: success probability of the span length in words
-  sp.max_words = 10  # geometric: lengths truncated (renormalised) at this many words
-  sp.merge_adjacent = True  # per-span replacement: spans that touch are one span (SpanBERT)
-  sp.mean_length = 3.0  # t5: mean noise-span length in tokens
-
-  c.frequency = f = ml_collections.ConfigDict()
-  f.alpha = 0.5  # weight = (count + 1) ** -alpha: alpha > 0 favours rare tokens, < 0 common ones
-
-  c.adaptive = a = ml_collections.ConfigDict()
-  a.decay = 0.99  # running loss per id: new = decay * old + (1 - decay) * batch mean
-  a.power = 1.0  # weight = running_loss ** power (0 = uniform)
-  a.init_loss = 0.0  # starting running loss; 0 means log(vocab_size), a uniform model's loss
-
-  c.syntax = sy = ml_collections.ConfigDict()
-  sy.class_weights = (1.0, 2.0, 0.5, 4.0, 3.0)  # weight per pos_class value: 0 unknown, 1
-  #   content word, 2 function word; from a dependency parse 3 predicate, 4 core argument
-  sy.content_class = 1  # class of a content word when pos_class is absent (vocabulary fallback)
-  sy.function_class = 2  # class of a function word when pos_class is absent
-
-  c.contextual = cx = ml_collections.ConfigDict()
-  cx.sharpness = 5.0  # log weight = sharpness * cos(h_token, mean h of its document), h the
-  #   model's hidden states of the unmasked row; < 0 favours outliers
-
-  c.semantic = se = ml_collections.ConfigDict()
-  se.power = 1.0  # weight = idf ** power on content words: salient (rare-in-documents) first
-  se.function_weight = 0.1  # and idf ** power * function_weight on function words, punctuation
-
-  c.entity = e = ml_collections.ConfigDict()
-  e.weight = 1.0  # entity unit vs word: 1 = uniform over units (ERNIE 1.0); inf = entities
-  #   first, topped up with words
-  e.phrase_weight = 1.0  # phrase unit vs word (ERNIE's phrase level); 0 = never masked
-
-  c.pmi = pm = ml_collections.ConfigDict()
-  pm.weight = 1.0  # n-gram unit vs word; 1 = uniform over units (PMI-Masking)
-
-  c.mixture = m = ml_collections.ConfigDict()
-  m.strategies = ("dynamic", "span", "whole_word")  # one is drawn per example
-  m.weights = (1.0, 1.0, 1.0)  # their relative weights at step 0
-  m.final_weights = ()  # optional weights at `steps`, linearly interpolated; () = fixed
-  m.steps = 100_000  # steps from weights to final_weights
+  # Each strategy's own options, registered with it (strategies.py): config.span.p, ...
+  for name, spec in registry.SPECS.items():
+    if spec.options is not None:
+      c[name] = spec.options()
   return c
 
 
@@ -143,15 +106,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
       (config.dynamic.dupe_factor >= 1, "dynamic.dupe_factor must be at least 1"),
       (config.schedule.kind in ("constant", "linear", "cosine"),
        "schedule.kind must be constant, linear or cosine"),
-      (config.span.mode in ("geometric", "t5"), "span.mode must be geometric or t5"),
-      (0.0 < config.span.p <= 1.0 and 1 <= config.span.max_words <= 256,
-       "span.p must lie in (0, 1] and span.max_words in [1, 256]"),
-      (config.span.mean_length >= 1.0, "span.mean_length must be at least 1"),
-      (config.entity.weight >= 0 and config.entity.phrase_weight >= 0 and config.pmi.weight > 0,
-       "entity.weight and entity.phrase_weight must be >= 0, pmi.weight > 0"),
-      (min(config.syntax.class_weights, default=1.0) >= 0, "syntax.class_weights must be >= 0"),
-      (config.semantic.function_weight >= 0, "semantic.function_weight must be >= 0"),
   ]
   for ok, message in checks:
     if not ok:
       raise ValueError(f"masking config: {message}")
+  # The options of the strategies it runs, as each registered its check (an unknown name is
+  # left to make_masker, which lists the known ones).
+  for name in dict.fromkeys((config.strategy,) + registry.components(config)):
+    check = registry.SPECS[name].check if name in registry.SPECS else None
+    if check is not None:
+      check(config)

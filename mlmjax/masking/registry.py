@@ -8,7 +8,9 @@ comparison read them here instead of keeping their own lists of names:
     def entity(keys, batch, tables, ctx) -> Plan: ...
 
 A strategy made of others (the mixture) says so in its registration too (`parts`, `check`), so
-`make_masker` and the needs below treat every name alike.
+`make_masker` and the needs below treat every name alike. A strategy's own options (their
+defaults and what they mean) are registered with it (`options`): the masking config gives each
+such strategy a block under its name (`config.span.p`, ...).
 """
 
 from __future__ import annotations
@@ -52,7 +54,9 @@ class Spec:
     parts: for a strategy made of others (the mixture), `config -> names` of the strategies
       it combines, read from its options; their needs are its needs. None: it stands alone.
     check: `config -> None`, raising ValueError naming the fix when its options cannot run
-      (make_masker calls it); None: nothing to check beyond `validate`.
+      (`validate` calls it when a config uses the strategy); None: nothing to check.
+    options: `() -> ConfigDict`, the defaults of its options, each with a comment; the masking
+      config holds them as `config.<name>`. None: it has none of its own.
   """
   name: str
   plan: PlanFn
@@ -66,6 +70,7 @@ class Spec:
   strategy: Strategy | None = None
   parts: Callable[[ml_collections.ConfigDict], tuple[str, ...]] | None = None
   check: Callable[[ml_collections.ConfigDict], None] | None = None
+  options: Callable[[], ml_collections.ConfigDict] | None = None
 
 
 # The one table: name -> Spec (configs, mixtures, the benchmarks and the comparison read it).
@@ -85,7 +90,8 @@ def register(name: str, plan_fn: PlanFn | None = None, *, batch_fields: tuple[st
              tables: tuple[str, ...] = (), stateful: bool = False, reads_model: bool = False,
              reads_hidden: bool = False, static: bool = False, doc: str = "",
              parts: Callable[[ml_collections.ConfigDict], tuple[str, ...]] | None = None,
-             check: Callable[[ml_collections.ConfigDict], None] | None = None):
+             check: Callable[[ml_collections.ConfigDict], None] | None = None,
+             options: Callable[[], ml_collections.ConfigDict] | None = None):
   """Adds a strategy; configs and mixtures can then name it.
 
   `register(name, plan_fn, ...)` registers and returns `plan_fn`; without `plan_fn` it is a
@@ -101,7 +107,7 @@ def register(name: str, plan_fn: PlanFn | None = None, *, batch_fields: tuple[st
     first_line = (fn.__doc__ or "").strip().split("\n")[0]
     SPECS[name] = Spec(name, fn, tuple(batch_fields), tuple(tables), stateful,
                        reads_model or reads_hidden, reads_hidden, static, doc or first_line,
-                       _as_strategy(fn), parts, check)
+                       _as_strategy(fn), parts, check, options)
     return fn
 
   return add if plan_fn is None else add(plan_fn)

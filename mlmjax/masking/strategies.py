@@ -4,7 +4,8 @@ A plan function has the strategy signature `(keys [B], batch, tables, ctx) -> Pl
 registered where it is defined, with what it needs (`registry.py`), and the registry wraps it
 with `core.apply_plan` to give `(...) -> MaskedBatch`.
 Weight-based strategies (frequency, adaptive, syntax, contextual, semantic) mask tokens or whole
-words (`config.units`); a unit's weight is that of its first token.
+words (`config.units`); a unit's weight is that of its first token. A strategy with options of
+its own registers their defaults (`options`) and their check (`check`) beside it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 
 from mlmjax.masking import core
 from mlmjax.masking import rng
@@ -73,7 +75,27 @@ def whole_word(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context
   return Plan(unit_start=units.word_starts(batch.input_ids, tables))
 
 
-@register("span")
+def _span_options() -> ml_collections.ConfigDict:
+  o = ml_collections.ConfigDict()
+  o.mode = "geometric"  # geometric (SpanBERT, spans of whole words) | t5 (exact T5 corruption)
+  o.p = 0.2  # geometric: success probability of the span length in words
+  o.max_words = 10  # geometric: lengths truncated (renormalised) at this many words
+  o.merge_adjacent = True  # per-span replacement: spans that touch are one span (SpanBERT)
+  o.mean_length = 3.0  # t5: mean noise-span length in tokens
+  return o
+
+
+def _check_span(config) -> None:
+  o = config.span
+  if o.mode not in ("geometric", "t5"):
+    raise ValueError("masking config: span.mode must be geometric or t5")
+  if not (0.0 < o.p <= 1.0 and 1 <= o.max_words <= 256):
+    raise ValueError("masking config: span.p must lie in (0, 1] and span.max_words in [1, 256]")
+  if o.mean_length < 1.0:
+    raise ValueError("masking config: span.mean_length must be at least 1")
+
+
+@register("span", options=_span_options, check=_check_span)
 def span(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context) -> Plan:
   """SpanBERT: spans of whole words, lengths ~ Geo(p) truncated at max_words; or T5 spans.
 
@@ -102,7 +124,21 @@ def span(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context) -> P
               merge_adjacent=config.span.merge_adjacent)
 
 
-@register("entity", batch_fields=("entity_ids", "phrase_ids"))
+def _entity_options() -> ml_collections.ConfigDict:
+  o = ml_collections.ConfigDict()
+  o.weight = 1.0  # entity unit vs word: 1 = uniform over units (ERNIE 1.0); inf = entities
+  #   first, topped up with words
+  o.phrase_weight = 1.0  # phrase unit vs word (ERNIE's phrase level); 0 = never masked
+  return o
+
+
+def _check_entity(config) -> None:
+  if config.entity.weight < 0 or config.entity.phrase_weight < 0:
+    raise ValueError("masking config: entity.weight and entity.phrase_weight must be >= 0")
+
+
+@register("entity", batch_fields=("entity_ids", "phrase_ids"), options=_entity_options,
+          check=_check_entity)
 def entity(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context) -> Plan:
   """ERNIE 1.0: entities and phrases as whole units beside words, drawn uniformly.
 
@@ -127,7 +163,18 @@ def entity(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context) ->
   return Plan(unit_start=unit_start, log_weight=log_weight)
 
 
-@register("pmi", batch_fields=("ngram_ids",))
+def _pmi_options() -> ml_collections.ConfigDict:
+  o = ml_collections.ConfigDict()
+  o.weight = 1.0  # n-gram unit vs word; 1 = uniform over units (PMI-Masking)
+  return o
+
+
+def _check_pmi(config) -> None:
+  if config.pmi.weight <= 0:
+    raise ValueError("masking config: pmi.weight must be > 0")
+
+
+@register("pmi", batch_fields=("ngram_ids",), options=_pmi_options, check=_check_pmi)
 def pmi(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context) -> Plan:
   """PMI-Masking: high-PMI n-grams (`ngram_ids`) and whole words as units, drawn uniformly."""
   del keys
@@ -142,7 +189,13 @@ def pmi(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context) -> Pl
 # ----------------------------------------------------------------------------- weight strategies
 
 
-@register("frequency", tables=("frequency",))
+def _frequency_options() -> ml_collections.ConfigDict:
+  o = ml_collections.ConfigDict()
+  o.alpha = 0.5  # weight = (count + 1) ** -alpha: alpha > 0 favours rare tokens, < 0 common ones
+  return o
+
+
+@register("frequency", tables=("frequency",), options=_frequency_options)
 def frequency(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context) -> Plan:
   """Weights (count + 1)^-alpha: alpha > 0 favours rare tokens, alpha < 0 common ones."""
   del keys
@@ -150,7 +203,15 @@ def frequency(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context)
   return _weighted(-ctx.config.frequency.alpha * jnp.log1p(counts), batch, tables, ctx)
 
 
-@register("adaptive", stateful=True, reads_model=True)
+def _adaptive_options() -> ml_collections.ConfigDict:
+  o = ml_collections.ConfigDict()
+  o.decay = 0.99  # running loss per id: new = decay * old + (1 - decay) * batch mean
+  o.power = 1.0  # weight = running_loss ** power (0 = uniform)
+  o.init_loss = 0.0  # starting running loss; 0 means log(vocab_size), a uniform model's loss
+  return o
+
+
+@register("adaptive", stateful=True, reads_model=True, options=_adaptive_options)
 def adaptive(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context) -> Plan:
   """Weights running_loss^power: tokens the model still gets wrong are masked more."""
   del keys
@@ -176,7 +237,22 @@ def _pos_class(batch: TokenBatch, tables: VocabTables, config) -> Array:
                    config.syntax.content_class)
 
 
-@register("syntax", batch_fields=("pos_class",))
+def _syntax_options() -> ml_collections.ConfigDict:
+  """Also read by semantic masking (which words are content words without pos_class)."""
+  o = ml_collections.ConfigDict()
+  o.class_weights = (1.0, 2.0, 0.5, 4.0, 3.0)  # weight per pos_class value: 0 unknown, 1
+  #   content word, 2 function word; from a dependency parse 3 predicate, 4 core argument
+  o.content_class = 1  # class of a content word when pos_class is absent (vocabulary fallback)
+  o.function_class = 2  # class of a function word when pos_class is absent
+  return o
+
+
+def _check_syntax(config) -> None:
+  if min(config.syntax.class_weights, default=1.0) < 0:
+    raise ValueError("masking config: syntax.class_weights must be >= 0")
+
+
+@register("syntax", batch_fields=("pos_class",), options=_syntax_options, check=_check_syntax)
 def syntax(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context) -> Plan:
   """Weights per syntactic class (`pos_class`): with a dependency parse, predicates and core
   arguments (subjects, objects) first, then other content words, function words last."""
@@ -188,7 +264,14 @@ def syntax(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context) ->
   return _weighted(jnp.log(weight), batch, tables, ctx)
 
 
-@register("contextual", reads_hidden=True)
+def _contextual_options() -> ml_collections.ConfigDict:
+  o = ml_collections.ConfigDict()
+  o.sharpness = 5.0  # log weight = sharpness * cos(h_token, mean h of its document), h the
+  #   model's hidden states of the unmasked row; < 0 favours outliers
+  return o
+
+
+@register("contextual", reads_hidden=True, options=_contextual_options)
 def contextual(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context) -> Plan:
   """Weights exp(sharpness * cos(h_token, mean h of its document)): central tokens first.
 
@@ -216,7 +299,20 @@ def contextual(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context
   return _weighted(ctx.config.contextual.sharpness * cos, batch, tables, ctx)
 
 
-@register("semantic", batch_fields=("pos_class",), tables=("idf",))
+def _semantic_options() -> ml_collections.ConfigDict:
+  o = ml_collections.ConfigDict()
+  o.power = 1.0  # weight = idf ** power on content words: salient (rare-in-documents) first
+  o.function_weight = 0.1  # and idf ** power * function_weight on function words, punctuation
+  return o
+
+
+def _check_semantic(config) -> None:
+  if config.semantic.function_weight < 0:
+    raise ValueError("masking config: semantic.function_weight must be >= 0")
+
+
+@register("semantic", batch_fields=("pos_class",), tables=("idf",),
+          options=_semantic_options, check=_check_semantic)
 def semantic(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context) -> Plan:
   """Salient content words first: weight idf^power on content words (nouns, proper nouns,
   verbs, adjectives, adverbs, numbers: `pos_class`), times `function_weight` on the rest."""
@@ -237,12 +333,21 @@ def _mixture_parts(config) -> tuple[str, ...]:
   return tuple(config.mixture.strategies)
 
 
+def _mixture_options() -> ml_collections.ConfigDict:
+  o = ml_collections.ConfigDict()
+  o.strategies = ("dynamic", "span", "whole_word")  # one is drawn per example
+  o.weights = (1.0, 1.0, 1.0)  # their relative weights at step 0
+  o.final_weights = ()  # optional weights at `steps`, linearly interpolated; () = fixed
+  o.steps = 100_000  # steps from weights to final_weights
+  return o
+
+
 def _check_mixture(config) -> None:
   if len(config.mixture.weights) != len(config.mixture.strategies):
     raise ValueError("mixture.weights needs one weight per mixture.strategies entry")
 
 
-@register("mixture", parts=_mixture_parts, check=_check_mixture)
+@register("mixture", parts=_mixture_parts, check=_check_mixture, options=_mixture_options)
 def mixture(keys: Array, batch: TokenBatch, tables: VocabTables, ctx: Context) -> Plan:
   """Per example, one of `mixture.strategies`, drawn with the (scheduled) mixture weights.
 

@@ -21,8 +21,9 @@ def test_each_recipe_masks_a_batch(name, tables, make_ids):
   assert 0 < float(np.asarray(out.weights).sum()) <= 8 * cfg.max_predictions
   config = load_config("masking", name)  # --config=configs/masking.py:NAME
   # The default config's 20 slots, or what the recipe's count can reach at 128 tokens (ERNIE
-  # draws per unit: mean 19 + 3 sd; PMI-Masking may overshoot by a unit: 19 + 4).
-  slots = {"ernie": 31, "pmi": 23}.get(name, 20)
+  # draws per unit: mean 19 + 3 sd; PMI-Masking may overshoot by a unit: 19 + 4; ModernBERT
+  # masks 30%: 38).
+  slots = {"ernie": 31, "pmi": 23, "modernbert": 38}.get(name, 20)
   assert config.masking.to_dict() == {**cfg.to_dict(), "max_predictions": slots}
   assert tuple(config.data.annotations) == masking.batch_fields(cfg)
 

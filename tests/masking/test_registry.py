@@ -221,3 +221,23 @@ def test_register_as_a_decorator_and_refusing_unknown_fields():
   with pytest.raises(ValueError, match="unknown fields"):
     masking.register("toy_typo", lambda *a: masking.Plan(), batch_fields=("entity",))
   assert "toy_typo" not in masking.SPECS
+
+
+def test_a_strategys_options_are_registered_with_it():
+  """Each option block of the masking config is the registration's (`options`), under the
+  strategy's name; its check runs when a config uses the strategy, alone or in a mixture."""
+  cfg = masking.default_config()
+  with_options = {name for name, spec in masking.SPECS.items() if spec.options is not None}
+  assert with_options == {"span", "entity", "pmi", "frequency", "adaptive", "syntax",
+                          "contextual", "semantic", "mixture"}
+  for name in with_options:
+    assert cfg[name].to_dict() == masking.SPECS[name].options().to_dict()
+  bad = _config("span")
+  bad.span.p = 0.0
+  with pytest.raises(ValueError, match="span.p must lie in"):
+    masking.validate(bad)
+  bad.strategy = "whole_word"  # span's options are not used: nothing to refuse
+  masking.validate(bad)
+  bad.strategy, bad.mixture.strategies, bad.mixture.weights = "mixture", ("span",), (1.0,)
+  with pytest.raises(ValueError, match="span.p must lie in"):
+    masking.validate(bad)
