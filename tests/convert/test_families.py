@@ -10,8 +10,6 @@ import transformers
 from flax import nnx
 
 from mlmjax.convert import hf
-from mlmjax.data import tokenizer as tokenizer_lib
-from mlmjax.model import ModelConfig, make_model
 
 ATOL = 1e-4  # float32 logits, CPU, different summation orders
 SMALL = dict(vocab_size=99, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
@@ -77,15 +75,17 @@ def assert_real_positions_close(ours, theirs, lengths):
     np.testing.assert_allclose(ours[row, :n], theirs[row, :n], atol=ATOL)
 
 
-@pytest.mark.parametrize("scan", [False, True])  # rolled layers pick their kind in the loop
-def test_import_matches_transformers(hf_model, scan):
+def test_import_matches_transformers(hf_model):
+  """Unrolled layers; for ModernBERT also rolled ones (`scan_layers`: each layer picks its
+  kind with lax.cond; BERT's rolled stack is tested in tests/convert/test_hf.py)."""
   _, folder, family = hf_model
-  cfg = hf.config_from_hf(folder, scan_layers=scan)
-  assert cfg.family == family
-  graphdef, state = hf.import_params(hf.read_hf_tensors(folder, family), cfg)
-  ids, lengths = padded_inputs(cfg.pad_token_id)
-  assert_real_positions_close(our_logits(nnx.merge(graphdef, state), ids),
-                              torch_logits(folder, ids, lengths), lengths)
+  ids, lengths = padded_inputs(hf.config_from_hf(folder).pad_token_id)
+  theirs = torch_logits(folder, ids, lengths)
+  for scan in (False, True) if family == "modernbert" else (False,):
+    cfg = hf.config_from_hf(folder, scan_layers=scan)
+    assert cfg.family == family
+    graphdef, state = hf.import_params(hf.read_hf_tensors(folder, family), cfg)
+    assert_real_positions_close(our_logits(nnx.merge(graphdef, state), ids), theirs, lengths)
 
 
 def test_export_of_import_reproduces_tensors_exactly(hf_model):
@@ -97,34 +97,6 @@ def test_export_of_import_reproduces_tensors_exactly(hf_model):
   assert sorted(exported) == sorted(original)
   for key, value in original.items():
     np.testing.assert_array_equal(exported[key], value, err_msg=key)
-
-
-@pytest.fixture(scope="module")
-def bpe(tmp_path_factory):
-  from helpers import write_corpus  # pylint: disable=g-import-not-at-top
-  text = write_corpus(tmp_path_factory.mktemp("corpus") / "c.txt").read_text(encoding="utf-8")
-  return tokenizer_lib.train_byte_level_bpe(text.split("\n\n"), 300)
-
-
-@pytest.mark.parametrize("family", ["roberta", "modernbert"])
-def test_export_loads_in_transformers_and_fill_mask(tmp_path, bpe, family):
-  roles = tokenizer_lib.special_roles(bpe)
-  cfg = ModelConfig(vocab_size=bpe.get_vocab_size(), family=family, hidden_size=32,
-                    num_layers=3, num_heads=4, intermediate_size=48, type_vocab_size=1,
-                    max_position_embeddings=66 if family == "roberta" else 64,
-                    layer_norm_eps=1e-5, pad_token_id=roles["pad"], local_attention=8)
-  with nnx.use_eager_sharding(False):
-    model = make_model(cfg, nnx.Rngs(3))
-  hf.export(nnx.state(model, nnx.Param), cfg, bpe, str(tmp_path), lowercase=False)
-  theirs = transformers.AutoModelForMaskedLM.from_pretrained(tmp_path).eval()
-  assert type(theirs).__name__ == hf.FAMILIES[family].architecture
-  ids, lengths = padded_inputs(roles["pad"])
-  ids = np.where(ids >= bpe.get_vocab_size(), 7, ids)
-  assert_real_positions_close(our_logits(model, ids), torch_logits(tmp_path, ids, lengths),
-                              lengths)
-  fill = transformers.pipeline("fill-mask", model=str(tmp_path), tokenizer=str(tmp_path))
-  guesses = fill("The module <mask> the file.", top_k=3)
-  assert len(guesses) == 3 and all("token_str" in g for g in guesses)
 
 
 def test_body_only_checkpoint_gets_a_fresh_head(tmp_path):
