@@ -33,8 +33,7 @@ def test_smoke_mode_runs_every_stage_and_writes_the_report(tmp_path):
   assert "Not measured" not in report, report  # no stage failed, timed out or was skipped
   for row in ("| mlmjax | tiny | 4×32 |", "| HF eager | tiny | 4×32 |",
               "| mlmjax | tiny | 4×128 |", "| masking: dynamic |", "| mlmjax, no dropout |",
-              "| mlmjax, batch 8 |", "| mlmjax, XLA attention |", "| mlmjax, rbg dropout |",
-              "| mlmjax, tanh GELU |", "| mlmjax, threefry dropout |"):
+              "| mlmjax, batch 8 |", "| mlmjax, XLA attention |"):
     assert row in report, row
   assert "× HF eager |" in report  # ours and HF's on one card, compared
   assert "- BERT-tiny s128, remat=none: largest batch that trains = ≥ 4" in report
