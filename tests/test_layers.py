@@ -20,7 +20,7 @@ ALLOWED = {
     "model": {"model", "masking"},  # dropout's counter hash is the masker's (masking/rng.py)
     "data": {"data", "storage", "workdir", "masking"},
     "config": {"config", "masking"},
-    "train": {"train", "storage", "workdir", "model", "masking", "data", "checkpoint"},
+    "train": {"train", "storage", "workdir", "model", "masking", "data", "checkpoint", "config"},
     "checkpoint": {"checkpoint", "storage", "workdir"},
     "convert": {"convert", "storage", "model", "data"},  # data: the tokenizer's special roles
     "inference": {"inference", "storage", "workdir", "convert", "train", "checkpoint", "model",

@@ -20,6 +20,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from mlmjax import checkpoint, storage
+from mlmjax import config as config_lib
 from mlmjax import workdir as workdir_lib
 from mlmjax.data import pipeline, prepare, stats as data_stats, tokenizer as tokenizer_lib
 from mlmjax.model.config import ModelConfig
@@ -110,7 +111,8 @@ def _restore_or_init(config, c, manager, data_iter, meta: dict, init_params) -> 
   def check_saved(saved: dict) -> bool:
     check_compatible(saved, meta)
     check_same_experiment(saved["config"], meta["config"], config.train.allow_config_change)
-    same_data = saved["config"]["data"] == meta["config"]["data"]
+    same_data = not any(k.startswith("data.")
+                        for k in config_changes(saved["config"], meta["config"]))
     if not same_data:  # a new phase (e.g. seq 128 -> 512): the model goes on, the data restarts
       logging.warning("The data config changed since the checkpoint: continuing the model on "
                       "the new data from its first batch.")
@@ -329,12 +331,27 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
   return flat
 
 
+def _as_run(saved: dict, current: dict) -> tuple[dict, dict]:
+  """The flattened configs of a checkpoint and of this run. A key the saved config lacks was
+  added to the schema after it was written: the saved run ran as its default does."""
+  old, new = _flatten(saved), _flatten(current)
+  defaults = _flatten(json.loads(config_lib.default_config().to_json_best_effort()))
+  old.update({k: v for k, v in defaults.items() if k not in old and k in new})
+  return old, new
+
+
+def config_changes(saved: dict, current: dict) -> list[str]:
+  """The flattened keys whose value differs between a checkpoint's config and this run's."""
+  old, new = _as_run(saved, current)
+  return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+
+
 def check_same_experiment(saved: dict, current: dict, allow_change: bool) -> None:
   """Refuses to resume a workdir written by another experiment's config (unless allowed)."""
-  old, new = _flatten(saved), _flatten(current)
-  changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k)
-                   and not any(k == r or (r.endswith(".") and k.startswith(r))
-                               for r in workdir_lib.RESUMABLE_CHANGES))
+  old, new = _as_run(saved, current)
+  changed = [k for k in config_changes(saved, current)
+             if not any(k == r or (r.endswith(".") and k.startswith(r))
+                        for r in workdir_lib.RESUMABLE_CHANGES)]
   if changed and not allow_change:
     details = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:8])
     raise ValueError(f"This workdir holds a run of another config ({details}). Use a new "

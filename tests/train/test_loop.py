@@ -98,3 +98,19 @@ def test_logged_training_metrics_are_window_means_read_once_per_window(tiny, tmp
     assert windows[end]["window_steps"] == 3 and every_step[end]["window_steps"] == 1
     assert windows[end]["learning_rate"] == every_step[end]["learning_rate"]
   assert reads_every_step - reads_windows == 6 - 2
+
+
+def test_keys_added_to_the_schema_since_a_checkpoint_are_not_changes():
+  """A workdir written before a key existed (e.g. model.family, data.tokenizer_type) resumes:
+  the old run ran as the default does. Set otherwise, the key is a change and is refused."""
+  import json  # pylint: disable=g-import-not-at-top
+  from mlmjax import config as config_lib  # pylint: disable=g-import-not-at-top
+  current = json.loads(config_lib.default_config().to_json_best_effort())
+  saved = json.loads(json.dumps(current))
+  del saved["model"]["family"], saved["data"]["tokenizer_type"]
+  assert loop.config_changes(saved, current) == []
+  loop.check_same_experiment(saved, current, allow_change=False)
+  current["model"]["family"] = "roberta"
+  assert loop.config_changes(saved, current) == ["model.family"]
+  with pytest.raises(ValueError, match="model.family: 'bert' -> 'roberta'"):
+    loop.check_same_experiment(saved, current, allow_change=False)
