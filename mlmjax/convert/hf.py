@@ -127,10 +127,9 @@ def from_hf_tensors(tensors: dict[str, np.ndarray], template: dict[str, np.ndarr
   return stack_layers(flat, template, family)
 
 
-def hf_config(cfg: ModelConfig, specials: dict[str, int] | None = None) -> dict:
+def hf_config(cfg: ModelConfig, specials: dict[str, int]) -> dict:
   """The `config.json` of the family's HF masked LM with our hyperparameters; `specials`:
   {role: id} of the tokenizer's special tokens (`data.tokenizer.special_roles`)."""
-  specials = specials or {"pad": cfg.pad_token_id, "cls": None, "sep": None}
   return FAMILIES[cfg.family].to_hf(cfg, specials)
 
 

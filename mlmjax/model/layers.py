@@ -121,15 +121,22 @@ def stacked_layers(make_layer, cfg: ModelConfig, rngs: nnx.Rngs):
   return create(rngs)
 
 
+def _rematerialised(cfg: ModelConfig, apply, prevent_cse: bool, static_argnums=()):
+  """`apply` under `cfg.remat_policy` (what its backward pass may keep), or as it is."""
+  if cfg.remat_policy == "none":
+    return apply
+  return nnx.remat(apply, policy=REMAT_POLICIES[cfg.remat_policy], prevent_cse=prevent_cse,
+                   static_argnums=static_argnums)
+
+
 def run_layers(cfg: ModelConfig, layers, x, key, apply):
   """`apply(layer, x, layer_key, index)` through the stacked `layers` under `nnx.scan`:
   unrolled by default (straight-line code: the fastest step), a device loop with
   `cfg.scan_layers` (one layer compiled). The index feeds the dropout key and the layer kind."""
   rolled = cfg.scan_layers
-  if cfg.remat_policy != "none":
-    # A rolled scan already keeps XLA from merging the recomputation into the forward pass, so
-    # the extra barriers of prevent_cse are only needed unrolled (jax.checkpoint docs).
-    apply = nnx.remat(apply, policy=REMAT_POLICIES[cfg.remat_policy], prevent_cse=not rolled)
+  # A rolled scan already keeps XLA from merging the recomputation into the forward pass, so
+  # the extra barriers of prevent_cse are only needed unrolled (jax.checkpoint docs).
+  apply = _rematerialised(cfg, apply, prevent_cse=not rolled)
 
   @nnx.scan(in_axes=(0, nnx.Carry, 0), out_axes=nnx.Carry, unroll=1 if rolled else True,
             transform_metadata={nnx.PARTITION_NAME: LAYERS_AXIS})
@@ -148,9 +155,7 @@ def run_distinct_layers(cfg: ModelConfig, layers, x, key, apply):
   the index is traced and the layer branches with `jax.lax.cond`."""
   if cfg.scan_layers:
     return run_layers(cfg, layers, x, key, apply)
-  if cfg.remat_policy != "none":
-    apply = nnx.remat(apply, policy=REMAT_POLICIES[cfg.remat_policy], prevent_cse=True,
-                      static_argnums=(3,))
+  apply = _rematerialised(cfg, apply, prevent_cse=True, static_argnums=(3,))  # the int index
   graphdef, state = nnx.split(layers)
   for i in range(cfg.num_layers):
     layer = nnx.merge(graphdef, jax.tree.map(lambda a, i=i: a[i], state))

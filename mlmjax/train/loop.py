@@ -340,16 +340,19 @@ def _as_run(saved: dict, current: dict) -> tuple[dict, dict]:
   return old, new
 
 
+def _differing(old: dict, new: dict) -> list[str]:
+  return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+
+
 def config_changes(saved: dict, current: dict) -> list[str]:
   """The flattened keys whose value differs between a checkpoint's config and this run's."""
-  old, new = _as_run(saved, current)
-  return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+  return _differing(*_as_run(saved, current))
 
 
 def check_same_experiment(saved: dict, current: dict, allow_change: bool) -> None:
   """Refuses to resume a workdir written by another experiment's config (unless allowed)."""
   old, new = _as_run(saved, current)
-  changed = [k for k in config_changes(saved, current)
+  changed = [k for k in _differing(old, new)
              if not any(k == r or (r.endswith(".") and k.startswith(r))
                         for r in workdir_lib.RESUMABLE_CHANGES)]
   if changed and not allow_change:
