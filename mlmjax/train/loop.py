@@ -273,7 +273,9 @@ def _run_steps(config, c, state, data_iter, run_eval, save, writer,
         eval_metrics = run_eval(state)
         writer.write_scalars(step, eval_metrics)
         throughput.restart()
-      if preemption.reached(step):
+      # At the last step nothing is left to resume: a SIGTERM lets the final save and
+      # evaluation run (they finish under it), not a preempted stop.
+      if step < last and preemption.reached(step):
         save(step, state, force=True)
         logging.warning("Preempted: saved step %d; rerun the same command to resume.", step)
         return state, True
